@@ -1,0 +1,1 @@
+"""Analytics: see defs.py for its Dagster definitions."""

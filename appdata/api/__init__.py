@@ -1,0 +1,1 @@
+"""Api: see defs.py for its Dagster definitions."""

@@ -1,0 +1,1 @@
+"""Batch: see defs.py for its Dagster definitions."""

@@ -1,0 +1,195 @@
+"""The `appdata` command: emulator, provision, catalog, up, and each concern's own commands.
+
+Subcommands that belong to a concern (send, api, demo, rejected, ...) live beside it in
+`appdata/<concern>/commands.py` and are registered here explicitly.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import click
+
+from appdata.config import Settings
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="appdata")
+def main() -> None:
+    """appdata: stream and batch pipeline for app-download analytics."""
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to bind (keep it loopback).")
+@click.option("--port", type=int, default=None, help="Port (default APPDATA_EMULATOR_PORT or 4566).")
+def emulator(host: str, port: int | None) -> None:
+    """Serve S3, Kinesis and DynamoDB locally (moto, one request at a time)."""
+    from appdata.emulator import make_emulator
+
+    port = port if port is not None else Settings.from_env().emulator_port
+    server = make_emulator(host, port)
+    click.echo(f"AWS emulator listening on http://{host}:{server.server_port}", err=False)
+    sys.stdout.flush()
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+
+
+@main.command()
+@click.option("--shards", type=int, default=1, show_default=True, help="Kinesis shards when creating the stream.")
+def provision(shards: int) -> None:
+    """Create bucket, stream, table and warehouse schema (idempotent; real AWS included)."""
+    from appdata.provision import provision as run_provision
+    from appdata.resources import build_resources
+
+    settings = Settings.from_env()
+    report = run_provision(build_resources(settings), shards=shards)
+    target = settings.aws_endpoint_url or f"AWS ({settings.aws_region})"
+    click.echo(f"provisioned against {target}:")
+    for what, state in report.items():
+        click.echo(f"  {what}: {state}")
+
+
+@main.command()
+@click.argument("path", type=click.Path(exists=True, dir_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+def catalog(path: str, as_json: bool) -> None:
+    """Print the cleaning report of a Play Store catalogue CSV (touches no AWS)."""
+    from appdata.sources.catalogue import CatalogueError, clean_catalogue, read_raw_catalogue
+
+    try:
+        _, report = clean_catalogue(read_raw_catalogue(path))
+    except CatalogueError as exc:
+        raise click.ClickException(str(exc)) from exc
+    data = report.as_dict()
+    if as_json:
+        click.echo(json.dumps(data, indent=2, default=str))
+        return
+    click.echo(f"catalogue: {path}")
+    for key, value in data.items():
+        if key in ("rules", "quarantined", "repaired"):
+            continue
+        click.echo(f"  {key:32s} {value}")
+    for item in data["repaired"]:
+        click.echo(f"  repaired line {item['line']}: {item['app']!r}: {item['reason']}")
+    for item in data["quarantined"]:
+        click.echo(f"  quarantined line {item['line']}: {item['app']!r}: {item['reason']}")
+
+
+def _local_api_key(settings: Settings) -> str:
+    """The local stack's API key: APPDATA_API_KEYS, else one generated once under APPDATA_HOME."""
+    if os.environ.get("APPDATA_API_KEYS"):
+        return os.environ["APPDATA_API_KEYS"].split(",")[0].strip()
+    key_file = settings.home / "api-key"
+    if not key_file.exists():
+        settings.home.mkdir(parents=True, exist_ok=True)
+        key_file.write_text(secrets.token_urlsafe(24))
+        key_file.chmod(0o600)
+    return key_file.read_text().strip()
+
+
+def local_environment(settings: Settings) -> dict[str, str]:
+    """Environment for the local stack's processes: emulator endpoint, Dagster home, API key."""
+    env = dict(os.environ)
+    env.setdefault("APPDATA_HOME", str(settings.home))
+    env.setdefault("APPDATA_AWS_ENDPOINT_URL", settings.aws_endpoint_url or "")
+    env["DAGSTER_HOME"] = str(settings.dagster_home)
+    env["APPDATA_API_KEYS"] = env.get("APPDATA_API_KEYS") or _local_api_key(settings)
+    return env
+
+
+def write_dagster_yaml(settings: Settings) -> Path:
+    """Local Dagster instance config: warehouse writers serialized, telemetry off."""
+    home = settings.dagster_home
+    home.mkdir(parents=True, exist_ok=True)
+    target = home / "dagster.yaml"
+    template = (PACKAGE_DIR / "dagster_local.yaml").read_text()
+    if not target.exists() or target.read_text() != template:
+        target.write_text(template)
+    return target
+
+
+@main.command()
+@click.option("--dagster-port", type=int, default=3000, show_default=True)
+@click.option("--no-ui", is_flag=True, help="Run emulator, provisioning and API only.")
+def up(dagster_port: int, no_ui: bool) -> None:
+    """Bring up the local stack: emulator, provisioning, ingest API, Dagster UI and daemon.
+
+    One Ctrl-C stops everything.
+    """
+    from appdata.emulator import wait_until_up
+
+    settings = Settings.from_env()
+    env = local_environment(settings)
+    write_dagster_yaml(settings)
+    processes: list[tuple[str, subprocess.Popen]] = []
+
+    def start(name: str, args: list[str]) -> subprocess.Popen:
+        proc = subprocess.Popen(args, env=env, start_new_session=True)
+        processes.append((name, proc))
+        return proc
+
+    try:
+        if settings.uses_emulator:
+            start("emulator", [sys.executable, "-m", "appdata.cli", "emulator", "--port", str(settings.emulator_port)])
+            wait_until_up(settings.aws_endpoint_url or "")
+        subprocess.run([sys.executable, "-m", "appdata.cli", "provision"], env=env, check=True)
+        if _has_command("api"):
+            start("api", [sys.executable, "-m", "appdata.cli", "api"])
+        if not no_ui:
+            start("dagster", [sys.executable, "-m", "dagster", "dev", "-m", "appdata.definitions",
+                              "-h", "127.0.0.1", "-p", str(dagster_port)])
+            click.echo(f"Dagster UI: http://127.0.0.1:{dagster_port}")
+        click.echo(f"Ingest API: {settings.api_url} (x-api-key in {settings.home / 'api-key'} or APPDATA_API_KEYS)")
+        click.echo("Press Ctrl-C to stop everything.")
+        while True:
+            for name, proc in processes:
+                if proc.poll() is not None:
+                    raise click.ClickException(f"{name} exited with code {proc.returncode}")
+            time.sleep(1)
+    except KeyboardInterrupt:
+        click.echo("stopping...")
+    finally:
+        for _, proc in reversed(processes):
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGINT)
+        deadline = time.monotonic() + 20
+        for _, proc in reversed(processes):
+            try:
+                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+
+
+def _has_command(name: str) -> bool:
+    return name in main.commands
+
+
+def _register_concern_commands() -> None:
+    """Each concern adds its own subcommands (send, api, demo, rejected, ...)."""
+    from appdata.analytics import commands as analytics_commands
+    from appdata.api import commands as api_commands
+    from appdata.batch import commands as batch_commands
+    from appdata.stream import commands as stream_commands
+
+    for module in (api_commands, stream_commands, batch_commands, analytics_commands):
+        module.register(main)
+
+
+_register_concern_commands()
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,128 @@
+"""All configuration in one place: environment variables with local defaults.
+
+Every knob the pipeline has is read here and nowhere else, so that moving from the
+embedded defaults (emulator on loopback, DuckDB file) to real AWS and Redshift is a matter
+of exporting variables, never of editing code. `.env.example` documents each variable.
+Secrets (AWS keys, warehouse password, API keys) are not given defaults here; resources
+receive them through `dagster.EnvVar` or the standard AWS credential chain.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlparse
+
+DEFAULT_EMULATOR_PORT = 4566
+
+
+def _env(name: str, default: str) -> str:
+    value = os.environ.get(name)
+    return default if value is None else value
+
+
+def _env_int(name: str, default: int) -> int:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError as exc:  # a clear message beats a bare int() traceback
+        raise ValueError(f"{name} must be an integer, got {raw!r}") from exc
+
+
+def is_loopback_endpoint(url: str | None) -> bool:
+    """True when `url` points at this machine (the local emulator), never at real AWS."""
+    if not url:
+        return False
+    host = urlparse(url).hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+@dataclass(frozen=True)
+class Settings:
+    """A snapshot of the environment; build one with `Settings.from_env()`."""
+
+    home: Path
+    bucket: str
+    stream: str
+    table: str
+    warehouse_url: str
+    aws_endpoint_url: str | None
+    aws_region: str
+    playstore_csv: str | None
+    timezone: str
+    batch_start_date: str
+    batch_rows_per_day: int | None
+    seed: int
+    preferences: str
+    api_url: str
+    api_host: str
+    api_port: int
+    emulator_port: int
+    extra: dict = field(default_factory=dict)
+
+    @classmethod
+    def from_env(cls) -> "Settings":
+        home = Path(_env("APPDATA_HOME", str(Path.home() / ".appdata"))).expanduser().resolve()
+        emulator_port = _env_int("APPDATA_EMULATOR_PORT", DEFAULT_EMULATOR_PORT)
+        endpoint = _env("APPDATA_AWS_ENDPOINT_URL", f"http://127.0.0.1:{emulator_port}")
+        api_host = _env("APPDATA_API_HOST", "127.0.0.1")
+        api_port = _env_int("APPDATA_API_PORT", 8000)
+        rows_per_day = _env_int("APPDATA_BATCH_ROWS_PER_DAY", 0)
+        return cls(
+            home=home,
+            bucket=_env("APPDATA_BUCKET", "appdata-lake"),
+            stream=_env("APPDATA_STREAM", "appdata-downloads"),
+            table=_env("APPDATA_TABLE", "appdata-user-downloads"),
+            warehouse_url=_env("APPDATA_WAREHOUSE_URL", f"duckdb:///{home / 'warehouse.duckdb'}"),
+            aws_endpoint_url=endpoint or None,  # empty string means real AWS
+            aws_region=_env("APPDATA_AWS_REGION", os.environ.get("AWS_DEFAULT_REGION", "us-east-1")),
+            playstore_csv=_env("APPDATA_PLAYSTORE_CSV", "") or None,
+            timezone=_env("APPDATA_TIMEZONE", "UTC"),
+            batch_start_date=_env("APPDATA_BATCH_START_DATE", "2020-01-01"),
+            batch_rows_per_day=rows_per_day or None,
+            seed=_env_int("APPDATA_SEED", 42),
+            preferences=_env("APPDATA_USER_PREFERENCES", "taste"),
+            api_url=_env("APPDATA_API_URL", f"http://{api_host}:{api_port}"),
+            api_host=api_host,
+            api_port=api_port,
+            emulator_port=emulator_port,
+        )
+
+    @property
+    def uses_emulator(self) -> bool:
+        return is_loopback_endpoint(self.aws_endpoint_url)
+
+    @property
+    def dagster_home(self) -> Path:
+        return Path(os.environ.get("DAGSTER_HOME") or self.home / "dagster")
+
+    @property
+    def client_dir(self) -> Path:
+        """Where the simulated clients keep their own files (not our AWS)."""
+        return self.home / "client"
+
+
+def emulator_credentials() -> dict[str, str]:
+    """Placeholder credentials for the local emulator, which accepts any signature.
+
+    Used only when the endpoint is loopback and the environment holds no AWS credentials;
+    real AWS always goes through boto3's own credential chain.
+    """
+    if os.environ.get("AWS_ACCESS_KEY_ID") or os.environ.get("AWS_PROFILE"):
+        return {}
+    return {"aws_access_key_id": "emulator", "aws_secret_access_key": "emulator"}
+
+
+def api_keys_from_env() -> list[str]:
+    """API keys accepted by the ingest API: `APPDATA_API_KEYS`, comma separated."""
+    raw = os.environ.get("APPDATA_API_KEYS", "")
+    return [key.strip() for key in raw.split(",") if key.strip()]

@@ -1,0 +1,30 @@
+"""The code location: every concern's definitions assembled explicitly, plus resources.
+
+Each concern (sources, batch, stream, warehouse, analytics, api) owns a `defs()` that returns
+its assets, checks, jobs, schedules and sensors; nothing here does I/O at import time.
+"""
+
+import dagster as dg
+
+from appdata.analytics import defs as analytics
+from appdata.api import defs as api
+from appdata.batch import defs as batch
+from appdata.resources import build_resources
+from appdata.sources import defs as sources
+from appdata.stream import defs as stream
+from appdata.warehouse import defs as warehouse
+
+
+def build_definitions() -> dg.Definitions:
+    return dg.Definitions.merge(
+        sources.defs(),
+        batch.defs(),
+        stream.defs(),
+        warehouse.defs(),
+        analytics.defs(),
+        api.defs(),
+        dg.Definitions(resources=build_resources()),
+    )
+
+
+defs = build_definitions()

@@ -1,0 +1,115 @@
+"""Dagster resources: the only doors from our code to AWS and to the warehouse.
+
+S3 comes from dagster-aws; Kinesis and DynamoDB share dagster-aws's boto3 configuration; the
+warehouse is SQLAlchemy over DuckDB (embedded default), PostgreSQL (tests' Redshift stand-in)
+or Redshift. `build_resources()` wires them from `Settings`; secrets only ever arrive through
+`dagster.EnvVar` or boto3's own credential chain.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import boto3
+import dagster as dg
+import sqlalchemy as sa
+from botocore.config import Config
+from dagster_aws.s3 import S3Resource
+from dagster_aws.utils import ResourceWithBoto3Configuration
+from pydantic import Field
+from sqlalchemy.engine import make_url
+
+from appdata.config import Settings, emulator_credentials
+
+
+def boto3_client(service: str, resource: ResourceWithBoto3Configuration) -> Any:
+    """A boto3 client configured like dagster-aws's own (region, endpoint, retries, keys)."""
+    session = boto3.session.Session(profile_name=resource.profile_name)
+    return session.client(
+        service,
+        region_name=resource.region_name,
+        endpoint_url=resource.endpoint_url,
+        use_ssl=resource.use_ssl,
+        verify=resource.verify,
+        aws_access_key_id=resource.aws_access_key_id,
+        aws_secret_access_key=resource.aws_secret_access_key,
+        aws_session_token=resource.aws_session_token,
+        config=Config(retries={"max_attempts": resource.max_attempts, "mode": "standard"}),
+    )
+
+
+class LakeS3Resource(S3Resource):
+    """S3 (dagster-aws) plus the bucket that holds landing/, curated/, lake/, rejected/, reports/."""
+
+    bucket: str = Field(description="Bucket of the data lake")
+
+
+class KinesisResource(ResourceWithBoto3Configuration):
+    """The Kinesis stream that buffers app-download events between the API and the drain."""
+
+    stream_name: str = Field(description="Kinesis stream name")
+
+    def get_client(self) -> Any:
+        return boto3_client("kinesis", self)
+
+
+class DynamoDBResource(ResourceWithBoto3Configuration):
+    """The DynamoDB table serving downloads and recommendations by user_id."""
+
+    table_name: str = Field(description="DynamoDB table name")
+
+    def get_client(self) -> Any:
+        return boto3_client("dynamodb", self)
+
+
+class WarehouseResource(dg.ConfigurableResource):
+    """SQLAlchemy engine for the warehouse: duckdb:///file, postgresql://..., redshift+psycopg2://...
+
+    The password, when needed, comes separately (APPDATA_WAREHOUSE_PASSWORD via EnvVar) so the
+    URL itself can be shown in logs and the UI.
+    """
+
+    url: str = Field(description="SQLAlchemy URL without password")
+    password: str | None = Field(default=None, description="Warehouse password (from the environment)")
+    copy_iam_role: str | None = Field(
+        default=None, description="IAM role Redshift assumes for COPY from S3 (Redshift only)"
+    )
+
+    def get_engine(self) -> sa.Engine:
+        url = make_url(self.url)
+        if self.password:
+            url = url.set(password=self.password)
+        if url.get_backend_name() == "duckdb":
+            # NullPool: release DuckDB's single-writer file lock as soon as each block ends.
+            database = url.database
+            if database and database != ":memory:":
+                os.makedirs(os.path.dirname(os.path.abspath(database)), exist_ok=True)
+            return sa.create_engine(url, poolclass=sa.pool.NullPool)
+        return sa.create_engine(url, pool_pre_ping=True)
+
+    @property
+    def dialect(self) -> str:
+        return make_url(self.url).get_backend_name()
+
+
+def _aws_kwargs(settings: Settings) -> dict[str, Any]:
+    kwargs: dict[str, Any] = {"region_name": settings.aws_region, "endpoint_url": settings.aws_endpoint_url}
+    if settings.uses_emulator:
+        kwargs.update(emulator_credentials())
+        kwargs["use_ssl"] = False
+    return kwargs
+
+
+def build_resources(settings: Settings | None = None) -> dict[str, Any]:
+    """Resources keyed as assets expect them: s3, kinesis, dynamodb, warehouse."""
+    settings = settings or Settings.from_env()
+    aws = _aws_kwargs(settings)
+    password = dg.EnvVar("APPDATA_WAREHOUSE_PASSWORD") if os.environ.get("APPDATA_WAREHOUSE_PASSWORD") else None
+    copy_role = os.environ.get("APPDATA_REDSHIFT_COPY_ROLE_ARN") or None
+    return {
+        "s3": LakeS3Resource(bucket=settings.bucket, **aws),
+        "kinesis": KinesisResource(stream_name=settings.stream, **aws),
+        "dynamodb": DynamoDBResource(table_name=settings.table, **aws),
+        "warehouse": WarehouseResource(url=settings.warehouse_url, password=password, copy_iam_role=copy_role),
+    }

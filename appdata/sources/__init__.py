@@ -1,0 +1,1 @@
+"""Sources: the Play Store catalogue, fake users and the two clients' datasets."""

@@ -1,0 +1,1 @@
+"""Stream: see defs.py for its Dagster definitions."""

@@ -1,0 +1,1 @@
+"""Warehouse: table definitions and bulk, atomic, idempotent loads (DuckDB, PostgreSQL, Redshift)."""

@@ -1,0 +1,119 @@
+"""Shared fixtures: a real emulator server on a free port, a real PostgreSQL, real files.
+
+Nothing of ours is patched: tests point the same boto3 code at the emulator over HTTP by
+setting the environment, exactly as a user would.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from appdata.config import Settings
+from appdata.emulator import free_port, wait_until_up
+from appdata.resources import build_resources
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+REAL_CATALOGUE = REPO_ROOT.parent / "shared" / "data" / "googleplaystore.csv"
+PG_BASE_URL = os.environ.get("APPDATA_TEST_POSTGRES_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/test")
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+@pytest.fixture(scope="session")
+def emulator_endpoint() -> str:
+    """One emulator server process for the whole session, on a free loopback port."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "appdata.cli", "emulator", "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    endpoint = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_up(endpoint)
+        yield endpoint
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+@pytest.fixture(scope="session")
+def postgres_engine() -> sa.Engine:
+    """The machine's PostgreSQL; skipped where absent, but required when CI=true."""
+    engine = sa.create_engine(PG_BASE_URL)
+    try:
+        with engine.connect() as conn:
+            conn.exec_driver_sql("SELECT 1")
+    except Exception as exc:  # noqa: BLE001 - any connection failure means "not here"
+        engine.dispose()
+        if IN_CI:
+            pytest.fail(f"PostgreSQL is required in CI but not reachable at {PG_BASE_URL}: {exc}")
+        pytest.skip(f"PostgreSQL not reachable at {PG_BASE_URL}: {exc}")
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture()
+def postgres_url(postgres_engine: sa.Engine) -> str:
+    """A fresh schema per test, reached through search_path in the URL."""
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    with postgres_engine.begin() as conn:
+        conn.exec_driver_sql(f'CREATE SCHEMA "{schema}"')
+    yield f"{PG_BASE_URL}?options=-csearch_path%3D{schema}"
+    with postgres_engine.begin() as conn:
+        conn.exec_driver_sql(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+
+@pytest.fixture()
+def duckdb_url(tmp_path: Path) -> str:
+    return f"duckdb:///{tmp_path / 'warehouse.duckdb'}"
+
+
+@pytest.fixture()
+def appdata_env(tmp_path: Path, emulator_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> Settings:
+    """Environment for one test: its own home, bucket, stream and table on the shared emulator."""
+    suffix = uuid.uuid4().hex[:8]
+    home = tmp_path / "home"
+    values = {
+        "APPDATA_HOME": str(home),
+        "DAGSTER_HOME": str(home / "dagster"),
+        "APPDATA_AWS_ENDPOINT_URL": emulator_endpoint,
+        "APPDATA_AWS_REGION": "us-east-1",
+        "APPDATA_BUCKET": f"appdata-test-{suffix}",
+        "APPDATA_STREAM": f"appdata-test-{suffix}",
+        "APPDATA_TABLE": f"appdata-test-{suffix}",
+        "APPDATA_API_KEYS": f"test-key-{suffix}",
+    }
+    for key, value in values.items():
+        monkeypatch.setenv(key, value)
+    for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_PROFILE", "APPDATA_PLAYSTORE_CSV",
+                "APPDATA_WAREHOUSE_URL", "APPDATA_WAREHOUSE_PASSWORD"):
+        monkeypatch.delenv(key, raising=False)
+    (home / "dagster").mkdir(parents=True)
+    return Settings.from_env()
+
+
+@pytest.fixture()
+def provisioned(appdata_env: Settings) -> dict:
+    """Resources for this test's names, with bucket, stream, table and warehouse created."""
+    from appdata.provision import provision
+
+    resources = build_resources(appdata_env)
+    provision(resources)
+    return resources
+
+
+@pytest.fixture()
+def real_catalogue() -> Path:
+    if not REAL_CATALOGUE.exists():
+        pytest.skip(f"real Kaggle catalogue not present at {REAL_CATALOGUE}")
+    return REAL_CATALOGUE

@@ -1,0 +1,44 @@
+"""The install holds together and the code location loads."""
+
+from importlib.metadata import distributions, version
+
+import dagster as dg
+
+
+def test_dagster_family_is_coherent():
+    """dagster-* libraries are versioned 0.(minor+16).patch against dagster 1.minor.patch."""
+    core = version("dagster")
+    major, minor, patch = (int(p) for p in core.split(".")[:3])
+    assert major == 1
+    libraries = {"dagster-aws", "dagster-pipes", "dagster-shared", "dagster-graphql", "dagster-webserver"}
+    found = {}
+    for dist in distributions():
+        name = (dist.metadata["Name"] or "").lower()
+        if name.startswith("dagster"):
+            found[name] = dist.version
+    assert libraries <= set(found), f"missing Dagster packages: {libraries - set(found)}"
+    for name, ver in found.items():
+        if name in ("dagster", "dagster-webserver", "dagster-graphql", "dagster-pipes", "dagster-shared"):
+            assert ver == core, f"{name} {ver} does not match dagster {core}"
+        else:
+            assert ver == f"0.{minor + 16}.{patch}", f"{name} {ver} does not match dagster {core}"
+
+
+def test_definitions_load_and_validate():
+    from appdata.definitions import defs
+
+    dg.Definitions.validate_loadable(defs)
+    keys = {k.to_user_string() for k in defs.resolve_asset_graph().get_all_asset_keys()}
+    assert {"playstore_apps_raw", "playstore_apps", "users_batch", "users_stream",
+            "users_app_batch_client_data", "users_app_stream_client_data"} <= keys
+
+
+def test_sources_group_has_descriptions_and_kinds():
+    from appdata.definitions import defs
+
+    graph = defs.resolve_asset_graph()
+    for key in graph.get_all_asset_keys():
+        node = graph.get(key)
+        if node.group_name == "sources":
+            assert node.description, f"{key} has no description"
+            assert node.kinds, f"{key} has no kinds"
