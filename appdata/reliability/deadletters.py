@@ -1,0 +1,365 @@
+"""Dead letters you can act on: list, show and replay rejected records.
+
+Every path that rejects a record (the API, the Kinesis drain, the batch ETL) keeps it as JSON
+lines under `s3://<bucket>/rejected/<source>/download_date=YYYY-MM-DD/`. A user lists them,
+prints one object, fixes the records in a file, and replays them through the same door they
+first came in by: the API (or, with `direct`, Kinesis) for api/stream records, the day's landing
+prefix for batch records. Event ids are set before sending (the record's own, else one derived
+from its content), so a replay run twice, or a replay of something that already went through,
+never creates a duplicate downstream. A replayed object moves to `rejected/_replayed/...` so
+it is not replayed twice.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import io
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any, Iterable
+
+import pandas as pd
+
+from appdata import schema
+
+REJECTED_PREFIX = "rejected/"
+REPLAYED_PREFIX = "rejected/_replayed/"
+SOURCES = ("api", "stream", "batch")
+PUT_RECORDS_LIMIT = 500
+API_BATCH_LIMIT = 500
+
+
+class DeadLetterError(Exception):
+    """A dead letter that cannot be listed, shown or replayed; the message says why."""
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    """One rejected record as stored: where it is, why it was rejected, and the raw record."""
+
+    key: str
+    line: int
+    source: str
+    date: str
+    field: str | None
+    reason: str
+    record: dict[str, Any]
+    context: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class ReplayResult:
+    key: str
+    source: str
+    target: str
+    event_ids: list[str]
+    moved_to: str | None
+    landing_keys: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        where = ", ".join(self.landing_keys) if self.landing_keys else self.target
+        moved = f"; dead letter moved to {self.moved_to}" if self.moved_to else ""
+        return f"replayed {len(self.event_ids)} record(s) from {self.key} to {where}{moved}"
+
+
+def normalize_key(key: str, bucket: str) -> str:
+    """Accept `rejected/...`, `s3://bucket/rejected/...` or a key relative to `rejected/`."""
+    key = key.strip()
+    prefix = f"s3://{bucket}/"
+    if key.startswith(prefix):
+        key = key[len(prefix):]
+    elif key.startswith("s3://"):
+        raise DeadLetterError(f"{key} is not in bucket {bucket}")
+    if not key.startswith(REJECTED_PREFIX):
+        key = REJECTED_PREFIX + key.lstrip("/")
+    if key.startswith(REPLAYED_PREFIX):
+        raise DeadLetterError(f"{key} was already replayed")
+    return key
+
+
+def _parse_key(key: str) -> tuple[str, str]:
+    """(source, date) from rejected/<source>/download_date=YYYY-MM-DD/name.jsonl."""
+    parts = key.split("/")
+    source = parts[1] if len(parts) > 1 else "?"
+    date = next((p.split("=", 1)[1] for p in parts if p.startswith("download_date=")), "?")
+    return source, date
+
+
+def _as_record(raw: Any) -> dict[str, Any]:
+    """The raw record of a dead letter: a dict, or a JSON string of one (pandas-written rows)."""
+    if isinstance(raw, dict):
+        return raw
+    if isinstance(raw, str):
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError:
+            return {"_raw": raw}
+        return value if isinstance(value, dict) else {"_raw": value}
+    return {"_raw": raw}
+
+
+def parse_dead_letters(key: str, body: bytes) -> list[DeadLetter]:
+    """Every line of one rejected object; a line that is not JSON is shown as its own reason."""
+    source, date = _parse_key(key)
+    letters = []
+    for number, line in enumerate(body.decode("utf-8", errors="replace").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            item = json.loads(line)
+        except json.JSONDecodeError as exc:
+            letters.append(DeadLetter(key, number, source, date, None, f"dead letter line is not JSON: {exc}", {}))
+            continue
+        if not isinstance(item, dict):
+            item = {"record": item}
+        context = {k: v for k, v in item.items() if k not in ("source", "field", "reason", "record")}
+        letters.append(
+            DeadLetter(
+                key=key,
+                line=number,
+                source=str(item.get("source") or source),
+                date=date,
+                field=item.get("field"),
+                reason=str(item.get("reason") or ""),
+                record=_as_record(item.get("record")),
+                context=context,
+            )
+        )
+    return letters
+
+
+def _list_keys(client: Any, bucket: str, prefix: str) -> list[str]:
+    keys = []
+    for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+        keys.extend(obj["Key"] for obj in page.get("Contents", []))
+    return keys
+
+
+def _read(client: Any, bucket: str, key: str) -> bytes:
+    return client.get_object(Bucket=bucket, Key=key)["Body"].read()
+
+
+def _exists(client: Any, bucket: str, key: str) -> bool:
+    from botocore.exceptions import ClientError
+
+    try:
+        client.head_object(Bucket=bucket, Key=key)
+        return True
+    except ClientError as exc:
+        if exc.response["Error"]["Code"] in ("404", "NoSuchKey", "NotFound"):
+            return False
+        raise
+
+
+def replayed_key(key: str) -> str:
+    return REPLAYED_PREFIX + key[len(REJECTED_PREFIX):]
+
+
+def list_dead_letters(
+    client: Any, bucket: str, *, source: str | None = None, date: str | None = None
+) -> list[DeadLetter]:
+    """Rejected records not yet replayed, oldest day first.
+
+    A batch day re-run after a replay rejects the original bad row again (it is still in the
+    client's landing file); records already replayed from the same object are left out.
+    """
+    if source and source not in SOURCES:
+        raise DeadLetterError(f"unknown source {source!r}: expected one of {', '.join(SOURCES)}")
+    if date:
+        try:
+            dt.date.fromisoformat(date)
+        except ValueError as exc:
+            raise DeadLetterError(f"--date must be YYYY-MM-DD, got {date!r}") from exc
+    prefixes = [f"{REJECTED_PREFIX}{s}/" + (f"download_date={date}/" if date else "") for s in ([source] if source else SOURCES)]
+    letters: list[DeadLetter] = []
+    for prefix in prefixes:
+        for key in sorted(_list_keys(client, bucket, prefix)):
+            if not key.endswith(".jsonl"):
+                continue
+            found = parse_dead_letters(key, _read(client, bucket, key))
+            done_key = replayed_key(key)
+            if _exists(client, bucket, done_key):
+                done = {schema.record_digest(d.record) for d in parse_dead_letters(done_key, _read(client, bucket, done_key))}
+                found = [d for d in found if schema.record_digest(d.record) not in done]
+            letters.extend(found)
+    letters.sort(key=lambda d: (d.date, d.source, d.key, d.line))
+    return letters
+
+
+def show_dead_letters(client: Any, bucket: str, key: str) -> list[DeadLetter]:
+    key = normalize_key(key, bucket)
+    if not _exists(client, bucket, key):
+        raise DeadLetterError(f"no dead letter s3://{bucket}/{key} (already replayed? see rejected/_replayed/)")
+    return parse_dead_letters(key, _read(client, bucket, key))
+
+
+def read_fixed_file(path: str) -> list[dict[str, Any]]:
+    """Records from a user's fixed file: bare records, or dead-letter lines as `show` prints them."""
+    records = []
+    with open(path, encoding="utf-8-sig") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                item = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise DeadLetterError(f"{path}:{number}: not a JSON object: {exc}") from exc
+            if not isinstance(item, dict):
+                raise DeadLetterError(f"{path}:{number}: not a JSON object")
+            records.append(_as_record(item["record"]) if "record" in item and "reason" in item else item)
+    if not records:
+        raise DeadLetterError(f"{path} holds no records")
+    return records
+
+
+def prepare_records(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Validate and type records for a replay; every event keeps (or gets) a stable event_id.
+
+    Raises DeadLetterError naming each record, field and reason that still fails, so a user
+    never replays a record that will only be rejected again.
+    """
+    raw = []
+    for record in records:
+        record = {k: v for k, v in record.items() if k in schema.EVENT_COLUMNS}
+        if schema._is_null(record.get("event_id")):
+            record["event_id"] = schema.derive_event_id(record)
+        raw.append(record)
+    if not raw:
+        raise DeadLetterError("nothing to replay")
+    validation = schema.validate_records(schema.records_to_frame(raw))
+    if len(validation.rejected):
+        problems = "; ".join(
+            f"record {int(r.row)}: {r.reason}" for r in validation.rejected.itertuples()
+        )
+        raise DeadLetterError(
+            f"{len(validation.rejected)} record(s) still invalid, nothing replayed: {problems}. "
+            "Fix them in a file and pass it with --fixed."
+        )
+    return schema.frame_to_records(validation.valid)
+
+
+def _put_to_kinesis(client: Any, stream: str, records: list[dict[str, Any]], attempts: int = 8) -> None:
+    """PutRecords in chunks; partially failed records are retried with backoff."""
+    for start in range(0, len(records), PUT_RECORDS_LIMIT):
+        pending = [
+            {"Data": json.dumps(r, separators=(",", ":")).encode(), "PartitionKey": str(r["user_id"])}
+            for r in records[start:start + PUT_RECORDS_LIMIT]
+        ]
+        for attempt in range(attempts):
+            response = client.put_records(StreamName=stream, Records=pending)
+            if not response.get("FailedRecordCount"):
+                break
+            pending = [entry for entry, result in zip(pending, response["Records"]) if result.get("ErrorCode")]
+            time.sleep(min(2.0, 0.05 * 2 ** attempt))
+        else:
+            raise DeadLetterError(f"{len(pending)} record(s) still failing PutRecords after {attempts} attempts")
+
+
+def _post_to_api(api_url: str, api_key: str, records: list[dict[str, Any]], timeout: float = 30.0) -> None:
+    """POST /v1/downloads in batches; any record the API does not accept fails the replay."""
+    import httpx
+
+    if not api_key:
+        raise DeadLetterError("no API key: set APPDATA_API_KEYS (or use --direct to write to Kinesis)")
+    url = api_url.rstrip("/") + "/v1/downloads"
+    with httpx.Client(timeout=timeout) as http:
+        for start in range(0, len(records), API_BATCH_LIMIT):
+            chunk = records[start:start + API_BATCH_LIMIT]
+            try:
+                response = http.post(url, json=chunk, headers={"x-api-key": api_key})
+            except httpx.HTTPError as exc:
+                raise DeadLetterError(f"API at {api_url} unreachable: {exc.__class__.__name__}: {exc}") from exc
+            if response.status_code >= 300:
+                raise DeadLetterError(f"API refused the replay: HTTP {response.status_code}: {response.text[:500]}")
+            rejected = _rejected_in_response(response.json())
+            if rejected:
+                raise DeadLetterError(f"API rejected {len(rejected)} replayed record(s): {json.dumps(rejected)[:500]}")
+
+
+def _rejected_in_response(body: Any) -> list:
+    if isinstance(body, dict):
+        value = body.get("rejected")
+        if isinstance(value, list):
+            return value
+        if isinstance(value, int) and value:
+            return [body]
+    return []
+
+
+def batch_replay_csv(records: list[dict[str, Any]]) -> bytes:
+    frame = pd.DataFrame.from_records(records, columns=list(schema.EVENT_COLUMNS))
+    return frame.to_csv(index=False).encode("utf-8")
+
+
+def _write_to_landing(client: Any, bucket: str, records: list[dict[str, Any]]) -> list[str]:
+    """One CSV per download day under landing/batch/download_date=D/replay-<content hash>.csv.
+
+    The name is a hash of the content, so replaying the same fix twice rewrites the same object.
+    """
+    keys = []
+    by_day: dict[str, list[dict[str, Any]]] = {}
+    for record in records:
+        by_day.setdefault(str(record["download_date"]), []).append(record)
+    for day, day_records in sorted(by_day.items()):
+        body = batch_replay_csv(sorted(day_records, key=lambda r: r["event_id"]))
+        digest = hashlib.sha256(body).hexdigest()[:16]
+        key = f"landing/batch/download_date={day}/replay-{digest}.csv"
+        client.put_object(Bucket=bucket, Key=key, Body=body, ContentType="text/csv")
+        keys.append(key)
+    return keys
+
+
+def _move_to_replayed(client: Any, bucket: str, key: str) -> str:
+    target = replayed_key(key)
+    client.copy_object(Bucket=bucket, Key=target, CopySource={"Bucket": bucket, "Key": key})
+    client.delete_object(Bucket=bucket, Key=key)
+    return target
+
+
+def replay(
+    *,
+    s3_client: Any,
+    bucket: str,
+    key: str,
+    fixed_records: list[dict[str, Any]] | None = None,
+    direct: bool = False,
+    kinesis_client: Any = None,
+    stream: str | None = None,
+    api_url: str | None = None,
+    api_key: str | None = None,
+) -> ReplayResult:
+    """Replay one dead-letter object (or the user's fixed version of its records)."""
+    letters = show_dead_letters(s3_client, bucket, key)
+    key = letters[0].key if letters else normalize_key(key, bucket)
+    source, _ = _parse_key(key)
+    if source not in SOURCES:
+        raise DeadLetterError(f"{key}: unknown source {source!r}")
+    records = prepare_records(fixed_records if fixed_records is not None else [d.record for d in letters])
+    landing_keys: list[str] = []
+    if source == "batch":
+        landing_keys = _write_to_landing(s3_client, bucket, records)
+        target = "landing"
+    elif direct:
+        if kinesis_client is None or not stream:
+            raise DeadLetterError("--direct needs the Kinesis stream")
+        _put_to_kinesis(kinesis_client, stream, records)
+        target = f"kinesis:{stream}"
+    else:
+        _post_to_api(api_url or "", api_key or "", records)
+        target = f"{api_url}/v1/downloads"
+    moved = _move_to_replayed(s3_client, bucket, key)
+    return ReplayResult(key=key, source=source, target=target, event_ids=[r["event_id"] for r in records],
+                        moved_to=moved, landing_keys=landing_keys)
+
+
+def format_table(letters: list[DeadLetter]) -> str:
+    """A plain table: source, date, key, line, field, reason (never the record: it holds names)."""
+    rows = [("SOURCE", "DATE", "KEY", "LINE", "FIELD", "REASON")]
+    rows += [(d.source, d.date, d.key, str(d.line), d.field or "-", d.reason) for d in letters]
+    widths = [max(len(r[i]) for r in rows) for i in range(5)]
+    out = io.StringIO()
+    for row in rows:
+        out.write("  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row[:5])) + "  " + row[5] + "\n")
+    return out.getvalue().rstrip("\n")

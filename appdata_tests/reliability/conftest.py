@@ -1,0 +1,63 @@
+"""Shared helpers of the reliability suite: short in CI, full with APPDATA_RELIABILITY_FULL=1."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+from typing import Any
+
+import pytest
+
+FULL = os.environ.get("APPDATA_RELIABILITY_FULL", "") == "1"
+
+
+def scale(short: Any, full: Any) -> Any:
+    """The short figure in CI, the full one under APPDATA_RELIABILITY_FULL=1."""
+    return full if FULL else short
+
+
+def report(what: str, **figures: Any) -> None:
+    """Print what a test tried, so `pytest -s` (and the README figures) show it."""
+    print(f"\n[reliability] {what}: " + ", ".join(f"{k}={v}" for k, v in figures.items()), flush=True)
+
+
+def make_record(n: int, *, day: str | None = None, user_id: int | None = None, **overrides: Any) -> dict[str, Any]:
+    """A valid event record; `n` makes it distinct (and its derived event_id stable)."""
+    record = {
+        "user_id": user_id or 100_001 + n % 1000,
+        "name": f"Test Person {n}",
+        "location": "Ohio",
+        "age": 20 + n % 50,
+        "app": f"App {n}",
+        "category": "GAME",
+        "rating": 4.1,
+        "reviews": 100 + n,
+        "size_mb": 12.5,
+        "installs": 10000,
+        "type": "Free",
+        "price": 0.0,
+        "content_rating": "Everyone",
+        "genres": "Arcade",
+        "last_updated": "2018-01-07",
+        "current_ver": "1.0",
+        "android_ver": "4.1 and up",
+        "minutes_spent": n % 120,
+        "download_date": day or dt.date.today().isoformat(),
+    }
+    record.update(overrides)
+    return record
+
+
+def put_dead_letter(s3_client, bucket: str, source: str, day: str, name: str, letters: list[dict]) -> str:
+    """Write a rejected object exactly as the pipeline's contract says (JSON lines)."""
+    key = f"rejected/{source}/download_date={day}/{name}.jsonl"
+    body = "".join(json.dumps({"source": source, "row": i, "rejected_at": "2024-01-01T00:00:00Z", **letter}) + "\n"
+                   for i, letter in enumerate(letters, start=1))
+    s3_client.put_object(Bucket=bucket, Key=key, Body=body.encode())
+    return key
+
+
+@pytest.fixture()
+def s3(provisioned):
+    return provisioned["s3"].get_client()
