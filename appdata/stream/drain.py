@@ -1,0 +1,445 @@
+"""The Kinesis drain: one shard's sequence range -> S3 lake, DynamoDB and the warehouse.
+
+Pure logic over boto3 clients and a SQLAlchemy engine, so the sensor's runs, the demo and the
+benchmarks all call the same code. Every write is keyed by the range or by the event, so
+draining a range a second time rewrites the same lake objects, overwrites the same DynamoDB
+items and inserts no warehouse row: replays are safe, duplicates impossible.
+
+Shard reading follows the Kinesis Client Library: a closed shard's NextShardIterator is null
+(its end), a child shard is read only after its parents are read to their end, expired
+iterators are renewed after the last sequence number seen, and throttling backs off.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import gzip
+import json
+import logging
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable
+
+import pandas as pd
+import sqlalchemy as sa
+from botocore.exceptions import ClientError
+
+from appdata.schema import derive_event_id, frame_to_records, records_to_frame, validate_records
+from appdata.warehouse.loader import insert_new
+
+log = logging.getLogger(__name__)
+
+LAKE_PREFIX = "lake/stream"
+REJECTED_PREFIX = "rejected/stream"
+WAREHOUSE_TABLE = "downloads_stream"
+GET_RECORDS_LIMIT = 10_000  # Kinesis's own maximum per GetRecords call
+RETRYABLE_READ = ("ProvisionedThroughputExceededException", "LimitExceededException", "KMSThrottlingException")
+DYNAMO_BATCH = 25  # BatchWriteItem maximum
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def error_code(exc: Exception) -> str:
+    return exc.response.get("Error", {}).get("Code", "") if isinstance(exc, ClientError) else ""
+
+
+@dataclass
+class Backoff:
+    """Exponential backoff with a cap; `sleep` is injectable so Stubber tests run instantly."""
+
+    base: float = 0.2
+    cap: float = 5.0
+    attempts: int = 8
+    sleep: Callable[[float], None] = time.sleep
+
+    def wait(self, attempt: int) -> None:
+        self.sleep(min(self.cap, self.base * (2 ** attempt)))
+
+
+def seq_int(sequence_number: str) -> int:
+    """Kinesis sequence numbers are decimal strings that order numerically, not lexically."""
+    return int(sequence_number)
+
+
+def list_shards(kinesis: Any, stream: str) -> list[dict]:
+    """Every shard of the stream (open and closed), following ListShards pagination."""
+    shards: list[dict] = []
+    response = kinesis.list_shards(StreamName=stream)
+    shards.extend(response.get("Shards", []))
+    while response.get("NextToken"):
+        response = kinesis.list_shards(NextToken=response["NextToken"])
+        shards.extend(response.get("Shards", []))
+    return shards
+
+
+def parents_of(shard: dict) -> list[str]:
+    return [p for p in (shard.get("ParentShardId"), shard.get("AdjacentParentShardId")) if p]
+
+
+def is_closed(shard: dict) -> bool:
+    """A closed shard (after a split or merge) has an EndingSequenceNumber."""
+    return bool(shard.get("SequenceNumberRange", {}).get("EndingSequenceNumber"))
+
+
+def shard_order(shards: list[dict]) -> list[dict]:
+    """Parents before children (KCL order), ties by shard id."""
+    by_id = {s["ShardId"]: s for s in shards}
+    ordered: list[dict] = []
+    seen: set[str] = set()
+
+    def visit(shard: dict) -> None:
+        if shard["ShardId"] in seen:
+            return
+        seen.add(shard["ShardId"])
+        for parent in parents_of(shard):
+            if parent in by_id:
+                visit(by_id[parent])
+        ordered.append(shard)
+
+    for shard in sorted(shards, key=lambda s: s["ShardId"]):
+        visit(shard)
+    return ordered
+
+
+def get_iterator(kinesis: Any, stream: str, shard_id: str, *, at: str | None = None, after: str | None = None,
+                 backoff: Backoff | None = None) -> str | None:
+    """A shard iterator AT or AFTER a sequence number, else from TRIM_HORIZON."""
+    backoff = backoff or Backoff()
+    kwargs: dict[str, Any] = {"StreamName": stream, "ShardId": shard_id}
+    if at is not None:
+        kwargs.update(ShardIteratorType="AT_SEQUENCE_NUMBER", StartingSequenceNumber=at)
+    elif after is not None:
+        kwargs.update(ShardIteratorType="AFTER_SEQUENCE_NUMBER", StartingSequenceNumber=after)
+    else:
+        kwargs.update(ShardIteratorType="TRIM_HORIZON")
+    for attempt in range(backoff.attempts):
+        try:
+            return kinesis.get_shard_iterator(**kwargs)["ShardIterator"]
+        except ClientError as exc:
+            if error_code(exc) not in RETRYABLE_READ or attempt == backoff.attempts - 1:
+                raise
+            backoff.wait(attempt)
+    return None
+
+
+@dataclass
+class ShardRead:
+    """Records read from one shard, and whether its end (closed shard) was reached."""
+
+    records: list[dict]
+    shard_end: bool = False
+    caught_up: bool = False  # no more records available right now
+
+
+def read_shard(
+    kinesis: Any,
+    stream: str,
+    shard_id: str,
+    *,
+    at: str | None = None,
+    after: str | None = None,
+    until: str | None = None,
+    max_records: int = GET_RECORDS_LIMIT,
+    limit_per_call: int = GET_RECORDS_LIMIT,
+    max_empty_calls: int = 3,
+    backoff: Backoff | None = None,
+) -> ShardRead:
+    """Read a shard from a position, up to `until` (inclusive) or `max_records`, whichever first.
+
+    Stops at the shard's end (NextShardIterator null: closed shard), or when caught up
+    (MillisBehindLatest 0 with no records, or `max_empty_calls` empty answers in a row).
+    ExpiredIteratorException renews the iterator after the last record seen; throttling
+    (ProvisionedThroughputExceededException) retries with backoff.
+    """
+    backoff = backoff or Backoff()
+    last_seen: str | None = None
+    iterator = get_iterator(kinesis, stream, shard_id, at=at, after=after, backoff=backoff)
+    until_int = seq_int(until) if until is not None else None
+    records: list[dict] = []
+    empty_calls = 0
+    throttled = 0
+    while iterator is not None:
+        want = min(limit_per_call, max_records - len(records))
+        if want <= 0:
+            return ShardRead(records)
+        try:
+            response = kinesis.get_records(ShardIterator=iterator, Limit=want)
+        except ClientError as exc:
+            code = error_code(exc)
+            if code == "ExpiredIteratorException":
+                if last_seen is not None:
+                    iterator = get_iterator(kinesis, stream, shard_id, after=last_seen, backoff=backoff)
+                else:
+                    iterator = get_iterator(kinesis, stream, shard_id, at=at, after=after, backoff=backoff)
+                continue
+            if code in RETRYABLE_READ and throttled < backoff.attempts:
+                backoff.wait(throttled)
+                throttled += 1
+                continue
+            raise
+        throttled = 0
+        batch = response.get("Records", [])
+        for record in batch:
+            if until_int is not None and seq_int(record["SequenceNumber"]) > until_int:
+                return ShardRead(records)
+            records.append(record)
+            last_seen = record["SequenceNumber"]
+            if until_int is not None and seq_int(last_seen) == until_int:
+                return ShardRead(records)
+        iterator = response.get("NextShardIterator")
+        if iterator is None:
+            return ShardRead(records, shard_end=True, caught_up=True)
+        if batch:
+            empty_calls = 0
+            continue
+        empty_calls += 1
+        if response.get("MillisBehindLatest", 0) == 0 or empty_calls >= max_empty_calls:
+            return ShardRead(records, caught_up=True)
+    return ShardRead(records, shard_end=True, caught_up=True)
+
+
+# --------------------------------------------------------------------------- decoding
+
+
+@dataclass
+class Decoded:
+    valid: pd.DataFrame  # typed events, with columns _seq and _arrival beside the event columns
+    rejected: list[dict]  # dead-letter lines
+
+
+def _arrival(record: dict) -> dt.datetime:
+    stamp = record.get("ApproximateArrivalTimestamp")
+    if isinstance(stamp, dt.datetime):
+        return stamp.astimezone(dt.timezone.utc) if stamp.tzinfo else stamp.replace(tzinfo=dt.timezone.utc)
+    if isinstance(stamp, (int, float)):
+        return dt.datetime.fromtimestamp(stamp, dt.timezone.utc)
+    return dt.datetime.now(dt.timezone.utc)
+
+
+def _dead_letter(*, shard_id: str, stream: str, record: dict, raw: Any, field_name: str | None, reason: str,
+                 now: str, row: int) -> dict:
+    return {
+        "source": "stream", "field": field_name, "reason": reason, "row": row, "record": raw,
+        "rejected_at": now, "stream": stream, "shard_id": shard_id,
+        "sequence_number": record["SequenceNumber"],
+        "partition_key": record.get("PartitionKey"),
+        "approximate_arrival": _arrival(record).isoformat(),
+    }
+
+
+def decode_records(records: list[dict], *, shard_id: str, stream: str) -> Decoded:
+    """Kinesis records -> valid typed events and dead letters (undecodable or invalid)."""
+    now = dt.datetime.now(dt.timezone.utc).isoformat()
+    rejected: list[dict] = []
+    events: list[dict] = []
+    sources: list[dict] = []  # the Kinesis record of each event
+    positions: list[int] = []  # its position in the range
+    for row, record in enumerate(records):
+        data = record["Data"]
+        try:
+            event = json.loads(data.decode("utf-8") if isinstance(data, (bytes, bytearray)) else data)
+            if not isinstance(event, dict):
+                raise ValueError(f"expected a JSON object, got {type(event).__name__}")
+        except (UnicodeDecodeError, ValueError) as exc:
+            raw = data.decode("utf-8", "replace") if isinstance(data, (bytes, bytearray)) else str(data)
+            if isinstance(data, (bytes, bytearray)):
+                try:
+                    data.decode("utf-8")
+                except UnicodeDecodeError:
+                    raw = {"data_base64": base64.b64encode(bytes(data)).decode()}
+            rejected.append(_dead_letter(shard_id=shard_id, stream=stream, record=record,
+                                         raw=raw if isinstance(raw, dict) else {"data": raw[:10_000]},
+                                         field_name=None, reason=f"undecodable record: {exc}", now=now, row=row))
+            continue
+        if not event.get("event_id"):
+            event = {**event, "event_id": derive_event_id(event)}  # as the API does for clients without ids
+        events.append(event)
+        sources.append(record)
+        positions.append(row)
+    if not events:
+        return Decoded(valid=pd.DataFrame(), rejected=rejected)
+    validation = validate_records(records_to_frame(events), first_row=0)
+    for item in validation.rejected.itertuples(index=False):
+        record = sources[int(item.row)]
+        rejected.append(_dead_letter(shard_id=shard_id, stream=stream, record=record, raw=events[int(item.row)],
+                                     field_name=item.field, reason=item.reason, now=now,
+                                     row=positions[int(item.row)]))
+    bad_rows = set(int(r) for r in validation.rejected["row"])
+    kept = [rec for i, rec in enumerate(sources) if i not in bad_rows]
+    valid = validation.valid.copy()
+    valid["_seq"] = [r["SequenceNumber"] for r in kept]
+    valid["_arrival"] = [_arrival(r) for r in kept]
+    return Decoded(valid=valid, rejected=rejected)
+
+
+# --------------------------------------------------------------------------- writing
+
+
+def _gzip_lines(lines: Iterable[dict]) -> bytes:
+    text = "".join(json.dumps(line, separators=(",", ":"), default=str) + "\n" for line in lines)
+    return gzip.compress(text.encode("utf-8"), compresslevel=6, mtime=0)  # mtime=0: byte-identical replays
+
+
+def write_lake(s3: Any, bucket: str, shard_id: str, valid: pd.DataFrame) -> list[str]:
+    """One gzip JSON-lines object per (download_date, arrival hour), named from shard and range."""
+    if valid.empty:
+        return []
+    frame = valid.drop_duplicates(subset=["event_id"], keep="first")
+    hours = frame["_arrival"].map(lambda t: t.strftime("%H"))
+    keys: list[str] = []
+    for (day, hour), group in frame.groupby([frame["download_date"].map(str), hours], sort=True):
+        seqs = sorted(group["_seq"], key=seq_int)
+        key = f"{LAKE_PREFIX}/download_date={day}/hour={hour}/{shard_id}-{seqs[0]}-{seqs[-1]}.jsonl.gz"
+        lines = frame_to_records(group.drop(columns=["_seq", "_arrival"]))
+        for line, seq, arrival in zip(lines, group["_seq"], group["_arrival"]):
+            line["sequence_number"] = seq
+            line["arrived_at"] = arrival.isoformat()
+        s3.put_object(Bucket=bucket, Key=key, Body=_gzip_lines(lines), ContentType="application/x-ndjson",
+                      ContentEncoding="gzip")
+        keys.append(key)
+    return keys
+
+
+def write_rejected(s3: Any, bucket: str, shard_id: str, first_seq: str, last_seq: str, rejected: list[dict]) -> list[str]:
+    """Dead letters, one .jsonl per day, named from shard and range (a replay rewrites it).
+
+    The day is the record's download_date when parseable, else its arrival day (the day it
+    was first rejected; stable across replays, unlike the replay's own date).
+    """
+    by_day: dict[str, list[dict]] = defaultdict(list)
+    for line in rejected:
+        raw = line["record"] if isinstance(line["record"], dict) else {}
+        day = str(raw.get("download_date") or "")[:10]
+        try:
+            dt.date.fromisoformat(day)
+        except ValueError:
+            day = line["approximate_arrival"][:10]
+        by_day[day].append(line)
+    keys = []
+    for day, lines in sorted(by_day.items()):
+        key = f"{REJECTED_PREFIX}/download_date={day}/{shard_id}-{first_seq}-{last_seq}.jsonl"
+        body = "".join(json.dumps(line, default=str) + "\n" for line in lines).encode("utf-8")
+        s3.put_object(Bucket=bucket, Key=key, Body=body, ContentType="application/x-ndjson")
+        keys.append(key)
+    return keys
+
+
+def dynamo_item(event: dict) -> dict:
+    """A download item per the contract: pk user_id (S), sk DL#<date>#<event_id>, fields typed."""
+    from appdata.schema import FIELD_BY_NAME
+
+    item: dict[str, dict] = {
+        "user_id": {"S": str(event["user_id"])},
+        "sk": {"S": f"DL#{event['download_date']}#{event['event_id']}"},
+    }
+    for name, value in event.items():
+        if name == "user_id" or value is None:
+            continue
+        kind = FIELD_BY_NAME[name].kind
+        if kind in ("int", "float"):
+            item[name] = {"N": repr(value) if kind == "float" else str(int(value))}
+        else:
+            item[name] = {"S": str(value)}
+    return item
+
+
+def batch_write(dynamodb: Any, table: str, items: list[dict], backoff: Backoff | None = None) -> int:
+    """BatchWriteItem in 25s; UnprocessedItems retried with backoff. Returns items written."""
+    backoff = backoff or Backoff()
+    unique: dict[tuple[str, str], dict] = {}
+    for item in items:  # a batch may not name one key twice
+        unique[(item["user_id"]["S"], item["sk"]["S"])] = item
+    items = list(unique.values())
+    for start in range(0, len(items), DYNAMO_BATCH):
+        pending = {table: [{"PutRequest": {"Item": it}} for it in items[start:start + DYNAMO_BATCH]]}
+        attempt = 0
+        while pending:
+            try:
+                response = dynamodb.batch_write_item(RequestItems=pending)
+            except ClientError as exc:
+                if error_code(exc) not in ("ProvisionedThroughputExceededException", "ThrottlingException",
+                                           "RequestLimitExceeded") or attempt >= backoff.attempts:
+                    raise
+                backoff.wait(attempt)
+                attempt += 1
+                continue
+            pending = response.get("UnprocessedItems") or {}
+            if pending:
+                if attempt >= backoff.attempts:
+                    raise RuntimeError(f"DynamoDB left {sum(len(v) for v in pending.values())} items unprocessed")
+                backoff.wait(attempt)
+                attempt += 1
+    return len(items)
+
+
+@dataclass
+class DrainResult:
+    """What one range's drain did; `users` feeds the recommendations refresh."""
+
+    stream: str
+    shard_id: str
+    first_sequence: str
+    last_sequence: str
+    records: int = 0
+    valid: int = 0
+    rejected: int = 0
+    lake_objects: list[str] = field(default_factory=list)
+    rejected_objects: list[str] = field(default_factory=list)
+    dynamodb_items: int = 0
+    warehouse_inserted: int = 0
+    users: set[int] = field(default_factory=set)
+    event_ids: set[str] = field(default_factory=set)
+    shard_end: bool = False
+
+    def summary(self) -> dict:
+        return {
+            "stream": self.stream, "shard_id": self.shard_id, "first_sequence": self.first_sequence,
+            "last_sequence": self.last_sequence, "records": self.records, "valid": self.valid,
+            "rejected": self.rejected, "lake_objects": len(self.lake_objects),
+            "dynamodb_items": self.dynamodb_items, "warehouse_inserted": self.warehouse_inserted,
+            "users_touched": len(self.users),
+        }
+
+
+def drain_records(
+    records: list[dict], *, stream: str, shard_id: str, first_sequence: str, last_sequence: str,
+    s3: Any, bucket: str, dynamodb: Any, table: str, engine: sa.Engine | None,
+) -> DrainResult:
+    """Write already-read records of one range to the lake, DynamoDB and the warehouse."""
+    result = DrainResult(stream, shard_id, first_sequence, last_sequence, records=len(records))
+    decoded = decode_records(records, shard_id=shard_id, stream=stream)
+    valid = decoded.valid
+    result.rejected = len(decoded.rejected)
+    result.rejected_objects = write_rejected(s3, bucket, shard_id, first_sequence, last_sequence, decoded.rejected)
+    if not valid.empty:
+        result.valid = len(valid)
+        result.lake_objects = write_lake(s3, bucket, shard_id, valid)
+        events = frame_to_records(valid.drop(columns=["_seq", "_arrival"]))
+        result.dynamodb_items = batch_write(dynamodb, table, [dynamo_item(e) for e in events])
+        if engine is not None:
+            result.warehouse_inserted = insert_new(engine, WAREHOUSE_TABLE, valid.drop(columns=["_seq", "_arrival"]))
+        result.users = set(int(u) for u in valid["user_id"])
+        result.event_ids = set(valid["event_id"])
+    return result
+
+
+def drain_range(
+    *, kinesis: Any, stream: str, shard_id: str, first_sequence: str, last_sequence: str,
+    s3: Any, bucket: str, dynamodb: Any, table: str, engine: sa.Engine | None,
+    backoff: Backoff | None = None,
+) -> DrainResult:
+    """Re-read exactly first..last (inclusive) of one shard and write the three sinks.
+
+    The same range always yields the same records, hence the same object keys, the same
+    DynamoDB keys and the same event ids: running it twice changes nothing.
+    """
+    read = read_shard(kinesis, stream, shard_id, at=first_sequence, until=last_sequence,
+                      max_records=10**9, backoff=backoff)
+    result = drain_records(read.records, stream=stream, shard_id=shard_id, first_sequence=first_sequence,
+                           last_sequence=last_sequence, s3=s3, bucket=bucket, dynamodb=dynamodb, table=table,
+                           engine=engine)
+    result.shard_end = read.shard_end
+    return result

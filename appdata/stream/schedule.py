@@ -1,0 +1,62 @@
+"""The every-minute stream client: posts the next rows of the client CSV (the seed's cadence).
+
+The schedule only checks that the API and the CSV are there (a down API is a skipped tick
+with a reason, never a failing run every minute); the run posts the next batch and moves the
+cursor under $APPDATA_HOME/client/stream/.
+"""
+
+import dagster as dg
+
+from appdata.config import Settings
+
+BATCH_PER_MINUTE = 100
+
+
+def cursor_path(settings: Settings):
+    return settings.client_dir / "stream" / "send_cursor.json"
+
+
+@dg.op(description="POST the next client rows to the ingest API and advance the cursor.")
+def post_next_client_batch(context: dg.OpExecutionContext) -> dg.Output[dict]:
+    from appdata.sources.assets import client_stream_path
+    from appdata.stream.client import ApiUnavailable, api_key, send_next_batch
+
+    settings = Settings.from_env()
+    path = client_stream_path(settings.client_dir)
+    if not path.exists():
+        context.log.warning(f"no client data at {path}; materialize users_app_stream_client_data first")
+        return dg.Output({"status": "no client data"})
+    try:
+        outcome = send_next_batch(path, cursor_path(settings), api_url=settings.api_url, key=api_key(),
+                                  batch_size=BATCH_PER_MINUTE)
+    except ApiUnavailable as exc:
+        context.log.warning(f"skipped: {exc}; the cursor did not move, the next tick resends these rows")
+        return dg.Output({"status": "api unavailable"})
+    context.log.info(f"stream client: {outcome}")
+    return dg.Output(outcome, metadata={k: v for k, v in outcome.items() if isinstance(v, (int, str))})
+
+
+@dg.job(name="stream_client_job", description="The stream client posting its next batch of events.",
+        tags={"appdata/concern": "stream-client"})
+def stream_client_job():
+    post_next_client_batch()
+
+
+@dg.schedule(
+    name="stream_client_every_minute",
+    cron_schedule="* * * * *",
+    job=stream_client_job,
+    default_status=dg.DefaultScheduleStatus.RUNNING,
+    description="Every minute, the stream client posts its next 100 events to the ingest API.",
+)
+def stream_client_every_minute(context: dg.ScheduleEvaluationContext):
+    from appdata.sources.assets import client_stream_path
+    from appdata.stream.client import api_is_up
+
+    settings = Settings.from_env()
+    if not client_stream_path(settings.client_dir).exists():
+        return dg.SkipReason("no stream client data yet: materialize users_app_stream_client_data")
+    if not api_is_up(settings.api_url):
+        context.log.warning(f"ingest API not answering at {settings.api_url}; skipping this minute")
+        return dg.SkipReason(f"ingest API not answering at {settings.api_url}")
+    return dg.RunRequest()
