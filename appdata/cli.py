@@ -31,12 +31,13 @@ def main() -> None:
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Interface to bind (keep it loopback).")
 @click.option("--port", type=int, default=None, help="Port (default APPDATA_EMULATOR_PORT or 4566).")
-def emulator(host: str, port: int | None) -> None:
+@click.option("--log-requests", is_flag=True, help="Log one line per request.")
+def emulator(host: str, port: int | None, log_requests: bool) -> None:
     """Serve S3, Kinesis and DynamoDB locally (moto, one request at a time)."""
     from appdata.emulator import make_emulator
 
     port = port if port is not None else Settings.from_env().emulator_port
-    server = make_emulator(host, port)
+    server = make_emulator(host, port, log_requests=log_requests)
     click.echo(f"AWS emulator listening on http://{host}:{server.server_port}", err=False)
     sys.stdout.flush()
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))

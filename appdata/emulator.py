@@ -23,7 +23,7 @@ def free_port(host: str = "127.0.0.1") -> int:
         return sock.getsockname()[1]
 
 
-def make_emulator(host: str = "127.0.0.1", port: int = 4566) -> BaseWSGIServer:
+def make_emulator(host: str = "127.0.0.1", port: int = 4566, *, log_requests: bool = False) -> BaseWSGIServer:
     """A single-threaded moto server bound to host:port (not yet serving)."""
     from moto.moto_server.werkzeug_app import (
         DomainDispatcherApplication,
@@ -31,8 +31,13 @@ def make_emulator(host: str = "127.0.0.1", port: int = 4566) -> BaseWSGIServer:
         create_backend_app,
     )
 
+    class Handler(MotoRequestHandler):
+        def log_request(self, *args, **kwargs):  # one line per request drowns `appdata up`
+            if log_requests:
+                super().log_request(*args, **kwargs)
+
     app = DomainDispatcherApplication(create_backend_app)
-    return make_server(host, port, app, threaded=False, processes=1, request_handler=MotoRequestHandler)
+    return make_server(host, port, app, threaded=False, processes=1, request_handler=Handler)
 
 
 def wait_until_up(endpoint: str, timeout: float = 30.0) -> None:
