@@ -1,0 +1,62 @@
+"""`appdata` subcommands for deploying: package-lambda, stack-env."""
+
+from __future__ import annotations
+
+import shlex
+from pathlib import Path
+
+import click
+
+
+def register(group: click.Group) -> None:
+    """Add the deploy commands to the `appdata` group."""
+    group.add_command(package_lambda)
+    group.add_command(stack_env)
+
+
+@click.command("package-lambda")
+@click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path), default=Path("dist/lambda.zip"),
+              show_default=True, help="Where to write the deployment zip.")
+@click.option("--python-version", default="3.11", show_default=True, help="Lambda runtime's Python version.")
+@click.option("--platform", default="manylinux2014_x86_64", show_default=True,
+              help="Wheel platform of the Lambda architecture (manylinux2014_aarch64 for arm64).")
+def package_lambda(output: Path, python_version: str, platform: str) -> None:
+    """Build the ingest API's Lambda zip: appdata + FastAPI, Mangum, pydantic, pandas, numpy.
+
+    Wheels are fetched for the Lambda runtime, not this machine; boto3 comes with the runtime.
+    Upload the zip to S3 and pass its bucket and key to the stack (see README, "Deploy to AWS").
+    """
+    from appdata.infra import build_lambda_package
+
+    try:
+        package = build_lambda_package(output, python_version=python_version, platform=platform)
+    except RuntimeError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(package.summary())
+    click.echo("requirements: " + " ".join(package.requirements))
+
+
+@click.command("stack-env")
+@click.argument("stack_name")
+@click.option("--format", "fmt", type=click.Choice(["shell", "dotenv"]), default="shell", show_default=True)
+def stack_env(stack_name: str, fmt: str) -> None:
+    """Print the APPDATA_* variables pointing at a deployed stack, from its outputs.
+
+    `eval "$(appdata stack-env appdata)"` then configures the CLI, Dagster and `appdata send`.
+    Uses the configured endpoint: real AWS when APPDATA_AWS_ENDPOINT_URL is empty.
+    """
+    import boto3
+
+    from appdata.config import Settings, emulator_credentials
+    from appdata.infra import environment_from_outputs, stack_outputs
+
+    settings = Settings.from_env()
+    kwargs = {"region_name": settings.aws_region}
+    if settings.aws_endpoint_url:
+        kwargs["endpoint_url"] = settings.aws_endpoint_url
+        if settings.uses_emulator:
+            kwargs.update(emulator_credentials())
+    outputs = stack_outputs(boto3.client("cloudformation", **kwargs), stack_name)
+    env = environment_from_outputs(outputs, region=settings.aws_region, endpoint_url=settings.aws_endpoint_url or "")
+    for name, value in env.items():
+        click.echo(f"export {name}={shlex.quote(value)}" if fmt == "shell" else f"{name}={value}")
