@@ -1,7 +1,10 @@
-"""Dagster definitions of the `batch` group (filled in by its issue)."""
+"""Dagster definitions of the `batch` group: assets (with their checks), job and schedule."""
 
 import dagster as dg
 
 
 def defs() -> dg.Definitions:
-    return dg.Definitions()
+    from appdata.batch.assets import assets
+    from appdata.batch.schedules import batch_job, build_batch_schedule
+
+    return dg.Definitions(assets=assets, jobs=[batch_job], schedules=[build_batch_schedule()])

@@ -1,0 +1,337 @@
+"""Batch assets (group `batch`): the client's 23:00 CSV drop, the ETL, the warehouse load.
+
+Every asset is partitioned by day and backfills a whole range as ONE run (single-run backfill
+policy): the code iterates the run's time window (`partition_days`), never a single key, so a
+year is one process, one validation pass per 100k rows and one warehouse transaction instead
+of 366 runs at ~5 s each.
+"""
+
+import datetime as dt
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import dagster as dg
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+import sqlalchemy as sa
+from botocore.exceptions import ClientError
+
+from appdata.batch import etl, lake
+from appdata.config import Settings
+from appdata.resources import LakeS3Resource, WarehouseResource
+from appdata.schema import EVENT_COLUMNS
+from appdata.sources.assets import client_batch_path, daily_partitions, partition_days, users_app_batch_client_data
+from appdata.warehouse import loader, redshift
+
+GROUP = "batch"
+PROGRESS_EVERY = 30  # days between progress lines in long backfills
+PREVIEW_ROWS = 5
+PII_COLUMNS = ["name"]  # never shown in metadata or logs
+
+
+def _window_metadata(per_day: dict[dt.date, int]) -> dict:
+    """Row counts per partition: a plain value for one day, a compact JSON for a window."""
+    days = sorted(per_day)
+    meta: dict = {"dagster/row_count": int(sum(per_day.values())), "partitions": len(days)}
+    if days:
+        meta["first_day"] = days[0].isoformat()
+        meta["last_day"] = days[-1].isoformat()
+    meta["rows_per_partition"] = dg.MetadataValue.json({d.isoformat(): int(per_day[d]) for d in days})
+    return meta
+
+
+def _keys_metadata(bucket: str, keys: list[str], limit: int = 50) -> dg.MetadataValue:
+    shown = [lake.s3_uri(bucket, k) for k in keys[:limit]]
+    if len(keys) > limit:
+        shown.append(f"... and {len(keys) - limit} more")
+    return dg.MetadataValue.json(shown)
+
+
+def _preview(frame: pd.DataFrame) -> dg.MetadataValue:
+    shown = frame.drop(columns=[c for c in PII_COLUMNS if c in frame.columns]).head(PREVIEW_ROWS)
+    return dg.MetadataValue.md(shown.to_markdown(index=False) if len(shown) else "(no rows)")
+
+
+def _progress(context: dg.AssetExecutionContext, what: str, number: int, total: int, rows: int, started: float) -> None:
+    if number % PROGRESS_EVERY == 0 or number == total:
+        context.log.info(f"{what}: {number}/{total} days, {rows:,} rows, {time.monotonic() - started:.1f}s")
+
+
+@dg.asset(
+    group_name=GROUP,
+    kinds={"s3", "csv"},
+    partitions_def=daily_partitions,
+    backfill_policy=dg.BackfillPolicy.single_run(),
+    deps=[users_app_batch_client_data],
+    description="The batch client's 23:00 drop: the day's rows as CSV in "
+    "s3://<bucket>/landing/batch/download_date=YYYY-MM-DD/users_app_batch_client_data.csv "
+    "(overwritten on re-run, so re-dropping a day is idempotent).",
+)
+def landing_batch(context: dg.AssetExecutionContext, s3: LakeS3Resource) -> dg.MaterializeResult:
+    settings = Settings.from_env()
+    client = s3.get_client()
+    days = partition_days(context)
+    per_day: dict[dt.date, int] = {}
+    keys: list[str] = []
+    preview = None
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="appdata-landing-") as tmp:
+        for number, day in enumerate(days, start=1):
+            path = client_batch_path(day, settings.client_dir)
+            if not path.exists():
+                raise dg.Failure(
+                    description=f"the batch client has no data for {day} (expected {path}); materialize "
+                    f"users_app_batch_client_data for this day first",
+                    metadata={"missing_day": day.isoformat()},
+                )
+            table = pq.read_table(path).select(list(EVENT_COLUMNS))
+            local = Path(tmp) / "drop.csv"
+            pacsv.write_csv(table, local)
+            key = lake.landing_key(day)
+            client.upload_file(str(local), s3.bucket, key)
+            per_day[day] = table.num_rows
+            keys.append(key)
+            if preview is None and table.num_rows:
+                preview = table.slice(0, PREVIEW_ROWS).to_pandas()
+            _progress(context, "landing", number, len(days), sum(per_day.values()), started)
+    return dg.MaterializeResult(
+        metadata={
+            **_window_metadata(per_day),
+            "s3_keys": _keys_metadata(s3.bucket, keys),
+            "preview": _preview(preview if preview is not None else pd.DataFrame()),
+        }
+    )
+
+
+def _check(name: str, description: str) -> dg.AssetCheckSpec:
+    return dg.AssetCheckSpec(name, asset="curated_batch", blocking=True, description=description)
+
+
+@dg.asset(
+    group_name=GROUP,
+    kinds={"s3", "parquet"},
+    partitions_def=daily_partitions,
+    backfill_policy=dg.BackfillPolicy.single_run(),
+    deps=[landing_batch],
+    check_specs=[
+        _check("landing_rows_reconcile", "Every landing row is either curated or rejected: landing = curated + rejected, per day."),
+        _check("no_null_keys", "No curated row lacks event_id, user_id or download_date."),
+        _check("no_duplicate_event_id", "No event_id appears twice in a day's curated file."),
+    ],
+    description="The ETL (what Glue did): each landing CSV validated row by row (appdata.schema), "
+    "deduplicated by event_id and written as typed Parquet to s3://<bucket>/curated/batch/"
+    "download_date=YYYY-MM-DD/part.parquet; rejected rows, with row number, field and reason, go to "
+    "s3://<bucket>/rejected/batch/. A file whose header is missing or wrong is refused whole.",
+)
+def curated_batch(context: dg.AssetExecutionContext, s3: LakeS3Resource) -> dg.MaterializeResult:
+    client = s3.get_client()
+    days = partition_days(context)
+    rejected_at = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    stale_rejected = lake.rejected_keys_by_landing_day(client, s3.bucket, set(days))
+    outputs: list[etl.DayOutput] = []
+    refused: dict[dt.date, str] = {}
+    keys: list[str] = []
+    deleted: list[str] = []
+    preview_valid: pd.DataFrame | None = None
+    checked: dict[dt.date, dict] = {}
+    started = time.monotonic()
+
+    def publish(out: etl.DayOutput) -> None:
+        nonlocal preview_valid
+        written = pq.read_table(out.parquet_path, columns=list(etl.KEY_COLUMNS))
+        checked[out.day] = {
+            "rows": written.num_rows,
+            "null_keys": sum(written.column(c).null_count for c in etl.KEY_COLUMNS),
+            "duplicates": written.num_rows - pc.count_distinct(written.column("event_id")).as_py(),
+        }
+        if preview_valid is None and written.num_rows:
+            preview_valid = pq.read_table(out.parquet_path).slice(0, PREVIEW_ROWS).to_pandas()
+        key = lake.curated_key(out.day)
+        client.upload_file(str(out.parquet_path), s3.bucket, key)
+        out.parquet_path.unlink()
+        keys.append(key)
+        fresh = set()
+        for filed_under, letters in etl.dead_letters(out, rejected_at).items():
+            rkey = lake.rejected_key(filed_under, out.day)
+            client.put_object(Bucket=s3.bucket, Key=rkey, Body=etl.to_jsonl(letters), ContentType="application/x-ndjson")
+            keys.append(rkey)
+            fresh.add(rkey)
+        for old in sorted(stale_rejected.get(out.day, set()) - fresh):
+            client.delete_object(Bucket=s3.bucket, Key=old)  # a re-run that no longer rejects those rows
+            deleted.append(old)
+        outputs.append(out)
+
+    with tempfile.TemporaryDirectory(prefix="appdata-etl-") as tmp:
+        work = etl.WindowETL(Path(tmp))
+        local = Path(tmp) / "landing.csv"
+        for number, day in enumerate(days, start=1):
+            key = lake.landing_key(day)
+            try:
+                lake.download(client, s3.bucket, key, local)
+            except ClientError as exc:
+                if lake.is_missing(exc):
+                    raise dg.Failure(description=f"no landing file for {day} at {lake.s3_uri(s3.bucket, key)}; "
+                                     "materialize landing_batch for this day first") from exc
+                raise
+            try:
+                parsed = etl.parse_landing(local, day)
+            except etl.LandingRefused as exc:
+                refused[day] = exc.reason
+                context.log.error(str(exc))
+                continue
+            finally:
+                local.unlink(missing_ok=True)
+            work.add_day(day, key, parsed)
+            for out in work.pop_completed():
+                publish(out)
+            _progress(context, "curated", number, len(days), sum(o.curated_rows for o in outputs), started)
+        for out in work.finish():
+            publish(out)
+
+    if refused:
+        listing = "; ".join(f"{d}: {reason}" for d, reason in sorted(refused.items()))
+        raise dg.Failure(
+            description=f"{len(refused)} landing file(s) refused, nothing of them loaded: {listing}",
+            metadata={"refused": dg.MetadataValue.json({d.isoformat(): r for d, r in sorted(refused.items())}),
+                      "days_published": len(outputs)},
+        )
+
+    outputs.sort(key=lambda o: o.day)
+    rejects = [dict(r, landing_day=o.day.isoformat()) for o in outputs for r in o.rejects]
+    mismatched = {o.day.isoformat(): {"landing": o.landing_rows, "curated": checked[o.day]["rows"], "rejected": o.rejected_rows}
+                  for o in outputs if o.landing_rows != checked[o.day]["rows"] + o.rejected_rows}
+    totals = {"landing": sum(o.landing_rows for o in outputs), "curated": sum(o.curated_rows for o in outputs),
+              "rejected": len(rejects)}
+    null_keys = sum(c["null_keys"] for c in checked.values())
+    duplicates = sum(c["duplicates"] for c in checked.values())
+    if rejects:
+        context.log.warning(f"{len(rejects):,} row(s) rejected; dead letters under {lake.s3_uri(s3.bucket, lake.REJECTED_PREFIX)}")
+    reject_preview = pd.DataFrame([{k: r[k] for k in ("landing_day", "row", "field", "reason")} for r in rejects[:PREVIEW_ROWS]])
+    return dg.MaterializeResult(
+        metadata={
+            **_window_metadata({o.day: o.curated_rows for o in outputs}),
+            "landing_rows": totals["landing"],
+            "rejected_rows": totals["rejected"],
+            "rejected_per_partition": dg.MetadataValue.json({o.day.isoformat(): o.rejected_rows for o in outputs if o.rejects}),
+            "parsers": dg.MetadataValue.json({p: sum(o.parser == p for o in outputs) for p in ("arrow", "python")}),
+            "s3_keys": _keys_metadata(s3.bucket, keys),
+            "stale_rejected_deleted": len(deleted),
+            "preview": _preview(preview_valid if preview_valid is not None else pd.DataFrame()),
+            "rejected_preview": _preview(reject_preview),
+        },
+        check_results=[
+            dg.AssetCheckResult(check_name="landing_rows_reconcile", passed=not mismatched,
+                                metadata={**totals, "mismatched_days": dg.MetadataValue.json(mismatched)}),
+            dg.AssetCheckResult(check_name="no_null_keys", passed=null_keys == 0, metadata={"null_keys": null_keys}),
+            dg.AssetCheckResult(check_name="no_duplicate_event_id", passed=duplicates == 0,
+                                metadata={"duplicate_event_ids": duplicates}),
+        ],
+    )
+
+
+def _warehouse_check(name: str, description: str) -> dg.AssetCheckSpec:
+    return dg.AssetCheckSpec(name, asset="downloads_batch", blocking=True, description=description)
+
+
+def _read_curated(client, bucket: str, days: list[dt.date], context: dg.AssetExecutionContext):
+    """Each day's curated Parquet from S3: (tables, rows per day, sizes per key)."""
+    tables, per_day, sizes = [], {}, {}
+    started = time.monotonic()
+    for number, day in enumerate(days, start=1):
+        key = lake.curated_key(day)
+        try:
+            body = lake.get_bytes(client, bucket, key)
+        except ClientError as exc:
+            if lake.is_missing(exc):
+                raise dg.Failure(description=f"no curated file for {day} at {lake.s3_uri(bucket, key)}; "
+                                 "materialize curated_batch for this day first") from exc
+            raise
+        table = pq.read_table(pa.BufferReader(body))
+        tables.append(table)
+        per_day[day] = table.num_rows
+        sizes[key] = len(body)
+        _progress(context, "warehouse read", number, len(days), sum(per_day.values()), started)
+    return tables, per_day, sizes
+
+
+@dg.asset(
+    group_name=GROUP,
+    kinds={"sql", "parquet"},
+    pool="warehouse",
+    partitions_def=daily_partitions,
+    backfill_policy=dg.BackfillPolicy.single_run(),
+    deps=[curated_batch],
+    check_specs=[
+        _warehouse_check("rows_match_curated", "The warehouse holds exactly the curated rows of every day of the window."),
+        _warehouse_check("no_null_keys", "No warehouse row lacks event_id, user_id or download_date."),
+        _warehouse_check("no_duplicate_event_id", "No event_id appears twice in the window."),
+    ],
+    description="Warehouse table downloads_batch: the run's whole window of curated Parquet replaces "
+    "that window's rows in ONE transaction (delete [start, end) + bulk insert; COPY + swap on "
+    "Redshift), so re-running any day or range never doubles or loses a row and no reader sees half.",
+)
+def downloads_batch(
+    context: dg.AssetExecutionContext, s3: LakeS3Resource, warehouse: WarehouseResource
+) -> dg.MaterializeResult:
+    client = s3.get_client()
+    days = partition_days(context)
+    start, end = days[0], days[-1] + dt.timedelta(days=1)
+    engine = warehouse.get_engine()
+    try:
+        tables, per_day, sizes = _read_curated(client, s3.bucket, days, context)
+        if warehouse.dialect == "redshift":
+            manifest_key = f"curated/_manifests/downloads_batch/{start.isoformat()}_{end.isoformat()}.manifest"
+            objects = [redshift.ParquetObject(lake.s3_uri(s3.bucket, k), n) for k, n in sizes.items()]
+            client.put_object(Bucket=s3.bucket, Key=manifest_key, Body=redshift.manifest(objects).encode())
+            redshift.copy_replace(engine, "downloads_batch", lake.s3_uri(s3.bucket, manifest_key), warehouse.copy_iam_role,
+                                  column="download_date", start=start, end=end)
+            loaded = sum(per_day.values())
+        else:
+            table = pa.concat_tables(tables) if tables else etl.CURATED_SCHEMA.empty_table()
+            del tables
+            frame = table.to_pandas(types_mapper=pd.ArrowDtype)
+            del table
+            loaded = loader.replace_range(engine, "downloads_batch", frame, column="download_date", start=start, end=end)
+            del frame
+        context.log.info(f"downloads_batch: {loaded:,} rows for [{start}, {end}) in one transaction ({warehouse.dialect})")
+
+        window = "download_date >= :start AND download_date < :end"
+        params = {"start": start, "end": end}
+        with engine.connect() as conn:
+            counted = conn.execute(sa.text(
+                f"SELECT download_date, COUNT(*) FROM downloads_batch WHERE {window} GROUP BY download_date"), params)
+            in_warehouse = {(d if isinstance(d, dt.date) else dt.date.fromisoformat(str(d)[:10])): int(n) for d, n in counted}
+            duplicates = int(conn.execute(sa.text(
+                f"SELECT COUNT(*) - COUNT(DISTINCT event_id) FROM downloads_batch WHERE {window}"), params).scalar_one())
+        null_keys = loader.count_rows(engine, "downloads_batch",
+                                      f"({window} AND (event_id IS NULL OR user_id IS NULL)) OR download_date IS NULL", params)
+        mismatched = {d.isoformat(): {"warehouse": in_warehouse.get(d, 0), "curated": n}
+                      for d, n in per_day.items() if in_warehouse.get(d, 0) != n}
+        mismatched.update({d.isoformat(): {"warehouse": n, "curated": 0} for d, n in in_warehouse.items() if d not in per_day})
+        expected = sum(per_day.values())
+    finally:
+        engine.dispose()
+    return dg.MaterializeResult(
+        metadata={
+            **_window_metadata(per_day),
+            "warehouse": warehouse.dialect,
+            "window": f"[{start}, {end})",
+            "s3_keys_read": _keys_metadata(s3.bucket, list(sizes)),
+        },
+        check_results=[
+            dg.AssetCheckResult(check_name="rows_match_curated", passed=not mismatched,
+                                metadata={"warehouse_rows": sum(in_warehouse.values()), "curated_rows": expected,
+                                          "mismatched_days": dg.MetadataValue.json(mismatched)}),
+            dg.AssetCheckResult(check_name="no_null_keys", passed=null_keys == 0, metadata={"null_keys": null_keys}),
+            dg.AssetCheckResult(check_name="no_duplicate_event_id", passed=duplicates == 0,
+                                metadata={"duplicate_event_ids": duplicates}),
+        ],
+    )
+
+
+assets = [landing_batch, curated_batch, downloads_batch]

@@ -1,0 +1,74 @@
+"""Where the batch path keeps its objects in the bucket (the shared S3 layout), and small S3 helpers."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from pathlib import Path
+from typing import Any, Iterable
+
+from botocore.exceptions import ClientError
+
+LANDING_NAME = "users_app_batch_client_data"
+REJECTED_PREFIX = "rejected/batch/"
+_REJECTED_NAME = re.compile(rf"^{REJECTED_PREFIX}download_date=[^/]+/{LANDING_NAME}-(\d{{4}}-\d{{2}}-\d{{2}})\.jsonl$")
+
+
+def landing_key(day: dt.date) -> str:
+    return f"landing/batch/download_date={day.isoformat()}/{LANDING_NAME}.csv"
+
+
+def curated_key(day: dt.date) -> str:
+    return f"curated/batch/download_date={day.isoformat()}/part.parquet"
+
+
+def rejected_key(filed_under: dt.date, landing_day: dt.date) -> str:
+    """Dead letters of landing day `landing_day` whose records carry download_date `filed_under`.
+
+    The landing day in the name keeps the key deterministic (a re-run overwrites it) and tells
+    which run may delete it when a later run of that day has no rejects left.
+    """
+    return f"{REJECTED_PREFIX}download_date={filed_under.isoformat()}/{LANDING_NAME}-{landing_day.isoformat()}.jsonl"
+
+
+def landing_day_of_rejected_key(key: str) -> dt.date | None:
+    match = _REJECTED_NAME.match(key)
+    return dt.date.fromisoformat(match.group(1)) if match else None
+
+
+def list_keys(client: Any, bucket: str, prefix: str) -> Iterable[dict]:
+    for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+        yield from page.get("Contents", [])
+
+
+def rejected_keys_by_landing_day(client: Any, bucket: str, days: set[dt.date]) -> dict[dt.date, set[str]]:
+    """Existing batch dead-letter objects written for the given landing days (one listing per run)."""
+    found: dict[dt.date, set[str]] = {}
+    for obj in list_keys(client, bucket, REJECTED_PREFIX):
+        landing_day = landing_day_of_rejected_key(obj["Key"])
+        if landing_day in days:
+            found.setdefault(landing_day, set()).add(obj["Key"])
+    return found
+
+
+def is_missing(exc: ClientError) -> bool:
+    return exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404", "NotFound")
+
+
+def download(client: Any, bucket: str, key: str, path: Path) -> int:
+    """Stream an object to a local file (one GET, bounded memory); returns its size in bytes."""
+    response = client.get_object(Bucket=bucket, Key=key)
+    size = 0
+    with open(path, "wb") as out:
+        for chunk in response["Body"].iter_chunks(8 << 20):
+            out.write(chunk)
+            size += len(chunk)
+    return size
+
+
+def get_bytes(client: Any, bucket: str, key: str) -> bytes:
+    return client.get_object(Bucket=bucket, Key=key)["Body"].read()
+
+
+def s3_uri(bucket: str, key: str) -> str:
+    return f"s3://{bucket}/{key}"
