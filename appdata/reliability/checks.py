@@ -1,0 +1,111 @@
+"""Reconciliation as Dagster asset checks, one result covering each day the run touched.
+
+stream (on `downloads_stream`): distinct events in the lake = DynamoDB download items =
+`downloads_stream`, every day any stream sink holds. batch (on `downloads_batch`): the day's
+landing rows = curated + rejected, curated = `downloads_batch`, for the run's partition window
+(or every day with landing data when run on its own). A failing check's description names the
+day and the missing, extra or duplicated event ids; its metadata lists them per day and sink.
+"""
+
+import datetime as dt
+import json
+
+import dagster as dg
+
+from appdata.resources import DynamoDBResource, LakeS3Resource, WarehouseResource
+from appdata.reliability.reconcile import (
+    DayReconciliation,
+    batch_days,
+    reconcile_batch_day,
+    reconcile_stream,
+)
+
+STREAM_ASSET = dg.AssetKey("downloads_stream")
+BATCH_ASSET = dg.AssetKey("downloads_batch")
+DESCRIPTION_LIMIT = 4000
+
+
+def check_result(reconciliations: list[DayReconciliation], what: str) -> dg.AssetCheckResult:
+    """Pass when every day reconciles; otherwise name each failing day and its event ids."""
+    failing = [r for r in reconciliations if not r.ok]
+    days = [r.day for r in reconciliations]
+    metadata = {
+        "days_checked": len(days),
+        "first_day": days[0] if days else "-",
+        "last_day": days[-1] if days else "-",
+        "failing_days": dg.MetadataValue.json([r.day for r in failing]),
+        "per_day": dg.MetadataValue.json({r.day: r.counts for r in reconciliations}),
+    }
+    if failing:
+        metadata["differences"] = dg.MetadataValue.json({r.day: r.as_dict()["sinks"] for r in failing})
+        description = " || ".join(r.describe() for r in failing)
+        if len(description) > DESCRIPTION_LIMIT:
+            description = description[:DESCRIPTION_LIMIT] + " ... (see metadata `differences`)"
+    elif days:
+        description = f"{what}: {len(days)} day(s) reconciled ({days[0]}..{days[-1]})"
+    else:
+        description = f"{what}: nothing to reconcile yet"
+    return dg.AssetCheckResult(passed=not failing, description=description, metadata=metadata,
+                               severity=dg.AssetCheckSeverity.ERROR)
+
+
+def _window_days(context: dg.AssetCheckExecutionContext) -> list[str] | None:
+    """The run's partition window as days, or None for a run without partitions."""
+    try:
+        if not (context.has_partition_key or context.has_partition_key_range):
+            return None
+        window = context.partition_time_window
+    except Exception:  # noqa: BLE001 - an unpartitioned run has no window
+        return None
+    start = window.start.date()
+    return [(start + dt.timedelta(days=i)).isoformat() for i in range((window.end.date() - start).days)]
+
+
+@dg.asset_check(
+    asset=STREAM_ASSET,
+    name="stream_reconciled",
+    pool="warehouse",  # the embedded DuckDB file locks out other processes, readers included
+    description="Per day: distinct events in the lake = DynamoDB download items = downloads_stream "
+    "rows, by event id (no event missing, extra or doubled in any sink).",
+)
+def stream_reconciled(
+    context: dg.AssetCheckExecutionContext, s3: LakeS3Resource, dynamodb: DynamoDBResource,
+    warehouse: WarehouseResource,
+) -> dg.AssetCheckResult:
+    engine = warehouse.get_engine()
+    try:
+        results = reconcile_stream(s3=s3.get_client(), bucket=s3.bucket, dynamodb=dynamodb.get_client(),
+                                   table=dynamodb.table_name, engine=engine)
+    finally:
+        engine.dispose()
+    for r in results:
+        context.log.info(r.describe())
+    return check_result(results, "stream")
+
+
+@dg.asset_check(
+    asset=BATCH_ASSET,
+    name="batch_reconciled",
+    pool="warehouse",
+    description="Per day: landing rows = curated + rejected rows, and curated = downloads_batch rows, "
+    "by event id (no row lost, invented or doubled).",
+)
+def batch_reconciled(
+    context: dg.AssetCheckExecutionContext, s3: LakeS3Resource, warehouse: WarehouseResource,
+) -> dg.AssetCheckResult:
+    engine = warehouse.get_engine()
+    client = s3.get_client()
+    try:
+        days = _window_days(context)
+        if days is None:
+            days = sorted(batch_days(client, s3.bucket, engine))
+        results = [reconcile_batch_day(s3=client, bucket=s3.bucket, engine=engine, day=day) for day in days]
+    finally:
+        engine.dispose()
+    for r in results:
+        context.log.info(r.describe())
+    return check_result(results, "batch")
+
+
+def reconciliation_report(results: list[DayReconciliation]) -> str:
+    return json.dumps([r.as_dict() for r in results], indent=2)

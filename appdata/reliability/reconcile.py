@@ -1,0 +1,311 @@
+"""Reconciliation: for one day, which event ids each sink is missing, has in excess or twice.
+
+Counts can agree while the events differ (one lost, another doubled), so every comparison is by
+event id. Stream: events accepted by the API (when the caller kept the ids the API returned)
+= distinct events in the lake = DynamoDB download items = `downloads_stream`. Batch: the
+day's landing rows = curated rows + rejected rows, and curated = `downloads_batch`.
+The same functions serve the Dagster asset checks, `appdata demo` and the reliability tests.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, Iterable
+
+import pandas as pd
+import sqlalchemy as sa
+
+from appdata import schema
+
+LAKE_PREFIX = "lake/stream"
+LANDING_PREFIX = "landing/batch"
+CURATED_PREFIX = "curated/batch"
+REJECTED_BATCH_PREFIX = "rejected/batch"
+SHOWN_IDS = 20  # ids named in a description; metadata carries up to MAX_IDS
+MAX_IDS = 1000
+
+
+@dataclass
+class SinkDiff:
+    """One sink compared with its reference set of event ids."""
+
+    sink: str
+    reference: str
+    count: int
+    missing: list[str] = field(default_factory=list)
+    extra: list[str] = field(default_factory=list)
+    duplicated: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not (self.missing or self.extra or self.duplicated)
+
+    def describe(self) -> str:
+        if self.ok:
+            return f"{self.sink}: {self.count} events = {self.reference}"
+        parts = []
+        for label, ids in (("missing", self.missing), ("extra", self.extra), ("duplicated", self.duplicated)):
+            if ids:
+                shown = ", ".join(ids[:SHOWN_IDS]) + (f" and {len(ids) - SHOWN_IDS} more" if len(ids) > SHOWN_IDS else "")
+                parts.append(f"{len(ids)} {label} vs {self.reference}: {shown}")
+        return f"{self.sink}: " + "; ".join(parts)
+
+
+@dataclass
+class DayReconciliation:
+    pipeline: str  # "stream" or "batch"
+    day: str
+    counts: dict[str, int]
+    diffs: list[SinkDiff]
+
+    @property
+    def ok(self) -> bool:
+        return all(d.ok for d in self.diffs)
+
+    @property
+    def failing(self) -> list[SinkDiff]:
+        return [d for d in self.diffs if not d.ok]
+
+    def describe(self) -> str:
+        head = f"{self.pipeline} {self.day}: " + ", ".join(f"{k} {v}" for k, v in self.counts.items())
+        if self.ok:
+            return head + ": reconciled"
+        return head + ": NOT reconciled: " + " | ".join(d.describe() for d in self.failing)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "pipeline": self.pipeline,
+            "day": self.day,
+            "ok": self.ok,
+            "counts": self.counts,
+            "sinks": {
+                d.sink: {"reference": d.reference, "count": d.count, "missing": d.missing[:MAX_IDS],
+                         "extra": d.extra[:MAX_IDS], "duplicated": d.duplicated[:MAX_IDS]}
+                for d in self.diffs
+            },
+        }
+
+
+def compare(sink: str, reference_name: str, reference: set[str], found: Counter) -> SinkDiff:
+    ids = set(found)
+    return SinkDiff(
+        sink=sink,
+        reference=reference_name,
+        count=len(ids),
+        missing=sorted(reference - ids),
+        extra=sorted(ids - reference),
+        duplicated=sorted(i for i, n in found.items() if n > 1),
+    )
+
+
+# ----------------------------------------------------------------- readers (one per sink)
+
+
+def _keys(s3: Any, bucket: str, prefix: str) -> list[str]:
+    keys = []
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+        keys.extend(o["Key"] for o in page.get("Contents", []))
+    return sorted(keys)
+
+
+def _body(s3: Any, bucket: str, key: str) -> bytes:
+    data = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+    return gzip.decompress(data) if data[:2] == b"\x1f\x8b" else data
+
+
+def lake_event_ids(s3: Any, bucket: str, day: str) -> Counter:
+    """event_id -> copies in the lake objects of `day` (replays rewrite, so copies stay 1 per range)."""
+    found: Counter = Counter()
+    for key in _keys(s3, bucket, f"{LAKE_PREFIX}/download_date={day}/"):
+        for line in _body(s3, bucket, key).decode("utf-8").splitlines():
+            if line.strip():
+                found[json.loads(line)["event_id"]] += 1
+    return found
+
+
+def dynamodb_event_ids(dynamodb: Any, table: str, day: str) -> Counter:
+    """event_id -> items among the day's download items (sk DL#<day>#<event_id>)."""
+    found: Counter = Counter()
+    prefix = f"DL#{day}#"
+    kwargs: dict[str, Any] = {
+        "TableName": table,
+        "FilterExpression": "begins_with(sk, :p)",
+        "ExpressionAttributeValues": {":p": {"S": prefix}},
+        "ProjectionExpression": "sk",
+    }
+    while True:
+        page = dynamodb.scan(**kwargs)
+        for item in page.get("Items", []):
+            found[item["sk"]["S"][len(prefix):]] += 1
+        if not page.get("LastEvaluatedKey"):
+            return found
+        kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+
+def dynamodb_event_ids_by_day(dynamodb: Any, table: str) -> dict[str, Counter]:
+    """One scan of every download item, grouped by day (cheaper than a scan per day)."""
+    by_day: dict[str, Counter] = {}
+    kwargs: dict[str, Any] = {
+        "TableName": table,
+        "FilterExpression": "begins_with(sk, :p)",
+        "ExpressionAttributeValues": {":p": {"S": "DL#"}},
+        "ProjectionExpression": "sk",
+    }
+    while True:
+        page = dynamodb.scan(**kwargs)
+        for item in page.get("Items", []):
+            _, day, event_id = item["sk"]["S"].split("#", 2)
+            by_day.setdefault(day, Counter())[event_id] += 1
+        if not page.get("LastEvaluatedKey"):
+            return by_day
+        kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+
+def partition_days_under(s3: Any, bucket: str, prefix: str) -> set[str]:
+    """Days that have objects under <prefix>/download_date=YYYY-MM-DD/."""
+    days = set()
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=f"{prefix}/download_date=",
+                                                              Delimiter="/"):
+        for common in page.get("CommonPrefixes", []):
+            days.add(common["Prefix"].rstrip("/").split("download_date=", 1)[1])
+    return days
+
+
+def warehouse_days(engine: sa.Engine, table: str) -> set[str]:
+    sql = sa.text(f'SELECT DISTINCT download_date FROM "{table}"')
+    with engine.connect() as conn:
+        return {str(r[0])[:10] for r in conn.execute(sql).fetchall()}
+
+
+def warehouse_event_ids(engine: sa.Engine, table: str, day: str) -> Counter:
+    """event_id -> rows of `table` for the day (more than 1 is a duplicate)."""
+    sql = sa.text(f'SELECT event_id, COUNT(*) FROM "{table}" WHERE download_date = :day GROUP BY event_id')
+    import datetime as dt
+
+    with engine.connect() as conn:
+        rows = conn.execute(sql, {"day": dt.date.fromisoformat(day)}).fetchall()
+    return Counter({str(r[0]): int(r[1]) for r in rows})
+
+
+def _record_id(record: dict[str, Any]) -> str:
+    value = record.get("event_id")
+    if schema._is_null(value):
+        return schema.derive_event_id(record)
+    return str(value).strip()
+
+
+def read_landing_csv(data: bytes) -> pd.DataFrame:
+    """A landing CSV as raw strings, the way a forgiving reader sees it (BOM stripped, bad bytes replaced)."""
+    if not data.strip():
+        return pd.DataFrame(columns=list(schema.EVENT_COLUMNS))
+    text = data.decode("utf-8-sig", errors="replace")
+    return pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False, on_bad_lines="skip",
+                       engine="python")
+
+
+def landing_event_ids(s3: Any, bucket: str, day: str) -> Counter:
+    """event_id -> rows in every CSV under the day's landing prefix (the client's drop and replays)."""
+    found: Counter = Counter()
+    for key in _keys(s3, bucket, f"{LANDING_PREFIX}/download_date={day}/"):
+        if not key.endswith(".csv"):
+            continue
+        frame = read_landing_csv(_body(s3, bucket, key))
+        for record in frame.to_dict(orient="records"):
+            found[_record_id(record)] += 1
+    return found
+
+
+def curated_event_ids(s3: Any, bucket: str, day: str) -> Counter:
+    found: Counter = Counter()
+    for key in _keys(s3, bucket, f"{CURATED_PREFIX}/download_date={day}/"):
+        if key.endswith(".parquet"):
+            frame = pd.read_parquet(io.BytesIO(_body(s3, bucket, key)), columns=["event_id"])
+            found.update(str(v) for v in frame["event_id"])
+    return found
+
+
+def rejected_event_ids(s3: Any, bucket: str, day: str, prefix: str = REJECTED_BATCH_PREFIX) -> Counter:
+    """event_id (the record's, else derived from it) -> dead letters of the day."""
+    from appdata.reliability.deadletters import parse_dead_letters
+
+    found: Counter = Counter()
+    for key in _keys(s3, bucket, f"{prefix}/download_date={day}/"):
+        if key.endswith(".jsonl"):
+            for letter in parse_dead_letters(key, _body(s3, bucket, key)):
+                if letter.record:
+                    found[_record_id(letter.record)] += 1
+    return found
+
+
+# ----------------------------------------------------------------- reconciliations
+
+
+def reconcile_stream_day(
+    *, s3: Any, bucket: str, dynamodb: Any, table: str, engine: sa.Engine, day: str,
+    accepted: Iterable[str] | None = None, dynamodb_ids: Counter | None = None,
+) -> DayReconciliation:
+    """Lake = DynamoDB = downloads_stream (= the API's accepted ids, when given) for `day`.
+
+    Without the accepted ids the reference is the union of the three sinks, so an event present
+    anywhere and absent from one sink is named as missing there.
+    """
+    lake = lake_event_ids(s3, bucket, day)
+    items = dynamodb_ids if dynamodb_ids is not None else dynamodb_event_ids(dynamodb, table, day)
+    rows = warehouse_event_ids(engine, "downloads_stream", day)
+    if accepted is not None:
+        reference, name = set(accepted), "accepted by the API"
+    else:
+        reference, name = set(lake) | set(items) | set(rows), "any stream sink"
+    counts = {"lake": len(lake), "dynamodb": len(items), "downloads_stream": sum(rows.values())}
+    if accepted is not None:
+        counts = {"accepted": len(reference), **counts}
+    lake_diff = compare("lake", name, reference, Counter(set(lake)))  # the lake keeps distinct events
+    return DayReconciliation("stream", day, counts, [
+        lake_diff,
+        compare("dynamodb", name, reference, items),
+        compare("downloads_stream", name, reference, rows),
+    ])
+
+
+def reconcile_stream(
+    *, s3: Any, bucket: str, dynamodb: Any, table: str, engine: sa.Engine, days: Iterable[str] | None = None,
+) -> list[DayReconciliation]:
+    """Every day any stream sink holds (or the given days), with one DynamoDB scan in all."""
+    by_day = dynamodb_event_ids_by_day(dynamodb, table)
+    if days is None:
+        days = partition_days_under(s3, bucket, LAKE_PREFIX) | set(by_day) | warehouse_days(engine, "downloads_stream")
+    return [
+        reconcile_stream_day(s3=s3, bucket=bucket, dynamodb=dynamodb, table=table, engine=engine, day=day,
+                             dynamodb_ids=by_day.get(day, Counter()))
+        for day in sorted(days)
+    ]
+
+
+def batch_days(s3: Any, bucket: str, engine: sa.Engine) -> set[str]:
+    return partition_days_under(s3, bucket, LANDING_PREFIX) | warehouse_days(engine, "downloads_batch")
+
+
+def reconcile_batch_day(*, s3: Any, bucket: str, engine: sa.Engine, day: str) -> DayReconciliation:
+    """Landing rows = curated + rejected rows, and curated = downloads_batch, by event id."""
+    landing = landing_event_ids(s3, bucket, day)
+    curated = curated_event_ids(s3, bucket, day)
+    rejected = rejected_event_ids(s3, bucket, day)
+    rows = warehouse_event_ids(engine, "downloads_batch", day)
+    etl_out = curated + rejected
+    counts = {
+        "landing": sum(landing.values()),
+        "curated": sum(curated.values()),
+        "rejected": sum(rejected.values()),
+        "downloads_batch": sum(rows.values()),
+    }
+    etl = compare("curated+rejected", "landing", set(landing), etl_out)
+    # A landing row repeated by the client is the client's duplicate, not the ETL's.
+    etl.duplicated = sorted(i for i in etl.duplicated if etl_out[i] > landing.get(i, 0))
+    return DayReconciliation("batch", day, counts, [
+        etl,
+        compare("downloads_batch", "curated", set(curated), rows),
+    ])
