@@ -1,0 +1,115 @@
+"""Analytics assets (group `analytics`): the marts, user recommendations and the HTML report.
+
+Every asset here opens the warehouse, and the embedded DuckDB file admits one process at a
+time, so all of them run in pool "warehouse".
+"""
+
+import dagster as dg
+import pandas as pd
+
+from appdata.analytics import plots
+from appdata.analytics.marts import MARTS, build_mart, read_mart
+from appdata.analytics.recommend import evaluate, refresh_all_recommendations
+from appdata.analytics.report import build_report, write_report
+from appdata.config import Settings
+from appdata.resources import DynamoDBResource, LakeS3Resource, WarehouseResource
+
+GROUP = "analytics"
+POOL = "warehouse"
+DOWNLOADS = [dg.AssetKey("downloads_batch"), dg.AssetKey("downloads_stream")]
+
+_DESCRIPTIONS = {
+    "mart_downloads_daily": "Downloads and distinct users per day and category, batch and stream together.",
+    "mart_audience": "Downloads and distinct users by age band x location (US state) x category.",
+    "mart_time_spent": "Total and average minutes spent per download, by category and age band.",
+    "mart_charts": "Top 10 apps per category over the 30 days up to the latest download date, "
+    "ties broken by rating then installs, like the store's top charts.",
+}
+_FIGURE_OF = {mart: (key, caption, draw) for key, (caption, mart, draw) in plots.FIGURES.items()}
+
+
+def _preview(frame: pd.DataFrame, rows: int = 10) -> dg.MetadataValue:
+    return dg.MetadataValue.md(frame.head(rows).to_markdown(index=False) if not frame.empty else "(empty)")
+
+
+def _mart_asset(name: str) -> dg.AssetsDefinition:
+    @dg.asset(name=name, group_name=GROUP, pool=POOL, deps=DOWNLOADS, kinds={"sql", "duckdb", "postgres"},
+              description=_DESCRIPTIONS[name] + " Rebuilt atomically (DELETE + INSERT in one transaction).")
+    def _mart(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> dg.MaterializeResult:
+        engine = warehouse.get_engine()
+        try:
+            built = build_mart(engine, name)
+            frame = read_mart(engine, name)
+        finally:
+            engine.dispose()
+        key, caption, draw = _FIGURE_OF[name]
+        png = draw(frame)
+        context.log.info(f"{name}: {built.rows:,} rows")
+        metadata = {"dagster/row_count": built.rows, "plot": dg.MetadataValue.md(plots.markdown_image(png, caption)),
+                    "preview": _preview(frame), "dialect": warehouse.dialect}
+        if built.window:
+            metadata["window"] = f"{built.window[0]}..{built.window[1]}"
+        return dg.MaterializeResult(metadata=metadata)
+
+    return _mart
+
+
+mart_assets = [_mart_asset(name) for name in MARTS]
+
+
+@dg.asset(
+    group_name=GROUP, pool=POOL, deps=[dg.AssetKey("mart_charts"), *DOWNLOADS], kinds={"dynamodb", "python"},
+    check_specs=[dg.AssetCheckSpec("beats_most_popular_baseline", asset="user_recommendations",
+                                   description="Hit rate at 10 (latest download held out) above the most-popular baseline's.")],
+    description="For every user, 10 apps they have not downloaded: item-item co-occurrence blended with the "
+    "user's categories, charts for users with little history; written to DynamoDB (sk=REC). Evaluated "
+    "offline on every run (latest download held out, hit rate at 10 vs. most popular).",
+)
+def user_recommendations(context: dg.AssetExecutionContext, warehouse: WarehouseResource,
+                         dynamodb: DynamoDBResource) -> dg.MaterializeResult:
+    engine = warehouse.get_engine()
+    try:
+        written, model, recs = refresh_all_recommendations(engine, dynamodb)
+    finally:
+        engine.dispose()
+    evaluation = evaluate(model.user_apps)
+    methods = pd.Series([r.method for r in recs], dtype=object).value_counts().to_dict()
+    context.log.info(f"wrote {written:,} recommendation items; hit@10 {evaluation.hit_rate:.4f} "
+                     f"vs most popular {evaluation.baseline_hit_rate:.4f} over {evaluation.users:,} users")
+    sample = pd.DataFrame([{"user_id": r.user_id, "method": r.method, "apps": ", ".join(a["app"] for a in r.apps[:5])}
+                           for r in recs[:5]])
+    beats = evaluation.users > 0 and evaluation.hit_rate > evaluation.baseline_hit_rate
+    return dg.MaterializeResult(
+        metadata={"dagster/row_count": written, "users": len(recs), **{f"users_{k}": int(v) for k, v in methods.items()},
+                  **evaluation.as_metadata(), "sample": _preview(sample)},
+        check_results=[dg.AssetCheckResult(
+            check_name="beats_most_popular_baseline", passed=bool(beats), severity=dg.AssetCheckSeverity.WARN,
+            metadata={"hit_rate_at_10": evaluation.hit_rate, "baseline_hit_rate_at_10": evaluation.baseline_hit_rate,
+                      "eval_users": evaluation.users})],
+    )
+
+
+@dg.asset(
+    group_name=GROUP, pool=POOL, deps=[dg.AssetKey(name) for name in MARTS], kinds={"html", "s3"},
+    description="One self-contained HTML report of every figure (images inline), at "
+    "$APPDATA_HOME/reports/appdata_report.html and s3://<bucket>/reports/; the API serves it at /dashboard.",
+)
+def analytics_report(context: dg.AssetExecutionContext, warehouse: WarehouseResource,
+                     s3: LakeS3Resource) -> dg.MaterializeResult:
+    engine = warehouse.get_engine()
+    try:
+        report = build_report(engine)
+    finally:
+        engine.dispose()
+    where = write_report(report, Settings.from_env().home, s3.get_client(), s3.bucket)
+    context.log.info(f"report written to {where}")
+    metadata = {"path": dg.MetadataValue.path(where["path"]), "bytes": len(report.html.encode("utf-8")),
+                **{k: v for k, v in report.headline.items()}}
+    if "s3_uri" in where:
+        metadata["s3_uri"] = dg.MetadataValue.url(where["s3_uri"])
+    for key, png in report.images.items():
+        metadata[f"figure_{key}"] = dg.MetadataValue.md(plots.markdown_image(png, plots.FIGURES[key][0]))
+    return dg.MaterializeResult(metadata=metadata)
+
+
+assets = [*mart_assets, user_recommendations, analytics_report]
