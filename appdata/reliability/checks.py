@@ -15,8 +15,7 @@ import dagster as dg
 from appdata.resources import DynamoDBResource, LakeS3Resource, WarehouseResource
 from appdata.reliability.reconcile import (
     DayReconciliation,
-    batch_days,
-    reconcile_batch_day,
+    reconcile_batch,
     reconcile_stream,
 )
 
@@ -97,9 +96,7 @@ def batch_reconciled(
     client = s3.get_client()
     try:
         days = _window_days(context)
-        if days is None:
-            days = sorted(batch_days(client, s3.bucket, engine))
-        results = [reconcile_batch_day(s3=client, bucket=s3.bucket, engine=engine, day=day) for day in days]
+        results = reconcile_batch(s3=client, bucket=s3.bucket, engine=engine, days=days)
     finally:
         engine.dispose()
     for r in results:

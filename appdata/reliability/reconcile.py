@@ -198,24 +198,37 @@ def _record_id(record: dict[str, Any]) -> str:
     return str(value).strip()
 
 
-def read_landing_csv(data: bytes) -> pd.DataFrame:
-    """A landing CSV as raw strings, the way a forgiving reader sees it (BOM stripped, bad bytes replaced)."""
-    if not data.strip():
-        return pd.DataFrame(columns=list(schema.EVENT_COLUMNS))
-    text = data.decode("utf-8-sig", errors="replace")
-    return pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False, on_bad_lines="skip",
-                       engine="python")
+def landing_csv_records(data: bytes) -> list[dict[str, Any]]:
+    """Every data row of a landing CSV as a {header name: value} dict, structurally.
+
+    Independent of the ETL's parser on purpose: rows of the wrong width (shifted, truncated)
+    and rows with bytes that are not UTF-8 count as rows too, since the ETL must account for
+    each of them (curated or rejected). A file without any line has no rows.
+    """
+    import csv
+
+    text = io.StringIO(data.decode("utf-8-sig", errors="surrogateescape"), newline="")
+    reader = csv.reader(text, strict=False)
+    header = next(reader, None)
+    if not header:
+        return []
+    names = [h.replace("\ufeff", "").strip().lower() for h in header]
+    rows = []
+    for fields in reader:
+        if not fields:
+            continue
+        rows.append({n: f.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+                     for n, f in zip(names, fields)})
+    return rows
 
 
 def landing_event_ids(s3: Any, bucket: str, day: str) -> Counter:
     """event_id -> rows in every CSV under the day's landing prefix (the client's drop and replays)."""
     found: Counter = Counter()
     for key in _keys(s3, bucket, f"{LANDING_PREFIX}/download_date={day}/"):
-        if not key.endswith(".csv"):
-            continue
-        frame = read_landing_csv(_body(s3, bucket, key))
-        for record in frame.to_dict(orient="records"):
-            found[_record_id(record)] += 1
+        if key.endswith(".csv"):
+            for record in landing_csv_records(_body(s3, bucket, key)):
+                found[_record_id(record)] += 1
     return found
 
 
@@ -228,17 +241,21 @@ def curated_event_ids(s3: Any, bucket: str, day: str) -> Counter:
     return found
 
 
-def rejected_event_ids(s3: Any, bucket: str, day: str, prefix: str = REJECTED_BATCH_PREFIX) -> Counter:
-    """event_id (the record's, else derived from it) -> dead letters of the day."""
+def rejected_event_ids_by_landing_day(s3: Any, bucket: str, prefix: str = REJECTED_BATCH_PREFIX) -> dict[str, Counter]:
+    """Batch dead letters grouped by the landing day they came from (one listing for all days).
+
+    A dead letter is filed under its record's download_date when that parses, which may not be
+    the landing file's day; its `landing_day` says where it came from (else the folder's day).
+    """
     from appdata.reliability.deadletters import parse_dead_letters
 
-    found: Counter = Counter()
-    for key in _keys(s3, bucket, f"{prefix}/download_date={day}/"):
-        if key.endswith(".jsonl"):
+    by_day: dict[str, Counter] = {}
+    for key in _keys(s3, bucket, f"{prefix}/"):
+        if key.endswith(".jsonl") and "/download_date=" in key:
             for letter in parse_dead_letters(key, _body(s3, bucket, key)):
-                if letter.record:
-                    found[_record_id(letter.record)] += 1
-    return found
+                day = str(letter.context.get("landing_day") or letter.date)
+                by_day.setdefault(day, Counter())[_record_id(letter.record)] += 1
+    return by_day
 
 
 # ----------------------------------------------------------------- reconciliations
@@ -285,15 +302,34 @@ def reconcile_stream(
     ]
 
 
+def batch_rejected_by_landing_day(s3: Any, bucket: str) -> dict[str, Counter]:
+    """Dead letters still waiting plus those already replayed (moved to rejected/_replayed/).
+
+    A replayed row stays in the client's landing file, so it stays accounted for as rejected;
+    when the day is re-run its dead letter is written again, hence max() and not a sum.
+    """
+    waiting = rejected_event_ids_by_landing_day(s3, bucket)
+    replayed = rejected_event_ids_by_landing_day(s3, bucket, prefix="rejected/_replayed/batch")
+    for day, ids in replayed.items():
+        merged = waiting.setdefault(day, Counter())
+        for event_id, n in ids.items():
+            merged[event_id] = max(merged[event_id], n)
+    return waiting
+
+
 def batch_days(s3: Any, bucket: str, engine: sa.Engine) -> set[str]:
     return partition_days_under(s3, bucket, LANDING_PREFIX) | warehouse_days(engine, "downloads_batch")
 
 
-def reconcile_batch_day(*, s3: Any, bucket: str, engine: sa.Engine, day: str) -> DayReconciliation:
+def reconcile_batch_day(
+    *, s3: Any, bucket: str, engine: sa.Engine, day: str, rejected_by_day: dict[str, Counter] | None = None,
+) -> DayReconciliation:
     """Landing rows = curated + rejected rows, and curated = downloads_batch, by event id."""
+    if rejected_by_day is None:
+        rejected_by_day = batch_rejected_by_landing_day(s3, bucket)
     landing = landing_event_ids(s3, bucket, day)
     curated = curated_event_ids(s3, bucket, day)
-    rejected = rejected_event_ids(s3, bucket, day)
+    rejected = rejected_by_day.get(day, Counter())
     rows = warehouse_event_ids(engine, "downloads_batch", day)
     etl_out = curated + rejected
     counts = {
@@ -309,3 +345,14 @@ def reconcile_batch_day(*, s3: Any, bucket: str, engine: sa.Engine, day: str) ->
         etl,
         compare("downloads_batch", "curated", set(curated), rows),
     ])
+
+
+def reconcile_batch(
+    *, s3: Any, bucket: str, engine: sa.Engine, days: Iterable[str] | None = None,
+) -> list[DayReconciliation]:
+    """The given days (default: every day with landing data or warehouse rows)."""
+    rejected_by_day = batch_rejected_by_landing_day(s3, bucket)
+    if days is None:
+        days = batch_days(s3, bucket, engine)
+    return [reconcile_batch_day(s3=s3, bucket=bucket, engine=engine, day=day, rejected_by_day=rejected_by_day)
+            for day in sorted(days)]
