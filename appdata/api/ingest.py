@@ -1,0 +1,268 @@
+"""The ingest path behind POST /v1/downloads: validate, dead-letter, put to Kinesis.
+
+Kept apart from the HTTP layer so the same functions serve the FastAPI route, the Lambda
+handler and direct tests. Every validation decision comes from `appdata.schema`, so the API
+rejects exactly what the batch ETL and the stream drain reject; the only checks added here
+are the ones a CSV cannot express (JSON objects, lists and booleans where a value belongs).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from appdata import schema
+
+log = logging.getLogger("appdata.api")
+
+MAX_RECORDS_PER_REQUEST = 500
+KINESIS_CHUNK = 500  # PutRecords takes at most 500 records per call
+# Integers travel as float64 through pandas; past 2**53 they silently lose digits.
+MAX_SAFE_INTEGER = 2**53
+
+
+@dataclass
+class Rejection:
+    index: int
+    field: str
+    reason: str
+    record: Any
+
+    def public(self) -> dict[str, Any]:
+        return {"index": self.index, "field": self.field, "reason": self.reason}
+
+
+@dataclass
+class Checked:
+    """Outcome of validating one request's records."""
+
+    accepted: list[tuple[int, dict[str, Any]]] = field(default_factory=list)  # (index, typed record)
+    rejected: list[Rejection] = field(default_factory=list)
+
+
+def _json_only_problem(spec: schema.Field, value: Any) -> str | None:
+    """Problems a JSON value can have that a CSV cell cannot; None when the value may go on."""
+    if isinstance(value, (dict, list)):
+        return f"must be a single {spec.kind} value, not a JSON {'object' if isinstance(value, dict) else 'array'}"
+    if isinstance(value, bool):
+        return f"must be a {spec.kind}, not a boolean"
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return "contains characters that are not valid Unicode text"
+        if "\x00" in value:
+            return "contains a NUL character"
+    if spec.kind == "int" and value is not None:
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            return None  # the schema says "is not a whole number"
+        if math.isfinite(number) and abs(number) >= MAX_SAFE_INTEGER:
+            return f"must be below 2^53 in magnitude"
+    return None
+
+
+def _precheck(index: int, record: Any) -> Rejection | None:
+    if not isinstance(record, dict):
+        return Rejection(index, "record", "is not a JSON object", record)
+    for spec in schema.FIELDS:
+        if spec.name in record:
+            problem = _json_only_problem(spec, record[spec.name])
+            if problem:
+                return Rejection(index, spec.name, f"{spec.name}: {problem}", record)
+    return None
+
+
+def _missing(value: Any) -> bool:
+    return value is None or (isinstance(value, str) and not value.strip()) or (
+        isinstance(value, float) and math.isnan(value)
+    )
+
+
+def check_records(records: list[Any]) -> Checked:
+    """Validate every record with `appdata.schema`; fill a content-derived event_id where absent."""
+    out = Checked()
+    candidates: list[tuple[int, dict[str, Any]]] = []
+    for index, record in enumerate(records):
+        problem = _precheck(index, record)
+        if problem:
+            out.rejected.append(problem)
+            continue
+        if _missing(record.get("event_id")):
+            record = {**record, "event_id": schema.derive_event_id(record)}
+        candidates.append((index, record))
+    if not candidates:
+        return out
+
+    validation = schema.validate_records(schema.records_to_frame(r for _, r in candidates), first_row=0)
+    bad_positions = set()
+    for row in validation.rejected.itertuples(index=False):
+        position = int(row.row)
+        bad_positions.add(position)
+        index, record = candidates[position]
+        out.rejected.append(Rejection(index, row.field, row.reason, record))
+    typed = schema.frame_to_records(validation.valid)
+    good = [c for position, c in enumerate(candidates) if position not in bad_positions]
+    out.accepted = [(index, rec) for (index, _), rec in zip(good, typed, strict=True)]
+    out.rejected.sort(key=lambda r: r.index)
+    return out
+
+
+def request_id_for(body: bytes) -> str:
+    """Deterministic per body: a retried identical POST rewrites the same dead-letter object."""
+    return "req-" + hashlib.sha256(body).hexdigest()[:24]
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+def _dead_letter_day(record: Any, today: str) -> str:
+    raw = record.get("download_date") if isinstance(record, dict) else None
+    if isinstance(raw, str):
+        try:
+            return dt.date.fromisoformat(raw.strip()[:10]).isoformat()
+        except ValueError:
+            pass
+    return today
+
+
+def write_dead_letters(s3_client: Any, bucket: str, request_id: str, rejected: list[Rejection]) -> list[str]:
+    """rejected/api/download_date=D/<request-id>.jsonl, one object per day, per the contract."""
+    if not rejected:
+        return []
+    now = dt.datetime.now(dt.timezone.utc)
+    today = now.date().isoformat()
+    by_day: dict[str, list[str]] = {}
+    for item in rejected:
+        record = item.record if isinstance(item.record, dict) else {"value": item.record}
+        line = {
+            "source": "api",
+            "field": item.field,
+            "reason": item.reason,
+            "row": item.index,
+            "record": _json_safe(record),
+            "rejected_at": now.isoformat().replace("+00:00", "Z"),
+            "request_id": request_id,
+        }
+        by_day.setdefault(_dead_letter_day(item.record, today), []).append(json.dumps(line, default=str))
+    keys = []
+    for day, lines in sorted(by_day.items()):
+        key = f"rejected/api/download_date={day}/{request_id}.jsonl"
+        s3_client.put_object(Bucket=bucket, Key=key, Body=("\n".join(lines) + "\n").encode(),
+                             ContentType="application/x-ndjson")
+        keys.append(key)
+    return keys
+
+
+def kinesis_entry(record: dict[str, Any]) -> dict[str, Any]:
+    """PutRecords entry: compact JSON of the typed record, partition key str(user_id)."""
+    data = json.dumps(record, separators=(",", ":"), ensure_ascii=False, default=str).encode()
+    return {"Data": data, "PartitionKey": str(record["user_id"])}
+
+
+@dataclass
+class PutOutcome:
+    succeeded: list[int] = field(default_factory=list)  # positions in the input list
+    failed: list[tuple[int, str]] = field(default_factory=list)  # (position, error code)
+
+
+RETRYABLE_CODES = {"ProvisionedThroughputExceededException", "ThrottlingException", "InternalFailure",
+                   "ServiceUnavailable", "LimitExceededException", "KMSThrottlingException"}
+
+
+def put_records(client: Any, stream: str, records: list[dict[str, Any]], *, attempts: int = 6,
+                base_delay: float = 0.05, max_delay: float = 2.0) -> PutOutcome:
+    """PutRecords in chunks of 500; retry only the failed entries with exponential backoff.
+
+    Returns which positions made it and which did not after the last attempt; a whole-call
+    throttling error is retried like a partial failure, any other error is raised.
+    """
+    outcome = PutOutcome()
+    entries = [kinesis_entry(r) for r in records]
+    for start in range(0, len(entries), KINESIS_CHUNK):
+        pending = list(range(start, min(start + KINESIS_CHUNK, len(entries))))
+        last_codes: dict[int, str] = {}
+        for attempt in range(attempts):
+            if attempt:
+                time.sleep(min(max_delay, base_delay * 2 ** (attempt - 1)))
+            try:
+                response = client.put_records(StreamName=stream, Records=[entries[p] for p in pending])
+            except ClientError as exc:
+                code = exc.response.get("Error", {}).get("Code", "")
+                if code not in RETRYABLE_CODES:
+                    raise
+                last_codes = {p: code for p in pending}
+                continue
+            still = []
+            for position, result in zip(pending, response["Records"], strict=True):
+                if result.get("ErrorCode"):
+                    still.append(position)
+                    last_codes[position] = result["ErrorCode"]
+                else:
+                    outcome.succeeded.append(position)
+            pending = still
+            if not pending:
+                break
+        outcome.failed.extend((p, last_codes.get(p, "Unknown")) for p in pending)
+    outcome.succeeded.sort()
+    return outcome
+
+
+class StoreUnavailable(Exception):
+    """S3 or Kinesis could not be reached: the request is answered 503 so the client retries."""
+
+
+def ingest(records: list[Any], *, body: bytes, s3_client: Any, bucket: str, kinesis_client: Any,
+           stream: str, put_attempts: int = 6, put_base_delay: float = 0.05) -> tuple[int, dict[str, Any]]:
+    """Validate, dead-letter the rejected, put the valid; returns (HTTP status, JSON body).
+
+    Dead letters are written first: if S3 fails, nothing went to Kinesis and the client simply
+    retries the request. Ids are deterministic, so a retry duplicates nothing downstream.
+    """
+    request_id = request_id_for(body)
+    checked = check_records(records)
+    try:
+        write_dead_letters(s3_client, bucket, request_id, checked.rejected)
+    except (ClientError, BotoCoreError) as exc:
+        raise StoreUnavailable(f"could not store rejected records in s3://{bucket}/rejected/api/: "
+                               f"{type(exc).__name__}") from exc
+    typed = [rec for _, rec in checked.accepted]
+    try:
+        outcome = put_records(kinesis_client, stream, typed, attempts=put_attempts, base_delay=put_base_delay)
+    except (ClientError, BotoCoreError) as exc:
+        raise StoreUnavailable(f"could not put records to Kinesis stream {stream}: {type(exc).__name__}") from exc
+
+    accepted_ids = [typed[p]["event_id"] for p in outcome.succeeded]
+    body_out: dict[str, Any] = {
+        "accepted": len(outcome.succeeded),
+        "rejected": [r.public() for r in checked.rejected],
+        "event_ids": accepted_ids,
+        "request_id": request_id,
+    }
+    log.info("ingest %s: %d accepted, %d rejected, %d failed", request_id, len(outcome.succeeded),
+             len(checked.rejected), len(outcome.failed))
+    if outcome.failed:
+        body_out["failed"] = [
+            {"index": checked.accepted[p][0], "event_id": typed[p]["event_id"], "field": "records",
+             "reason": f"Kinesis did not take it after {put_attempts} attempts ({code}); retry it"}
+            for p, code in outcome.failed
+        ]
+        body_out["detail"] = f"{len(outcome.failed)} valid records could not be put to Kinesis; retry them"
+        return 503, body_out
+    return (207 if checked.rejected else 200), body_out
