@@ -47,5 +47,7 @@ def run_analytics_demo(settings: Settings | None = None, instance: dg.DagsterIns
         elif name == "analytics_report":
             headline["downloads"] = values.get("downloads")
             headline["report_s3_uri"] = values.get("s3_uri")
+    checks = result.get_asset_check_evaluations()
+    headline["beats_baseline"] = bool(checks) and all(c.passed for c in checks)
     headline["report_path"] = str(report_path(settings.home))
     return headline
