@@ -113,7 +113,7 @@ def time_spent(spent: pd.DataFrame, top: int = 15) -> bytes:
     avg = frame.assign(weighted=frame["avg_minutes"].astype(float) * frame["downloads"])
     grid = (avg[avg["category"].isin(chosen.index)].groupby(["category", "age_band"])[["weighted", "downloads"]].sum())
     grid = (grid["weighted"] / grid["downloads"].clip(lower=1)).unstack("age_band")
-    grid = grid.reindex(index=list(chosen.index), columns=AGE_ORDER)
+    grid = grid.reindex(index=list(chosen.index)[::-1], columns=AGE_ORDER)  # same order as the bars
     image = right.imshow(np.ma.masked_invalid(grid.values.astype(float)), aspect="auto", cmap="Greens")
     right.set_xticks(np.arange(len(AGE_ORDER)), AGE_ORDER, rotation=45)
     right.set_yticks(np.arange(len(grid.index)), list(grid.index), fontsize=8)
