@@ -222,6 +222,7 @@ class DayOutput:
     seen_ids: set = field(default_factory=set, repr=False)
     writer: pq.ParquetWriter | None = field(default=None, repr=False)
     pending: int = 0  # slices of this day still waiting in the validation buffer
+    parsed_all: bool = False  # every slice of the file has been handed to the buffer
 
     @property
     def rejected_rows(self) -> int:
@@ -257,6 +258,7 @@ class WindowETL:
             self._buffered_rows += piece.num_rows
             if self._buffered_rows >= self.chunk_rows:
                 self._flush()
+        out.parsed_all = True
         if out.pending == 0:
             self._complete(out)
 
@@ -329,7 +331,7 @@ class WindowETL:
         for out, _, _ in buffer:
             out.pending -= 1
         for out in dict.fromkeys(out for out, _, _ in buffer):
-            if out.pending == 0:
+            if out.pending == 0 and out.parsed_all:
                 self._complete(out)
 
 

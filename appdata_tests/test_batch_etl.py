@@ -1,0 +1,213 @@
+"""The batch ETL on dirty landing files: good rows load, bad rows are quarantined with row, field
+and reason, and a file whose header can't be trusted is refused whole with a clear error."""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import io
+import json
+from pathlib import Path
+
+import dagster as dg
+import pyarrow.parquet as pq
+import pytest
+import sqlalchemy as sa
+
+from appdata.batch import demo, etl, lake
+from appdata.config import Settings
+from appdata.provision import ensure_bucket
+from appdata.resources import build_resources
+from appdata.schema import EVENT_COLUMNS
+from appdata.warehouse.loader import create_schema
+
+DAY = dt.date(2020, 3, 1)
+
+
+def good_row(i: int, day: dt.date = DAY) -> dict:
+    return {
+        "event_id": f"00000000-0000-4000-8000-{i:012d}", "user_id": str(i + 1), "name": "Test Person",
+        "location": "Ohio", "age": "30", "app": f"App {i}", "category": "GAME", "rating": "4.5",
+        "reviews": "100", "size_mb": "12.5", "installs": "1000", "type": "Free", "price": "0",
+        "content_rating": "Everyone", "genres": "Arcade", "last_updated": "2018-07-01",
+        "current_ver": "1.0", "android_ver": "4.1 and up", "minutes_spent": "15", "download_date": day.isoformat(),
+    }
+
+
+def csv_bytes(rows: list[dict], header: list[str] | None = None) -> bytes:
+    header = header or list(EVENT_COLUMNS)
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(header)
+    for row in rows:
+        writer.writerow([row.get(h, "") for h in header])
+    return out.getvalue().encode()
+
+
+def dirty_file() -> tuple[bytes, dict[int, tuple[str | None, str]]]:
+    """A landing file with a BOM and bad rows; returns it and {row: (field, reason fragment)}."""
+    rows = [good_row(i) for i in range(1, 11)]
+    rows[1]["age"] = ""  # row 2: null in a required field
+    rows[3]["download_date"] = "03/01/2020"  # row 4: unparseable date
+    rows[5]["event_id"] = rows[4]["event_id"]  # row 6: duplicate of row 5
+    rows[6]["download_date"] = "2020-03-02"  # row 7: another day's row in this day's file
+    lines = csv_bytes(rows).split(b"\n")
+    # row 3 shifted right by an inserted empty field (the Kaggle "Life Made WI-Fi" defect)
+    lines[3] = lines[3].replace(b",", b",,", 1)
+    # row 8 holds bytes that are no UTF-8 (a Latin-1 name)
+    lines[8] = lines[8].replace(b"Test Person", b"Jos\xe9 Person")
+    body = b"\xef\xbb\xbf" + b"\n".join(lines).rstrip(b"\n")
+    body += b"\n00000000-0000-4000-8000-000000000099,12,Trunc"  # row 11: truncated last line, no newline
+    expected = {
+        2: ("age", "age: is required"),
+        3: (None, "row has 21 fields, the header has 20"),
+        4: ("download_date", "download_date: is not a date in YYYY-MM-DD form"),
+        6: ("event_id", "duplicate"),
+        7: ("download_date", "is not the day of this landing file"),
+        8: ("name", "name: is not valid UTF-8"),
+        11: (None, "row has 3 fields, the header has 20"),
+    }
+    return body, expected
+
+
+def run_etl(tmp_path: Path, body: bytes, day: dt.date = DAY) -> etl.DayOutput:
+    path = tmp_path / "landing.csv"
+    path.write_bytes(body)
+    work = etl.WindowETL(tmp_path)
+    work.add_day(day, lake.landing_key(day), etl.parse_landing(path, day))
+    [out] = work.finish()
+    return out
+
+
+def test_dirty_file_loads_good_rows_and_quarantines_bad_ones_with_row_field_reason(tmp_path):
+    body, expected = dirty_file()
+    out = run_etl(tmp_path, body)
+    assert out.landing_rows == 11
+    assert {r["row"]: r["field"] for r in out.rejects} == {row: fld for row, (fld, _) in expected.items()}
+    for reject in out.rejects:
+        assert expected[reject["row"]][1] in reject["reason"], reject
+    curated = pq.read_table(out.parquet_path).to_pandas()
+    assert len(curated) == 4 == out.curated_rows
+    assert out.landing_rows == out.curated_rows + out.rejected_rows
+    assert curated["event_id"].is_unique
+    # the BOM did not leak into the first column name or value
+    assert curated["event_id"].iloc[0] == "00000000-0000-4000-8000-000000000001"
+    assert str(curated["download_date"].iloc[0])[:10] == "2020-03-01"
+    assert curated["age"].dtype.kind == "i" and curated["rating"].dtype.kind == "f"
+
+
+def test_reordered_header_is_read_by_name(tmp_path):
+    header = list(reversed(EVENT_COLUMNS))
+    out = run_etl(tmp_path, csv_bytes([good_row(1), good_row(2)], header))
+    assert (out.curated_rows, out.rejected_rows) == (2, 0)
+    assert pq.read_table(out.parquet_path).column("age").to_pylist() == [30, 30]
+
+
+def test_size_mb_may_be_empty_but_nothing_else(tmp_path):
+    row = good_row(1)
+    row["size_mb"] = ""
+    out = run_etl(tmp_path, csv_bytes([row]))
+    assert out.curated_rows == 1
+    assert pq.read_table(out.parquet_path).column("size_mb").to_pylist() == [None]
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (b"", "the file is empty"),
+        (b"\xef\xbb\xbf\n", "the file is empty"),
+        (csv_bytes([good_row(1)]).split(b"\n", 1)[1], "the header is missing"),
+        (csv_bytes([good_row(1)], [c for c in EVENT_COLUMNS if c != "user_id"]), "the header lacks user_id"),
+        (csv_bytes([good_row(1)], [*EVENT_COLUMNS[:-1], "download_day"]),
+         "the header lacks download_date; has unknown columns 'download_day'"),
+        (csv_bytes([good_row(1)], [*EVENT_COLUMNS, "age"]), "repeats age"),
+    ],
+    ids=["empty", "bom-only", "no-header", "missing-column", "renamed-column", "repeated-column"],
+)
+def test_file_with_wrong_or_empty_header_is_refused_with_a_clear_error(tmp_path, body, message):
+    path = tmp_path / "landing.csv"
+    path.write_bytes(body)
+    with pytest.raises(etl.LandingRefused) as caught:
+        etl.parse_landing(path, DAY)
+    assert message in str(caught.value)
+    assert "landing file of 2020-03-01 refused" in str(caught.value)
+
+
+def test_big_day_is_validated_in_chunks_with_the_same_row_numbers(tmp_path):
+    rows = [good_row(i) for i in range(1, 251)]
+    rows[180]["rating"] = "7"  # row 181, in the second chunk
+    rows[230]["event_id"] = rows[10]["event_id"]  # row 231 duplicates row 11 from the first chunk
+    path = tmp_path / "landing.csv"
+    path.write_bytes(csv_bytes(rows))
+    work = etl.WindowETL(tmp_path, chunk_rows=100)
+    work.add_day(DAY, "k", etl.parse_landing(path, DAY))
+    [out] = work.finish()
+    assert [(r["row"], r["field"]) for r in out.rejects] == [(181, "rating"), (231, "event_id")]
+    assert out.curated_rows == 248
+
+
+# --- through the Dagster assets, on the emulator -------------------------------------------------
+
+def _materialize(resources, selection):
+    return demo.materialize_range(DAY, DAY, resources, instance=dg.DagsterInstance.ephemeral(),
+                                  selection=selection, raise_on_error=False)
+
+
+def test_curated_asset_writes_dead_letters_and_loads_only_good_rows(appdata_env, duckdb_url, monkeypatch):
+    monkeypatch.setenv("APPDATA_WAREHOUSE_URL", duckdb_url)
+    settings = Settings.from_env()
+    resources = build_resources(settings)
+    ensure_bucket(resources["s3"])
+    engine = resources["warehouse"].get_engine()
+    create_schema(engine)
+    s3 = resources["s3"].get_client()
+    bucket = resources["s3"].bucket
+    body, expected = dirty_file()
+    s3.put_object(Bucket=bucket, Key=lake.landing_key(DAY), Body=body)
+
+    result = _materialize(resources, ["curated_batch", "downloads_batch"])
+    assert result.success
+    assert all(c.passed for c in result.get_asset_check_evaluations())
+
+    letters = []
+    for obj in lake.list_keys(s3, bucket, "rejected/batch/"):
+        letters += [(obj["Key"], json.loads(line)) for line in lake.get_bytes(s3, bucket, obj["Key"]).splitlines()]
+    assert {letter["row"] for _, letter in letters} == set(expected)
+    for key, letter in letters:
+        assert letter["source"] == "batch"
+        assert letter["landing_key"] == lake.landing_key(DAY)
+        assert expected[letter["row"]][1] in letter["reason"]
+        assert dt.datetime.fromisoformat(letter["rejected_at"]).tzinfo is not None
+        assert isinstance(letter["record"], dict)
+        # filed under the record's own download_date when it parses, else the landing day
+        filed = "2020-03-02" if letter["row"] == 7 else "2020-03-01"
+        assert key == f"rejected/batch/download_date={filed}/users_app_batch_client_data-2020-03-01.jsonl"
+    with engine.connect() as conn:
+        loaded = conn.execute(sa.text("SELECT COUNT(*) FROM downloads_batch")).scalar_one()
+    assert loaded == 4
+
+    # The client re-drops a clean file: the stale dead letters go, the warehouse day is replaced.
+    s3.put_object(Bucket=bucket, Key=lake.landing_key(DAY), Body=csv_bytes([good_row(i) for i in range(1, 6)]))
+    assert _materialize(resources, ["curated_batch", "downloads_batch"]).success
+    assert list(lake.list_keys(s3, bucket, "rejected/batch/")) == []
+    with engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT COUNT(*) FROM downloads_batch")).scalar_one() == 5
+    engine.dispose()
+
+
+def test_curated_asset_refuses_a_headerless_file_and_loads_nothing(appdata_env, duckdb_url, monkeypatch):
+    monkeypatch.setenv("APPDATA_WAREHOUSE_URL", duckdb_url)
+    resources = build_resources(Settings.from_env())
+    ensure_bucket(resources["s3"])
+    s3 = resources["s3"].get_client()
+    bucket = resources["s3"].bucket
+    headerless = csv_bytes([good_row(1), good_row(2)]).split(b"\n", 1)[1]
+    s3.put_object(Bucket=bucket, Key=lake.landing_key(DAY), Body=headerless)
+
+    result = _materialize(resources, ["curated_batch", "downloads_batch"])
+    assert not result.success
+    failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
+    message = failure.step_failure_data.user_failure_data.description
+    assert "1 landing file(s) refused" in message and "2020-03-01: the header is missing" in message
+    assert list(lake.list_keys(s3, bucket, "curated/batch/")) == []
+    assert not any(e.event_type_value == "STEP_START" and e.step_key == "downloads_batch" for e in result.all_events)

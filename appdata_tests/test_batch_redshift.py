@@ -1,0 +1,48 @@
+"""No Redshift runs here, so the Redshift load is checked where it can be: its SQL must compile
+with the redshift dialect and say COPY ... PARQUET MANIFEST, then delete + insert the window."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+
+import pyarrow as pa
+
+from appdata.batch.etl import CURATED_SCHEMA
+from appdata.warehouse import redshift
+from appdata.warehouse.tables import TABLES
+
+ROLE = "arn:aws:iam::123456789012:role/appdata-redshift-copy"
+
+
+def test_copy_and_swap_of_a_window_compiles_for_redshift():
+    statements = redshift.copy_replace_statements(
+        "downloads_batch", "s3://lake/curated/_manifests/downloads_batch/2020-01-01_2021-01-01.manifest", ROLE,
+        column="download_date", start=dt.date(2020, 1, 1), end=dt.date(2021, 1, 1))
+    create, copy, delete, insert, drop = redshift.compile_statements(statements)
+    assert create == 'CREATE TEMP TABLE "downloads_batch_staging" (LIKE "downloads_batch")'
+    assert copy.startswith("COPY downloads_batch_staging FROM 's3://lake/curated/_manifests/downloads_batch/")
+    assert f"aws_iam_role={ROLE}" in copy
+    assert "FORMAT AS PARQUET" in copy and "MANIFEST" in copy
+    assert delete == ("DELETE FROM downloads_batch WHERE downloads_batch.download_date >= '2020-01-01' "
+                      "AND downloads_batch.download_date < '2021-01-01'")
+    assert insert.startswith("INSERT INTO downloads_batch (event_id, user_id,")
+    assert "FROM downloads_batch_staging" in insert
+    assert drop == 'DROP TABLE "downloads_batch_staging"'
+
+
+def test_dimension_copy_replaces_the_whole_table():
+    statements = redshift.compile_statements(redshift.copy_replace_statements("apps", "s3://lake/m.manifest", ROLE))
+    assert statements[2] == "DELETE FROM apps"
+
+
+def test_curated_parquet_columns_follow_the_table_order_copy_relies_on():
+    table_columns = [c.name for c in TABLES["downloads_batch"].columns]
+    assert CURATED_SCHEMA.names == table_columns
+    assert CURATED_SCHEMA.field("download_date").type == pa.date32()
+
+
+def test_manifest_lists_every_file_as_mandatory_with_its_length():
+    text = redshift.manifest([redshift.ParquetObject("s3://lake/curated/batch/download_date=2020-01-01/part.parquet", 1234)])
+    assert json.loads(text) == {"entries": [{"url": "s3://lake/curated/batch/download_date=2020-01-01/part.parquet",
+                                             "mandatory": True, "meta": {"content_length": 1234}}]}
