@@ -108,9 +108,37 @@ class BatchWorld:
                         config=self.client_config(rows))
 
 
-@pytest.fixture()
-def batch_world(provisioned, appdata_env):
+@pytest.fixture(scope="module")
+def module_env(tmp_path_factory, emulator_endpoint):
+    """Like appdata_env, for a whole module (its tests use distinct days), provisioned once."""
+    import uuid
+
+    from appdata.config import Settings
+    from appdata.provision import provision
+    from appdata.resources import build_resources
+
+    suffix = uuid.uuid4().hex[:8]
+    home = tmp_path_factory.mktemp("reliability") / "home"
+    (home / "dagster").mkdir(parents=True)
+    with pytest.MonkeyPatch.context() as patch:
+        for key, value in {
+            "APPDATA_HOME": str(home), "DAGSTER_HOME": str(home / "dagster"),
+            "APPDATA_AWS_ENDPOINT_URL": emulator_endpoint, "APPDATA_AWS_REGION": "us-east-1",
+            "APPDATA_BUCKET": f"appdata-rel-{suffix}", "APPDATA_STREAM": f"appdata-rel-{suffix}",
+            "APPDATA_TABLE": f"appdata-rel-{suffix}", "APPDATA_API_KEYS": f"rel-key-{suffix}",
+        }.items():
+            patch.setenv(key, value)
+        for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_PROFILE", "APPDATA_PLAYSTORE_CSV",
+                    "APPDATA_WAREHOUSE_URL", "APPDATA_WAREHOUSE_PASSWORD"):
+            patch.delenv(key, raising=False)
+        settings = Settings.from_env()
+        provision(build_resources(settings))
+        yield settings
+
+
+@pytest.fixture(scope="module")
+def batch_world(module_env):
     import dagster as dg
 
     with dg.instance_for_test() as instance:
-        yield BatchWorld(appdata_env, instance)
+        yield BatchWorld(module_env, instance)
