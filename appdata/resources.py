@@ -9,6 +9,7 @@ or Redshift. `build_resources()` wires them from `Settings`; secrets only ever a
 from __future__ import annotations
 
 import os
+import time
 from typing import Any
 
 import boto3
@@ -85,12 +86,35 @@ class WarehouseResource(dg.ConfigurableResource):
             database = url.database
             if database and database != ":memory:":
                 os.makedirs(os.path.dirname(os.path.abspath(database)), exist_ok=True)
-            return sa.create_engine(url, poolclass=sa.pool.NullPool)
+            engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
+            sa.event.listen(engine, "do_connect", _wait_for_duckdb_lock)
+            return engine
         return sa.create_engine(url, pool_pre_ping=True)
 
     @property
     def dialect(self) -> str:
         return make_url(self.url).get_backend_name()
+
+
+DUCKDB_LOCK_WAIT_SECONDS = 120.0
+
+
+def _wait_for_duckdb_lock(dialect: Any, conn_rec: Any, cargs: tuple, cparams: dict) -> Any:
+    """Open the DuckDB file, waiting while another process holds its single-writer lock.
+
+    Dagster's "warehouse" pool serializes runs, but a demo, a test or a second CLI can still
+    open the file at the same moment; they queue here instead of failing on the lock.
+    """
+    deadline = time.monotonic() + DUCKDB_LOCK_WAIT_SECONDS
+    delay = 0.05
+    while True:
+        try:
+            return dialect.connect(*cargs, **cparams)
+        except Exception as exc:  # duckdb.IOException: "Could not set lock on file"
+            if "lock" not in str(exc).lower() or time.monotonic() > deadline:
+                raise
+            time.sleep(delay)
+            delay = min(delay * 2, 1.0)
 
 
 def _aws_kwargs(settings: Settings) -> dict[str, Any]:
