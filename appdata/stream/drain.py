@@ -105,14 +105,16 @@ def shard_order(shards: list[dict]) -> list[dict]:
 
 
 def get_iterator(kinesis: Any, stream: str, shard_id: str, *, at: str | None = None, after: str | None = None,
-                 backoff: Backoff | None = None) -> str | None:
-    """A shard iterator AT or AFTER a sequence number, else from TRIM_HORIZON."""
+                 at_timestamp: dt.datetime | None = None, backoff: Backoff | None = None) -> str | None:
+    """A shard iterator AT or AFTER a sequence number, AT a timestamp, else from TRIM_HORIZON."""
     backoff = backoff or Backoff()
     kwargs: dict[str, Any] = {"StreamName": stream, "ShardId": shard_id}
     if at is not None:
         kwargs.update(ShardIteratorType="AT_SEQUENCE_NUMBER", StartingSequenceNumber=at)
     elif after is not None:
         kwargs.update(ShardIteratorType="AFTER_SEQUENCE_NUMBER", StartingSequenceNumber=after)
+    elif at_timestamp is not None:
+        kwargs.update(ShardIteratorType="AT_TIMESTAMP", Timestamp=at_timestamp)
     else:
         kwargs.update(ShardIteratorType="TRIM_HORIZON")
     for attempt in range(backoff.attempts):
@@ -142,6 +144,7 @@ def read_shard(
     at: str | None = None,
     after: str | None = None,
     until: str | None = None,
+    at_timestamp: dt.datetime | None = None,
     max_records: int = GET_RECORDS_LIMIT,
     limit_per_call: int = GET_RECORDS_LIMIT,
     max_empty_calls: int = 3,
@@ -156,7 +159,7 @@ def read_shard(
     """
     backoff = backoff or Backoff()
     last_seen: str | None = None
-    iterator = get_iterator(kinesis, stream, shard_id, at=at, after=after, backoff=backoff)
+    iterator = get_iterator(kinesis, stream, shard_id, at=at, after=after, at_timestamp=at_timestamp, backoff=backoff)
     until_int = seq_int(until) if until is not None else None
     records: list[dict] = []
     empty_calls = 0
@@ -173,7 +176,8 @@ def read_shard(
                 if last_seen is not None:
                     iterator = get_iterator(kinesis, stream, shard_id, after=last_seen, backoff=backoff)
                 else:
-                    iterator = get_iterator(kinesis, stream, shard_id, at=at, after=after, backoff=backoff)
+                    iterator = get_iterator(kinesis, stream, shard_id, at=at, after=after,
+                                            at_timestamp=at_timestamp, backoff=backoff)
                 continue
             if code in RETRYABLE_READ and throttled < backoff.attempts:
                 backoff.wait(throttled)
@@ -443,3 +447,32 @@ def drain_range(
                            engine=engine)
     result.shard_end = read.shard_end
     return result
+
+
+def drain_available(
+    *, kinesis: Any, stream: str, s3: Any, bucket: str, dynamodb: Any, table: str, engine: sa.Engine | None,
+    positions: dict[str, str] | None = None, since: dt.datetime | None = None, max_records: int = GET_RECORDS_LIMIT,
+) -> tuple[list[DrainResult], dict[str, str]]:
+    """Drain every shard up to now, range by range, as the sensor and its runs would (no daemon).
+
+    `positions` (shard -> last sequence drained) is where each shard resumes, else `since`
+    (AT_TIMESTAMP), else TRIM_HORIZON. Returns the results and the new positions.
+    """
+    positions = dict(positions or {})
+    results: list[DrainResult] = []
+    for shard in shard_order(list_shards(kinesis, stream)):
+        shard_id = shard["ShardId"]
+        while True:
+            after = positions.get(shard_id)
+            read = read_shard(kinesis, stream, shard_id, after=after, at_timestamp=None if after else since,
+                              max_records=max_records)
+            if not read.records:
+                break
+            first, last = read.records[0]["SequenceNumber"], read.records[-1]["SequenceNumber"]
+            results.append(drain_range(kinesis=kinesis, stream=stream, shard_id=shard_id, first_sequence=first,
+                                       last_sequence=last, s3=s3, bucket=bucket, dynamodb=dynamodb, table=table,
+                                       engine=engine))
+            positions[shard_id] = last
+            if read.shard_end or read.caught_up:
+                break
+    return results, positions
