@@ -142,3 +142,95 @@ def batch_world(module_env):
 
     with dg.instance_for_test() as instance:
         yield BatchWorld(module_env, instance)
+
+
+# ------------------------------------------------------------------ stream path helpers
+
+
+class LocalApi:
+    """The real ingest API (create_app) served by uvicorn in a thread, on a free loopback port."""
+
+    def __init__(self, settings, key: str):
+        import threading
+
+        import uvicorn
+
+        from appdata.api.app import create_app
+        from appdata.emulator import free_port
+
+        self.key = key
+        port = free_port()
+        self.url = f"http://127.0.0.1:{port}"
+        # log_config=None: uvicorn's loggers propagate to the root, so tests see every line it logs.
+        config = uvicorn.Config(create_app(settings, api_keys=[key]), host="127.0.0.1", port=port,
+                                log_config=None, log_level="debug", access_log=True)
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, name="local-api", daemon=True)
+        self.thread.start()
+        import time
+
+        deadline = time.monotonic() + 30
+        while not self.server.started:
+            assert time.monotonic() < deadline, "local API did not start"
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def local_api(module_env):
+    import os
+
+    api = LocalApi(module_env, os.environ["APPDATA_API_KEYS"])
+    yield api
+    api.stop()
+
+
+def post(api: LocalApi, records: list[dict], client=None) -> tuple[int, dict]:
+    import httpx
+
+    own = client or httpx.Client(timeout=60)
+    try:
+        response = own.post(f"{api.url}/v1/downloads", json=records, headers={"x-api-key": api.key})
+        return response.status_code, response.json()
+    finally:
+        if client is None:
+            own.close()
+
+
+def shard_ranges(kinesis, stream: str, after: dict | None = None) -> list[tuple[str, str, str]]:
+    """(shard, first, last) of everything in the stream (after the given positions), per shard."""
+    ranges = []
+    for shard in kinesis.list_shards(StreamName=stream)["Shards"]:
+        shard_id = shard["ShardId"]
+        position = (after or {}).get(shard_id)
+        kwargs = ({"ShardIteratorType": "AFTER_SEQUENCE_NUMBER", "StartingSequenceNumber": position} if position
+                  else {"ShardIteratorType": "TRIM_HORIZON"})
+        iterator = kinesis.get_shard_iterator(StreamName=stream, ShardId=shard_id, **kwargs)["ShardIterator"]
+        seqs = []
+        while True:
+            page = kinesis.get_records(ShardIterator=iterator, Limit=10000)
+            seqs += [r["SequenceNumber"] for r in page["Records"]]
+            if not page["Records"]:
+                break
+            iterator = page["NextShardIterator"]
+        if seqs:
+            ranges.append((shard_id, seqs[0], seqs[-1]))
+    return ranges
+
+
+def split_range(kinesis, stream: str, shard_id: str, first: str, last: str, parts: int) -> list[tuple[str, str, str]]:
+    """One shard range cut into `parts` consecutive ranges, as successive sensor ticks would."""
+    from appdata.stream.drain import read_shard
+
+    seqs = [r["SequenceNumber"] for r in read_shard(kinesis, stream, shard_id, at=first, until=last,
+                                                     max_records=10**9).records]
+    size = max(1, -(-len(seqs) // parts))
+    return [(shard_id, seqs[i], seqs[min(i + size, len(seqs)) - 1]) for i in range(0, len(seqs), size)]
+
+
+def stream_tail(kinesis, stream: str) -> dict:
+    """The last sequence number of each shard now: ranges after it are what a test added."""
+    return {shard: last for shard, _, last in shard_ranges(kinesis, stream)}
