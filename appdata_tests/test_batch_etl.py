@@ -211,3 +211,42 @@ def test_curated_asset_refuses_a_headerless_file_and_loads_nothing(appdata_env, 
     assert "1 landing file(s) refused" in message and "2020-03-01: the header is missing" in message
     assert list(lake.list_keys(s3, bucket, "curated/batch/")) == []
     assert not any(e.event_type_value == "STEP_START" and e.step_key == "downloads_batch" for e in result.all_events)
+
+
+TRICKY = {
+    "event_id": ["abc", " abc", "abc ", "NaN", "null", "N/A", "", "\u00a0x", "x\x1f", "Ünï"],
+    "user_id": ["1", "0", "-3", "007", "1.0", "1e3", " 5", "+5", "999999999999999", "x", ""],
+    "age": ["13", "12", "120", "121", "30.5", "30"],
+    "rating": ["1", "5", "5.01", "4.10", ".5", "4.", "1e0", "NaN", "inf"],
+    "size_mb": ["", "nan", "None", " NA ", "12.5", "-1", "10000", "10000.5", "Varies with device"],
+    "type": ["Free", "Paid", "free", " Free"],
+    "last_updated": ["2018-07-01", "2018-7-1", "2018-02-30", "2007-12-31", "2018-07-01T00:00", "01/07/2018"],
+    "download_date": ["2020-03-01", "2020-3-01", "2999-01-01", ""],
+}
+
+
+def test_fast_prescreen_only_accepts_what_validate_records_accepts_with_the_same_values():
+    """The vectorized pre-screen is an optimization: it must never accept a row, or type a value,
+    differently from appdata.schema.validate_records."""
+    import pyarrow as pa
+
+    from appdata.schema import validate_records
+
+    rows = []
+    for fld, values in TRICKY.items():
+        for value in values:
+            row = good_row(len(rows) + 1)
+            row[fld] = value
+            rows.append(row)
+    table = pa.table({c: pa.array([r[c] for r in rows], pa.string()) for c in EVENT_COLUMNS})
+    typed, certain = etl.fast_validate(table)
+    checked = validate_records(table.to_pandas(), first_row=0)
+    rejected = set(checked.rejected["row"])
+    accepted_positions = [i for i in range(len(rows)) if i not in rejected]
+    valid = pa.Table.from_pandas(checked.valid, schema=etl.CURATED_SCHEMA, preserve_index=False)
+    slow_by_position = dict(zip(accepted_positions, valid.to_pylist()))
+    fast_rows = typed.to_pylist()
+    for position, fast_row in zip([i for i in range(len(rows)) if certain[i]], fast_rows):
+        assert position in slow_by_position, f"pre-screen accepted a row validate_records rejects: {rows[position]}"
+        assert fast_row == slow_by_position[position], rows[position]
+    assert certain.sum() >= len(TRICKY)  # the plain values do take the fast path

@@ -24,10 +24,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from appdata.schema import EVENT_COLUMNS, FIELDS, NULL_TOKENS, validate_records
+from appdata.schema import EVENT_COLUMNS, FIELDS, MIN_DATE, NULL_TOKENS, validate_records
 
 CHUNK_ROWS = 100_000
 KEY_COLUMNS = ("event_id", "user_id", "download_date")
@@ -206,6 +207,83 @@ def dead_letter_day(record: dict, fallback: dt.date) -> dt.date:
     return fallback
 
 
+# --- a vectorized pre-screen (pyarrow.compute) ---------------------------------------------------
+# validate_records is pandas and generic: 1M rows take ~35 s. Most rows are plainly fine, so
+# every value is first tested against patterns that validate_records is certain to accept with
+# the same typed value (text with no surrounding whitespace and no null token; plain decimal
+# numbers within range; YYYY-MM-DD dates within range). Rows with any value outside those
+# patterns - every suspect row - go through validate_records itself, which decides and explains.
+# appdata_tests/test_batch_etl.py checks both paths agree on tricky values.
+
+_PY_WHITESPACE = "".join(c for c in map(chr, range(0x3001)) if c.isspace())
+_NULLS = pa.array(sorted(NULL_TOKENS))
+
+
+def _case_variants(word: str) -> set[str]:
+    variants = {""}
+    for ch in word:
+        variants = {v + c for v in variants for c in {ch.lower(), ch.upper()}}
+    return variants
+
+
+_NULL_SPELLINGS = pa.array(sorted(set().union(*(_case_variants(t) for t in NULL_TOKENS))))  # "NaN", "Null", ...
+_INT = r"^-?[0-9]{1,15}$"
+_DECIMAL = r"^-?[0-9]{1,15}(\.[0-9]{1,15})?$"
+_DATE = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$"
+
+
+def _plain_text(column: pa.ChunkedArray) -> pa.ChunkedArray:
+    """Non-empty, nothing Python's strip() would remove, not a null token."""
+    trimmed = pc.utf8_trim(column, characters=_PY_WHITESPACE)
+    return pc.and_(pc.and_(pc.equal(trimmed, column), pc.greater(pc.utf8_length(column), 0)),
+                   pc.invert(pc.is_in(column, value_set=_NULL_SPELLINGS)))
+
+
+def _in_range(values: pa.ChunkedArray, spec) -> pa.ChunkedArray:
+    ok = pc.is_valid(values)
+    if spec.minimum is not None:
+        ok = pc.and_(ok, pc.greater_equal(values, spec.minimum))
+    if spec.maximum is not None:
+        ok = pc.and_(ok, pc.less_equal(values, spec.maximum))
+    return ok
+
+
+def fast_validate(table: pa.Table) -> tuple[pa.Table, np.ndarray]:
+    """(typed rows that are certainly valid, boolean mask of those rows) for a table of strings."""
+    latest = dt.date.today() + dt.timedelta(days=2)
+    ok = None
+    typed = {}
+    for spec in FIELDS:
+        column = table.column(spec.name)
+        if spec.kind in ("str", "enum"):
+            good = pc.is_in(column, value_set=pa.array(spec.choices)) if spec.kind == "enum" else _plain_text(column)
+            values = column
+        elif spec.kind in ("int", "float"):
+            pattern = _INT if spec.kind == "int" else _DECIMAL
+            number = pc.match_substring_regex(column, pattern)
+            values = pc.cast(pc.if_else(number, column, "0"), pa.int64() if spec.kind == "int" else pa.float64())
+            good = pc.and_(number, _in_range(values, spec))
+            if not spec.required:  # null tokens are a valid "no value"
+                null = pc.is_in(pc.utf8_lower(pc.utf8_trim(column, characters=_PY_WHITESPACE)), value_set=_NULLS)
+                good = pc.or_(good, null)
+                values = pc.if_else(null, pa.scalar(None, values.type), values)
+        else:  # date
+            shaped = pc.match_substring_regex(column, _DATE)
+            stamps = pc.strptime(pc.if_else(shaped, column, "2000-01-01"), format="%Y-%m-%d", unit="s",
+                                 error_is_null=True)
+            values = pc.cast(stamps, pa.date32())
+            # strptime rolls 2018-02-30 over to March: a real date prints back as it was written
+            shaped = pc.and_(shaped, pc.equal(pc.strftime(stamps, format="%Y-%m-%d"), column))
+            good = pc.and_(pc.and_(shaped, pc.is_valid(values)),
+                           pc.and_(pc.greater_equal(values, pa.scalar(MIN_DATE, pa.date32())),
+                                   pc.less_equal(values, pa.scalar(latest, pa.date32()))))
+        typed[spec.name] = values
+        ok = good if ok is None else pc.and_(ok, good)
+    mask = ok.to_numpy(zero_copy_only=False) if ok is not None else np.zeros(0, bool)
+    rows = pa.table(typed).filter(pa.chunked_array([mask]) if len(mask) else mask)
+    return rows.cast(CURATED_SCHEMA), mask
+
+
 @dataclass(eq=False)
 class DayOutput:
     """What the ETL made of one landing day."""
@@ -215,8 +293,6 @@ class DayOutput:
     parquet_path: Path
     landing_rows: int = 0
     curated_rows: int = 0
-    null_keys: int = 0
-    duplicate_ids: int = 0  # duplicates that reached the curated file (must stay 0)
     parser: str = "arrow"
     rejects: list[dict] = field(default_factory=list)
     seen_ids: set = field(default_factory=set, repr=False)
@@ -240,7 +316,7 @@ class WindowETL:
         self.workdir = workdir
         self.chunk_rows = chunk_rows
         self.days: dict[dt.date, DayOutput] = {}
-        self._buffer: list[tuple[DayOutput, pd.DataFrame, np.ndarray]] = []
+        self._buffer: list[tuple[DayOutput, pa.Table, np.ndarray]] = []
         self._buffered_rows = 0
         self._completed: list[DayOutput] = []
 
@@ -252,8 +328,7 @@ class WindowETL:
         table = parsed.table
         for start in range(0, table.num_rows, self.chunk_rows):
             piece = table.slice(start, self.chunk_rows)
-            frame = piece.to_pandas()
-            self._buffer.append((out, frame, parsed.row_numbers[start:start + piece.num_rows]))
+            self._buffer.append((out, piece, parsed.row_numbers[start:start + piece.num_rows]))
             out.pending += 1
             self._buffered_rows += piece.num_rows
             if self._buffered_rows >= self.chunk_rows:
@@ -284,49 +359,64 @@ class WindowETL:
         if not self._buffer:
             return
         buffer, self._buffer, self._buffered_rows = self._buffer, [], 0
-        raw = pd.concat([frame for _, frame, _ in buffer], ignore_index=True)
+        raw = pa.concat_tables([piece for _, piece, _ in buffer]).combine_chunks()
         row_numbers = np.concatenate([rows for _, _, rows in buffer])
-        owner = np.concatenate([np.full(len(frame), i, dtype="int64") for i, (_, frame, _) in enumerate(buffer)])
-        checked = validate_records(raw, first_row=0)
+        owner = np.concatenate([np.full(piece.num_rows, i, dtype="int64") for i, (_, piece, _) in enumerate(buffer)])
 
-        rejected_pos = checked.rejected["row"].to_numpy(dtype="int64")
-        for pos, fld, reason, record in zip(rejected_pos, checked.rejected["field"], checked.rejected["reason"],
-                                            checked.rejected["record"]):
-            buffer[owner[pos]][0].rejects.append(
-                {"row": int(row_numbers[pos]), "field": fld, "reason": reason, "record": json.loads(record)})
+        typed, certain = fast_validate(raw)
+        positions = np.flatnonzero(certain)
+        suspect = np.flatnonzero(~certain)
+        if suspect.size:
+            checked = validate_records(raw.take(suspect).to_pandas(), first_row=0)
+            bad = checked.rejected["row"].to_numpy(dtype="int64")
+            for index, fld, reason, record in zip(bad, checked.rejected["field"], checked.rejected["reason"],
+                                                  checked.rejected["record"]):
+                pos = suspect[index]
+                buffer[owner[pos]][0].rejects.append(
+                    {"row": int(row_numbers[pos]), "field": fld, "reason": reason, "record": json.loads(record)})
+            if len(checked.valid):
+                rescued = pa.Table.from_pandas(checked.valid, schema=CURATED_SCHEMA, preserve_index=False)
+                typed = pa.concat_tables([typed, rescued])
+                positions = np.concatenate([positions, np.delete(suspect, bad)])
+            order = np.argsort(positions, kind="stable")  # back to file order: "first" row wins below
+            typed, positions = typed.take(order), positions[order]
 
-        valid = checked.valid
-        good_pos = np.setdiff1d(np.arange(len(raw)), rejected_pos, assume_unique=True)
-        valid_owner = owner[good_pos]
+        valid_owner = owner[positions]
         for index in np.unique(valid_owner):
             out = buffer[index][0]
             mask = valid_owner == index
-            part = valid[mask].reset_index(drop=True)
-            part_pos = good_pos[mask]
-            keep = np.ones(len(part), dtype=bool)
+            part = typed.filter(mask)
+            part_pos = positions[mask]
             # A row of another day would escape the day's delete+insert in the warehouse (and
             # double on a re-run), so the file's own day is the only one accepted.
-            other_day = (part["download_date"] != out.day).to_numpy()
-            duplicate = (part["event_id"].duplicated(keep="first") | part["event_id"].isin(out.seen_ids)).to_numpy()
+            other_day = pc.not_equal(part.column("download_date"), pa.scalar(out.day, pa.date32()))
+            other_day = other_day.to_numpy(zero_copy_only=False)
+            duplicate = np.zeros(part.num_rows, dtype=bool)
+            seen = out.seen_ids
+            for i, event_id in enumerate(part.column("event_id").to_pylist()):
+                if other_day[i]:
+                    continue
+                if event_id in seen:
+                    duplicate[i] = True
+                else:
+                    seen.add(event_id)
             for i in np.flatnonzero(other_day | duplicate):
                 pos = part_pos[i]
                 if other_day[i]:
-                    fld, reason = "download_date", (f"download_date: {part.at[i, 'download_date']} is not the day "
-                                                    f"of this landing file ({out.day.isoformat()})")
+                    fld, reason = "download_date", (f"download_date: {part.column('download_date')[i]} is not the "
+                                                    f"day of this landing file ({out.day.isoformat()})")
                 else:
                     fld, reason = "event_id", "event_id: duplicate of an earlier row of this landing file"
                 out.rejects.append({"row": int(row_numbers[pos]), "field": fld, "reason": reason,
-                                    "record": _raw_record(raw.iloc[pos].to_dict())})
-                keep[i] = False
-            part = part[keep]
-            out.seen_ids.update(part["event_id"].tolist())
-            out.null_keys += int(part[list(KEY_COLUMNS)].isna().any(axis=1).sum())
-            if len(part):
-                arrow = pa.Table.from_pandas(part, schema=CURATED_SCHEMA, preserve_index=False)
+                                    "record": _raw_record(raw.slice(int(pos), 1).to_pylist()[0])})
+            keep = ~(other_day | duplicate)
+            if not keep.all():
+                part = part.filter(keep)
+            if part.num_rows:
                 if out.writer is None:
                     out.writer = pq.ParquetWriter(out.parquet_path, CURATED_SCHEMA)
-                out.writer.write_table(arrow)
-                out.curated_rows += len(part)
+                out.writer.write_table(part)
+                out.curated_rows += part.num_rows
 
         for out, _, _ in buffer:
             out.pending -= 1
