@@ -179,10 +179,43 @@ def test_drain_killed_at_random_points_then_resumed_loses_and_doubles_nothing(lo
            lost=0, duplicated=0)
 
 
-def test_fifty_clients_posting_concurrently(local_api, sinks):
+API_SCRIPT = """
+import sys, uvicorn
+from appdata.api.app import create_app
+uvicorn.run(create_app(), host="127.0.0.1", port=int(sys.argv[1]), log_level="warning")
+"""
+
+
+@pytest.fixture()
+def api_process(module_env):
+    """The API in its own uvicorn process (as `appdata api` serves it), so clients don't share its GIL."""
+    from appdata.emulator import free_port
+    from appdata_tests.reliability.conftest import LocalApi
+
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-c", API_SCRIPT, str(port)])
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        assert time.monotonic() < deadline and proc.poll() is None, "API process did not start"
+        time.sleep(0.2)
+    api = LocalApi.__new__(LocalApi)
+    api.url, api.key = url, os.environ["APPDATA_API_KEYS"]
+    yield api
+    proc.terminate()
+    proc.wait(timeout=20)
+
+
+def test_fifty_clients_posting_concurrently(api_process, sinks):
+    local_api = api_process
     settings = sinks["settings"]
     day = "2023-05-01"
-    seconds = scale(4, 60)
+    seconds = scale(6, 60)
     before = stream_tail(sinks["kinesis"], settings.stream)
     stop = time.monotonic() + seconds
     statuses: list[int] = []
