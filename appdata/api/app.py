@@ -254,6 +254,40 @@ def _check_key(given: str | None, keys: list[str]) -> None:
 
 # ---------------------------------------------------------------- the app
 
+class AwsClients:
+    """The app's boto3 clients, each made once from the resources on first use and then shared.
+
+    Made on first use rather than in create_app so building the app (and its OpenAPI document)
+    costs nothing; boto3 clients are thread-safe, so request threads share them.
+    """
+
+    def __init__(self, resources: dict[str, Any]):
+        self._resources = resources
+        self._made: dict[str, Any] = {}
+        self._lock = threading.Lock()
+
+    def _get(self, name: str) -> Any:
+        client = self._made.get(name)
+        if client is None:
+            with self._lock:
+                client = self._made.get(name)
+                if client is None:
+                    client = self._made[name] = self._resources[name].get_client()
+        return client
+
+    @property
+    def s3(self) -> Any:
+        return self._get("s3")
+
+    @property
+    def kinesis(self) -> Any:
+        return self._get("kinesis")
+
+    @property
+    def dynamodb(self) -> Any:
+        return self._get("dynamodb")
+
+
 def create_app(settings: Settings | None = None, *, api_keys: list[str] | None = None,
                max_body_bytes: int | None = None, put_attempts: int = 6,
                put_base_delay: float = 0.05) -> FastAPI:
@@ -265,10 +299,7 @@ def create_app(settings: Settings | None = None, *, api_keys: list[str] | None =
     limit = max_body_bytes or max_body_bytes_from_env()
     if not keys:
         log.warning("no API keys configured (APPDATA_API_KEYS): every /v1 request will be refused")
-    resources = build_resources(settings)
-    s3 = resources["s3"].get_client()
-    kinesis = resources["kinesis"].get_client()
-    dynamodb = resources["dynamodb"].get_client()
+    clients = AwsClients(build_resources(settings))
 
     app = FastAPI(
         title="appdata ingest API",
@@ -278,7 +309,7 @@ def create_app(settings: Settings | None = None, *, api_keys: list[str] | None =
                     f"or {MAX_RECORDS_PER_REQUEST} records are refused with 413.",
     )
     app.state.settings = settings
-    app.state.clients = {"s3": s3, "kinesis": kinesis, "dynamodb": dynamodb}
+    app.state.clients = clients
     app.state.max_body_bytes = limit
 
     api_key_header = APIKeyHeader(name=API_KEY_HEADER, auto_error=False,
@@ -307,7 +338,8 @@ def create_app(settings: Settings | None = None, *, api_keys: list[str] | None =
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return _error(exc.status_code, str(exc.detail), None)
+        field = {405: "method", 404: "path"}.get(exc.status_code)  # routing errors: the method or path
+        return _error(exc.status_code, str(exc.detail), field)
 
     def custom_openapi() -> dict[str, Any]:
         if app.openapi_schema:
@@ -350,13 +382,13 @@ def create_app(settings: Settings | None = None, *, api_keys: list[str] | None =
         body = await read_body_limited(request, limit)
         records = parse_records(body)
         status, payload = await run_in_threadpool(
-            ingest, records, body=body, s3_client=s3, bucket=settings.bucket, kinesis_client=kinesis,
+            ingest, records, body=body, s3_client=clients.s3, bucket=settings.bucket, kinesis_client=clients.kinesis,
             stream=settings.stream, put_attempts=put_attempts, put_base_delay=put_base_delay)
         return JSONResponse(payload, status_code=status)
 
     def _query_downloads(user_id: int, limit_items: int) -> list[dict[str, Any]]:
         try:
-            response = dynamodb.query(
+            response = clients.dynamodb.query(
                 TableName=settings.table,
                 KeyConditionExpression="user_id = :u AND begins_with(sk, :p)",
                 ExpressionAttributeValues={":u": {"S": str(user_id)}, ":p": {"S": "DL#"}},
@@ -382,7 +414,7 @@ def create_app(settings: Settings | None = None, *, api_keys: list[str] | None =
     def get_recommendations(user_id: int = PathParam(ge=1, le=2**53 - 1, description="The user")):
         """The user's recommended apps (item sk="REC"); 404 until some were computed."""
         try:
-            response = dynamodb.get_item(TableName=settings.table,
+            response = clients.dynamodb.get_item(TableName=settings.table,
                                          Key={"user_id": {"S": str(user_id)}, "sk": {"S": "REC"}})
         except (ClientError, BotoCoreError) as exc:
             raise StoreUnavailable(f"could not read DynamoDB table {settings.table}: {type(exc).__name__}") from exc
@@ -401,7 +433,7 @@ def create_app(settings: Settings | None = None, *, api_keys: list[str] | None =
         if local.is_file():
             return HTMLResponse(local.read_text(encoding="utf-8"))
         try:
-            obj = s3.get_object(Bucket=settings.bucket, Key=f"reports/{REPORT_NAME}")
+            obj = clients.s3.get_object(Bucket=settings.bucket, Key=f"reports/{REPORT_NAME}")
             return HTMLResponse(obj["Body"].read().decode("utf-8"))
         except ClientError as exc:
             if exc.response.get("Error", {}).get("Code") not in ("NoSuchKey", "404", "NoSuchBucket"):
