@@ -17,7 +17,7 @@ import sys
 import tempfile
 import zipfile
 from dataclasses import dataclass, field
-from importlib.metadata import packages_distributions, version
+from importlib.metadata import distributions, packages_distributions, version
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -28,9 +28,13 @@ TEMPLATE_PATH = REPO_ROOT / "infra" / "appdata.yaml"
 # What the API imports at run time; pinned to the versions installed here, i.e. the ones tested.
 # boto3 and its family are in the Lambda Python runtime already and are left out.
 LAMBDA_REQUIREMENTS = ("fastapi", "mangum", "pydantic", "pandas", "numpy")
-LAMBDA_RUNTIME_PROVIDED = ("boto3", "botocore", "s3transfer", "jmespath", "python-dateutil", "six", "urllib3")
-LAMBDA_PYTHON = "3.11"
-LAMBDA_PLATFORM = "manylinux2014_x86_64"
+LAMBDA_RUNTIME_PROVIDED = ("boto3", "botocore", "s3transfer", "jmespath")
+# ...and what those bring along, importable in the runtime too (used to smoke-test a package locally).
+LAMBDA_RUNTIME_EXTRAS = ("python-dateutil", "six", "urllib3")
+# Python 3.12 on Amazon Linux 2023 (glibc 2.34): pandas 3 and numpy 2.4 ship manylinux_2_28
+# wheels only, which the python3.11 runtime's Amazon Linux 2 (glibc 2.26) cannot load.
+LAMBDA_PYTHON = "3.12"
+LAMBDA_PLATFORMS = ("manylinux2014_x86_64", "manylinux_2_28_x86_64")
 LAMBDA_UNZIPPED_LIMIT = 250 * 1024 * 1024  # AWS limit for a zip package, unzipped, layers included
 LAMBDA_ZIPPED_DIRECT_UPLOAD_LIMIT = 50 * 1024 * 1024  # above this the zip must go through S3 (we always do)
 
@@ -87,6 +91,7 @@ def _prune(target: Path) -> None:
             continue
         if path.name in ("__pycache__", "tests") and path.parent != target:
             shutil.rmtree(path, ignore_errors=True)
+    shutil.rmtree(target / "bin", ignore_errors=True)  # console scripts: never run in Lambda
     for provided in LAMBDA_RUNTIME_PROVIDED:  # pulled in transitively? the runtime has its own
         for top in _top_level_names(provided):
             shutil.rmtree(target / top, ignore_errors=True)
@@ -116,19 +121,32 @@ def _zip_dir(source: Path, output: Path) -> tuple[int, int]:
     return len(files), total
 
 
+def installed_constraints() -> list[str]:
+    """name==version of everything installed here: transitive deps resolve to the tested versions."""
+    pins = {}
+    for dist in distributions():
+        name = dist.metadata["Name"]
+        if name and name.lower() != "appdata":
+            pins[name.lower()] = f"{name}=={dist.version}"
+    return sorted(pins.values())
+
+
 def install_lambda_dependencies(target: Path, requirements: list[str], *, python_version: str = LAMBDA_PYTHON,
-                                platform: str = LAMBDA_PLATFORM) -> None:
+                                platforms: Iterable[str] = LAMBDA_PLATFORMS) -> None:
     """pip install wheels built for the Lambda runtime (never the build machine's)."""
+    constraints = target.parent / "constraints.txt"
+    constraints.write_text("\n".join(installed_constraints()) + "\n")
     command = [
         sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--no-compile",
-        "--target", str(target), "--platform", platform, "--implementation", "cp",
+        "--constraint", str(constraints),
+        "--target", str(target), *(arg for p in platforms for arg in ("--platform", p)), "--implementation", "cp",
         "--python-version", python_version, "--only-binary=:all:", *requirements,
     ]
     subprocess.run(command, check=True)
 
 
 def build_lambda_package(output: Path | str = "dist/lambda.zip", *, python_version: str = LAMBDA_PYTHON,
-                         platform: str = LAMBDA_PLATFORM, extra_requirements: Iterable[str] = (),
+                         platforms: Iterable[str] = LAMBDA_PLATFORMS, extra_requirements: Iterable[str] = (),
                          keep_dir: Path | None = None) -> LambdaPackage:
     """Zip the appdata package and the API's runtime deps for the Lambda Python runtime.
 
@@ -140,7 +158,7 @@ def build_lambda_package(output: Path | str = "dist/lambda.zip", *, python_versi
     with tempfile.TemporaryDirectory(prefix="appdata-lambda-") as tmp:
         target = Path(tmp) / "package"
         target.mkdir()
-        install_lambda_dependencies(target, requirements, python_version=python_version, platform=platform)
+        install_lambda_dependencies(target, requirements, python_version=python_version, platforms=platforms)
         _prune(target)
         _copy_appdata(target)
         files, unzipped = _zip_dir(target, output)
@@ -158,7 +176,7 @@ def runtime_provided_paths() -> list[Path]:
     import boto3
 
     site = Path(boto3.__file__).resolve().parents[1]
-    names = {top for dist in LAMBDA_RUNTIME_PROVIDED for top in _top_level_names(dist)}
+    names = {top for dist in LAMBDA_RUNTIME_PROVIDED + LAMBDA_RUNTIME_EXTRAS for top in _top_level_names(dist)}
     return [site / name if (site / name).is_dir() else site / f"{name}.py" for name in sorted(names)
             if (site / name).exists() or (site / f"{name}.py").exists()]
 

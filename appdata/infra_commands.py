@@ -17,10 +17,12 @@ def register(group: click.Group) -> None:
 @click.command("package-lambda")
 @click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path), default=Path("dist/lambda.zip"),
               show_default=True, help="Where to write the deployment zip.")
-@click.option("--python-version", default="3.11", show_default=True, help="Lambda runtime's Python version.")
-@click.option("--platform", default="manylinux2014_x86_64", show_default=True,
-              help="Wheel platform of the Lambda architecture (manylinux2014_aarch64 for arm64).")
-def package_lambda(output: Path, python_version: str, platform: str) -> None:
+@click.option("--python-version", default="3.12", show_default=True,
+              help="Python of the Lambda runtime (the stack's LambdaRuntime parameter).")
+@click.option("--platform", "platforms", multiple=True,
+              default=("manylinux2014_x86_64", "manylinux_2_28_x86_64"), show_default=True,
+              help="Wheel platforms of the Lambda architecture (repeat; *_aarch64 for arm64).")
+def package_lambda(output: Path, python_version: str, platforms: tuple[str, ...]) -> None:
     """Build the ingest API's Lambda zip: appdata + FastAPI, Mangum, pydantic, pandas, numpy.
 
     Wheels are fetched for the Lambda runtime, not this machine; boto3 comes with the runtime.
@@ -29,7 +31,7 @@ def package_lambda(output: Path, python_version: str, platform: str) -> None:
     from appdata.infra import build_lambda_package
 
     try:
-        package = build_lambda_package(output, python_version=python_version, platform=platform)
+        package = build_lambda_package(output, python_version=python_version, platforms=platforms)
     except RuntimeError as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(package.summary())

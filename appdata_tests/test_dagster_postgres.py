@@ -84,9 +84,8 @@ def _groups(defs: dg.Definitions, *groups: str) -> list:
 
 
 @pytest.mark.postgres
-def test_pipeline_runs_with_storage_on_postgres(appdata_env, provisioned, dagster_pg, tmp_path):
-    monkeypatch_rows = pytest.MonkeyPatch()
-    monkeypatch_rows.setenv("APPDATA_BATCH_ROWS_PER_DAY", "100")  # a few days of a small client
+def test_pipeline_runs_with_storage_on_postgres(appdata_env, provisioned, dagster_pg, tmp_path, monkeypatch):
+    monkeypatch.setenv("APPDATA_BATCH_ROWS_PER_DAY", "100")  # a few days of a small client
     from dagster._core.run_coordinator import QueuedRunCoordinator
 
     from appdata import schema
@@ -147,7 +146,6 @@ def test_pipeline_runs_with_storage_on_postgres(appdata_env, provisioned, dagste
         assert all(r.status == dg.DagsterRunStatus.SUCCESS for r in runs)
     finally:
         instance.dispose()
-        monkeypatch_rows.undo()
 
     # What a user of the Postgres-backed deployment would check: the rows are in the database.
     with dagster_pg.connect() as conn:

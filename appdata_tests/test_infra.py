@@ -148,7 +148,8 @@ def test_api_gateway_needs_keys_throttles_and_proxies_to_lambda(template):
 def test_lambda_code_from_s3_and_no_secret_inline(template):
     function = template["Resources"]["ApiFunction"]["Properties"]
     assert function["Code"]["S3Key"] == {"Ref": "LambdaCodeKey"}
-    assert function["Runtime"] == "python3.11"
+    assert function["Runtime"] == {"Ref": "LambdaRuntime"}
+    assert template["Parameters"]["LambdaRuntime"]["Default"] == f"python{infra.LAMBDA_PYTHON}"
     variables = function["Environment"]["Variables"]
     assert {"APPDATA_BUCKET", "APPDATA_STREAM", "APPDATA_TABLE", "APPDATA_API_KEYS_SECRET_ARN"} <= set(variables)
     assert "APPDATA_API_KEYS" not in variables and variables["APPDATA_AWS_ENDPOINT_URL"] == ""
