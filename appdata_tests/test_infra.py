@@ -256,3 +256,15 @@ def test_stack_deploys_into_emulator_and_pipeline_runs_on_its_names(appdata_env,
         assert sorted(d["event_id"] for d in downloads) == sorted(body["event_ids"])
     finally:
         lazy_app.reset()
+
+
+def test_deploy_commands_register_on_the_cli_group():
+    import click
+
+    from appdata.infra_commands import register
+
+    group = click.Group("appdata")
+    register(group)
+    assert {"package-lambda", "stack-env"} <= set(group.commands)
+    shown = CliRunner().invoke(group, ["package-lambda", "--help"]).output
+    assert "--output" in shown and "3.12" in shown and "manylinux_2_28_x86_64" in shown
