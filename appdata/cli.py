@@ -181,12 +181,15 @@ def _has_command(name: str) -> bool:
 
 def _register_concern_commands() -> None:
     """Each concern adds its own subcommands (send, api, demo, rejected, ...)."""
+    from appdata import demo, infra_commands
     from appdata.analytics import commands as analytics_commands
     from appdata.api import commands as api_commands
     from appdata.batch import commands as batch_commands
+    from appdata.reliability import commands as reliability_commands
     from appdata.stream import commands as stream_commands
 
-    for module in (api_commands, stream_commands, batch_commands, analytics_commands):
+    for module in (api_commands, stream_commands, batch_commands, analytics_commands,
+                   reliability_commands, infra_commands, demo):
         module.register(main)
 
 
