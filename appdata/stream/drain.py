@@ -397,6 +397,7 @@ class DrainResult:
     users: set[int] = field(default_factory=set)
     event_ids: set[str] = field(default_factory=set)
     shard_end: bool = False
+    newest_arrival: dt.datetime | None = None  # ApproximateArrivalTimestamp of the range's last record
 
     def summary(self) -> dict:
         return {
@@ -414,6 +415,8 @@ def drain_records(
 ) -> DrainResult:
     """Write already-read records of one range to the lake, DynamoDB and the warehouse."""
     result = DrainResult(stream, shard_id, first_sequence, last_sequence, records=len(records))
+    if records:
+        result.newest_arrival = max(_arrival(r) for r in records)
     decoded = decode_records(records, shard_id=shard_id, stream=stream)
     valid = decoded.valid
     result.rejected = len(decoded.rejected)

@@ -1,0 +1,144 @@
+"""Freshness: seconds from POST /v1/downloads to the event being returned by GET, default settings.
+
+Run: /tmp/v/bin/python bench/bench_freshness.py [--duration 60] [--interval 0.5] [--tick 5]
+
+Serves the ingest API (appdata.api.app.create_app) with uvicorn in a thread on the emulator,
+drains at the sensor's cadence (every `--tick` s, the sensor's minimum_interval, calling the
+same drain function its runs call), POSTs one event every `--interval` s, each for a fresh
+user, and polls GET /v1/users/{id}/downloads until it answers. Not included: the Dagster
+daemon's run launch (a run process start, seconds) between sensor tick and drain.
+The LAST line is p95 against the 30 s target (ratio <= 1.0 meets it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import httpx  # noqa: E402
+
+from appdata.emulator import free_port, wait_until_up  # noqa: E402
+
+TARGET_P95 = 30.0
+
+
+def event(i: int, run: str) -> dict:
+    return {
+        "event_id": str(uuid.uuid5(uuid.NAMESPACE_URL, f"fresh-{run}-{i}")), "user_id": 900_001 + i,
+        "name": "Fresh User", "location": "Iowa", "age": 33, "app": f"App {i}", "category": "TOOLS",
+        "rating": 4.2, "reviews": 12, "size_mb": 3.5, "installs": 1000, "type": "Free", "price": 0.0,
+        "content_rating": "Everyone", "genres": "Tools", "last_updated": "2018-07-01", "current_ver": "1.2",
+        "android_ver": "5.0 and up", "minutes_spent": 12, "download_date": dt.date.today().isoformat(),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--duration", type=float, default=60.0)
+    parser.add_argument("--interval", type=float, default=0.5)
+    parser.add_argument("--tick", type=float, default=5.0)
+    args = parser.parse_args()
+
+    port = free_port()
+    emulator = subprocess.Popen([sys.executable, "-m", "appdata.cli", "emulator", "--port", str(port)],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        endpoint = f"http://127.0.0.1:{port}"
+        wait_until_up(endpoint)
+        home = tempfile.mkdtemp(prefix="bench-fresh-")
+        key = uuid.uuid4().hex
+        os.environ.update(APPDATA_HOME=home, APPDATA_AWS_ENDPOINT_URL=endpoint, APPDATA_API_KEYS=key)
+        import uvicorn
+
+        from appdata.api.app import create_app  # the API helper's app, imported lazily
+        from appdata.config import Settings
+        from appdata.provision import provision
+        from appdata.resources import build_resources
+        from appdata.stream.drain import drain_available
+
+        settings = Settings.from_env()
+        res = build_resources(settings)
+        provision(res)
+        api_port = free_port()
+        server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=api_port,
+                                               log_level="warning"))
+        threading.Thread(target=server.run, daemon=True).start()
+        while not server.started:
+            time.sleep(0.05)
+        api = f"http://127.0.0.1:{api_port}"
+
+        stop = threading.Event()
+
+        def drainer() -> None:  # the sensor's cadence: one tick every `tick` seconds
+            kinesis, s3, dynamodb = res["kinesis"].get_client(), res["s3"].get_client(), res["dynamodb"].get_client()
+            engine = res["warehouse"].get_engine()
+            positions: dict[str, str] = {}
+            while not stop.is_set():
+                tick = time.monotonic()
+                _, positions = drain_available(kinesis=kinesis, stream=res["kinesis"].stream_name, s3=s3,
+                                               bucket=res["s3"].bucket, dynamodb=dynamodb,
+                                               table=res["dynamodb"].table_name, engine=engine, positions=positions)
+                stop.wait(max(0.0, args.tick - (time.monotonic() - tick)))
+            engine.dispose()
+
+        threading.Thread(target=drainer, daemon=True).start()
+        run = uuid.uuid4().hex[:8]
+        posted: dict[int, float] = {}
+        seen: dict[int, float] = {}
+        lock = threading.Lock()
+
+        def checker() -> None:
+            with httpx.Client(headers={"x-api-key": key}, timeout=10) as client:
+                while not stop.is_set():
+                    with lock:
+                        pending = [i for i in posted if i not in seen]
+                    for i in pending:
+                        if client.get(f"{api}/v1/users/{900_001 + i}/downloads").status_code == 200:
+                            with lock:
+                                seen[i] = time.monotonic()
+                    time.sleep(0.25)
+
+        threading.Thread(target=checker, daemon=True).start()
+        count = int(args.duration / args.interval)
+        start = time.monotonic()
+        with httpx.Client(headers={"x-api-key": key}, timeout=30) as client:
+            for i in range(count):
+                t = time.monotonic()
+                answer = client.post(f"{api}/v1/downloads", json=[event(i, run)])
+                assert answer.status_code == 200 and answer.json()["accepted"] == 1, answer.text
+                with lock:
+                    posted[i] = t
+                time.sleep(max(0.0, start + (i + 1) * args.interval - time.monotonic()))
+        deadline = time.monotonic() + 120
+        while len(seen) < count and time.monotonic() < deadline:
+            time.sleep(0.5)
+        stop.set()
+        server.should_exit = True
+        delays = sorted(seen[i] - posted[i] for i in seen)
+        p50 = statistics.median(delays)
+        p95 = delays[int(0.95 * (len(delays) - 1))]
+        print(f"posted {count} events over {args.duration:.0f}s; {len(seen)} returned by GET; "
+              f"drain every {args.tick:.0f}s (sensor minimum_interval)")
+        print(f"freshness POST -> GET: p50 {p50:.1f}s, p95 {p95:.1f}s, max {delays[-1]:.1f}s")
+        print(f"ratio p95 / 30 s target: {p95 / TARGET_P95:.2f} (<= 1.0 meets it; Firehose's default buffer is 300 s)")
+    finally:
+        emulator.terminate()
+        try:
+            emulator.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            emulator.kill()
+
+
+if __name__ == "__main__":
+    main()
