@@ -298,3 +298,14 @@ def test_openapi_documents_every_event_field(client):
     assert all(event["properties"][f.name].get("description") for f in schema.FIELDS)
     assert set(event["required"]) == {f.name for f in schema.FIELDS if f.required and f.name != "event_id"}
     assert "x-api-key" in json.dumps(spec["components"]["securitySchemes"])
+
+
+def test_typed_records_agree_with_schema_frame_to_records():
+    from appdata.api.ingest import typed_records
+
+    events = [sample_event(i, event_id=f"e{i}") for i in range(30)]
+    events[3]["size_mb"] = "NaN"
+    events[4]["age"] = "45"
+    events[5]["rating"] = " 3.5 "
+    valid = schema.validate_records(schema.records_to_frame(events)).valid
+    assert typed_records(valid) == schema.frame_to_records(valid)
