@@ -93,7 +93,7 @@ def landing_batch(context: dg.AssetExecutionContext, s3: LakeS3Resource) -> dg.M
             local = Path(tmp) / "drop.csv"
             pacsv.write_csv(table, local)
             key = lake.landing_key(day)
-            client.upload_file(str(local), s3.bucket, key)
+            lake.upload(client, s3.bucket, key, local)
             per_day[day] = table.num_rows
             keys.append(key)
             if preview is None and table.num_rows:
@@ -150,9 +150,9 @@ def curated_batch(context: dg.AssetExecutionContext, s3: LakeS3Resource) -> dg.M
             "duplicates": written.num_rows - pc.count_distinct(written.column("event_id")).as_py(),
         }
         if preview_valid is None and written.num_rows:
-            preview_valid = pq.read_table(out.parquet_path).slice(0, PREVIEW_ROWS).to_pandas()
+            preview_valid = next(pq.ParquetFile(out.parquet_path).iter_batches(batch_size=PREVIEW_ROWS)).to_pandas()
         key = lake.curated_key(out.day)
-        client.upload_file(str(out.parquet_path), s3.bucket, key)
+        lake.upload(client, s3.bucket, key, out.parquet_path)
         out.parquet_path.unlink()
         keys.append(key)
         fresh = set()

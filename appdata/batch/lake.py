@@ -66,6 +66,19 @@ def download(client: Any, bucket: str, key: str, path: Path) -> int:
     return size
 
 
+SINGLE_PUT_LIMIT = 64 << 20
+
+
+def upload(client: Any, bucket: str, key: str, path: Path) -> None:
+    """One PUT for files up to 64 MB (a year of small days: 366 PUTs, no transfer thread pools),
+    boto3's multipart transfer above."""
+    if path.stat().st_size <= SINGLE_PUT_LIMIT:
+        with open(path, "rb") as body:
+            client.put_object(Bucket=bucket, Key=key, Body=body)
+    else:
+        client.upload_file(str(path), bucket, key)
+
+
 def get_bytes(client: Any, bucket: str, key: str) -> bytes:
     return client.get_object(Bucket=bucket, Key=key)["Body"].read()
 
