@@ -9,6 +9,7 @@ import dagster as dg
 from appdata.analytics import defs as analytics
 from appdata.api import defs as api
 from appdata.batch import defs as batch
+from appdata.reliability import defs as reliability
 from appdata.resources import build_resources
 from appdata.sources import defs as sources
 from appdata.stream import defs as stream
@@ -23,6 +24,7 @@ def build_definitions() -> dg.Definitions:
         warehouse.defs(),
         analytics.defs(),
         api.defs(),
+        reliability.defs(),
         dg.Definitions(resources=build_resources()),
     )
 
