@@ -66,11 +66,11 @@ def download(client: Any, bucket: str, key: str, path: Path) -> int:
     return size
 
 
-SINGLE_PUT_LIMIT = 64 << 20
+SINGLE_PUT_LIMIT = 8 << 20  # boto3's own multipart threshold
 
 
 def upload(client: Any, bucket: str, key: str, path: Path) -> None:
-    """One PUT for files up to 64 MB (a year of small days: 366 PUTs, no transfer thread pools),
+    """One PUT for files up to 8 MB (a year of small days: 366 PUTs, no transfer thread pools),
     boto3's multipart transfer above."""
     if path.stat().st_size <= SINGLE_PUT_LIMIT:
         with open(path, "rb") as body:
