@@ -122,6 +122,30 @@ def emulator_credentials() -> dict[str, str]:
     return {"aws_access_key_id": "emulator", "aws_secret_access_key": "emulator"}
 
 
+def aws_client_kwargs(settings: Settings) -> dict:
+    """Region, endpoint (and, on the loopback emulator only, placeholder keys) for boto3 clients.
+
+    Dagster resources and the Lambda API both build their clients from this, so they always
+    talk to the same place; it imports no Dagster, which the Lambda package does not carry.
+    """
+    kwargs: dict = {"region_name": settings.aws_region, "endpoint_url": settings.aws_endpoint_url}
+    if settings.uses_emulator:
+        kwargs.update(emulator_credentials())
+        kwargs["use_ssl"] = False
+    return kwargs
+
+
+def boto3_client(service: str, settings: Settings, max_attempts: int = 5):
+    """A boto3 client for `service` configured from the settings (standard retry mode)."""
+    import boto3
+    from botocore.config import Config
+
+    return boto3.session.Session().client(
+        service, **aws_client_kwargs(settings),
+        config=Config(retries={"max_attempts": max_attempts, "mode": "standard"}),
+    )
+
+
 def api_keys_from_env() -> list[str]:
     """API keys accepted by the ingest API: `APPDATA_API_KEYS`, comma separated."""
     raw = os.environ.get("APPDATA_API_KEYS", "")

@@ -21,7 +21,7 @@ from dagster_aws.utils import ResourceWithBoto3Configuration
 from pydantic import Field
 from sqlalchemy.engine import make_url
 
-from appdata.config import Settings, emulator_credentials
+from appdata.config import Settings, aws_client_kwargs
 
 
 def boto3_client(service: str, resource: ResourceWithBoto3Configuration) -> Any:
@@ -117,18 +117,10 @@ def _wait_for_duckdb_lock(dialect: Any, conn_rec: Any, cargs: tuple, cparams: di
             delay = min(delay * 2, 1.0)
 
 
-def _aws_kwargs(settings: Settings) -> dict[str, Any]:
-    kwargs: dict[str, Any] = {"region_name": settings.aws_region, "endpoint_url": settings.aws_endpoint_url}
-    if settings.uses_emulator:
-        kwargs.update(emulator_credentials())
-        kwargs["use_ssl"] = False
-    return kwargs
-
-
 def build_resources(settings: Settings | None = None) -> dict[str, Any]:
     """Resources keyed as assets expect them: s3, kinesis, dynamodb, warehouse."""
     settings = settings or Settings.from_env()
-    aws = _aws_kwargs(settings)
+    aws = aws_client_kwargs(settings)
     password = dg.EnvVar("APPDATA_WAREHOUSE_PASSWORD") if os.environ.get("APPDATA_WAREHOUSE_PASSWORD") else None
     copy_role = os.environ.get("APPDATA_REDSHIFT_COPY_ROLE_ARN") or None
     return {

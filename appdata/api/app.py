@@ -1,7 +1,7 @@
 """The ingest API: POST events to Kinesis, GET a user's downloads and recommendations.
 
 `create_app(settings)` builds a FastAPI app with its boto3 clients made once (from
-`build_resources`), never per request. The same app runs under uvicorn (`appdata api`) and on
+`config.boto3_client`, which imports no Dagster: the Lambda package carries none), never per request. The same app runs under uvicorn (`appdata api`) and on
 AWS Lambda behind API Gateway (`lambda_handler.handler`). Module-level `app` is built lazily on
 its first request, so importing this module reads no environment and opens no connection.
 
@@ -33,7 +33,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from appdata import schema
 from appdata.api.ingest import MAX_RECORDS_PER_REQUEST, StoreUnavailable, ingest
-from appdata.config import Settings, api_keys_from_env
+from appdata.config import Settings, api_keys_from_env, boto3_client
 
 log = logging.getLogger("appdata.api")
 
@@ -255,14 +255,14 @@ def _check_key(given: str | None, keys: list[str]) -> None:
 # ---------------------------------------------------------------- the app
 
 class AwsClients:
-    """The app's boto3 clients, each made once from the resources on first use and then shared.
+    """The app's boto3 clients, each made once from the settings on first use and then shared.
 
     Made on first use rather than in create_app so building the app (and its OpenAPI document)
     costs nothing; boto3 clients are thread-safe, so request threads share them.
     """
 
-    def __init__(self, resources: dict[str, Any]):
-        self._resources = resources
+    def __init__(self, settings: Settings):
+        self._settings = settings
         self._made: dict[str, Any] = {}
         self._lock = threading.Lock()
 
@@ -272,7 +272,7 @@ class AwsClients:
             with self._lock:
                 client = self._made.get(name)
                 if client is None:
-                    client = self._made[name] = self._resources[name].get_client()
+                    client = self._made[name] = boto3_client(name, self._settings)
         return client
 
     @property
@@ -292,14 +292,12 @@ def create_app(settings: Settings | None = None, *, api_keys: list[str] | None =
                max_body_bytes: int | None = None, put_attempts: int = 6,
                put_base_delay: float = 0.05) -> FastAPI:
     """Build the API with its clients; keys and limits come from the environment unless given."""
-    from appdata.resources import build_resources
-
     settings = settings or Settings.from_env()
     keys = list(api_keys) if api_keys is not None else api_keys_from_env()
     limit = max_body_bytes or max_body_bytes_from_env()
     if not keys:
         log.warning("no API keys configured (APPDATA_API_KEYS): every /v1 request will be refused")
-    clients = AwsClients(build_resources(settings))
+    clients = AwsClients(settings)
 
     app = FastAPI(
         title="appdata ingest API",
