@@ -207,3 +207,45 @@ def test_read_shard_stops_at_until(sinks):
     read = read_shard(sinks["kinesis"], sinks["stream"], results[0]["ShardId"], at=results[5]["SequenceNumber"],
                       until=results[9]["SequenceNumber"])
     assert [r["SequenceNumber"] for r in read.records] == [r["SequenceNumber"] for r in results[5:10]]
+
+
+def test_drain_refreshes_recommendations_of_the_users_it_touched(provisioned):
+    """A new download leaves the user's recommendations within the drain that loads it."""
+    from appdata.analytics.recommend import refresh_user_recommendations
+    from appdata.sources.catalogue import clean_catalogue, load_catalogue
+    from appdata.sources.users import downloads_for_day, make_users
+    from appdata.warehouse.loader import replace_all
+    import pandas as pd
+
+    apps, _ = clean_catalogue(load_catalogue(None)[0])
+    users = make_users(40, 100_001, 7, sorted(apps["category"].unique()), "stream")
+    history = [downloads_for_day(apps, users, dt.date(2020, 1, 1) + dt.timedelta(days=d), source="stream",
+                                 seed=7, rows=60) for d in range(20)]
+    engine = provisioned["warehouse"].get_engine()
+    replace_all(engine, "downloads_batch", pd.concat(history, ignore_index=True))
+    user = int(history[0]["user_id"].iloc[0])
+    refresh_user_recommendations(engine, provisioned["dynamodb"], [user])
+    engine.dispose()
+    dynamodb, table = provisioned["dynamodb"].get_client(), provisioned["dynamodb"].table_name
+
+    def recommended() -> list[str]:
+        item = dynamodb.get_item(TableName=table, Key={"user_id": {"S": str(user)}, "sk": {"S": "REC"}})["Item"]
+        return [entry["M"]["app"]["S"] for entry in item["apps"]["L"]]
+
+    before = recommended()
+    assert len(before) == 10
+    chosen = apps.set_index("app").loc[before[0]]
+    event = {**make_event(999, user_id=user), "app": before[0], "category": chosen["category"]}
+    kinesis = provisioned["kinesis"]
+    results = put(kinesis.get_client(), kinesis.stream_name, [event])
+    config = {"stream": kinesis.stream_name, "shard_id": results[0]["ShardId"],
+              "first_sequence": results[0]["SequenceNumber"], "last_sequence": results[0]["SequenceNumber"]}
+    with dg.instance_for_test() as instance:
+        outcome = dg.materialize([stream_drain], resources=provisioned, instance=instance,
+                                 run_config={"ops": {"stream_drain": {"config": config}}})
+    assert outcome.success
+    meta = {e.materialization.asset_key.to_user_string(): e.materialization.metadata
+            for e in outcome.get_asset_materialization_events()}
+    assert meta["dynamodb_downloads"]["recommendations_refreshed"].value == 1
+    after = recommended()
+    assert before[0] not in after and len(after) == 10
