@@ -46,3 +46,22 @@ def test_manifest_lists_every_file_as_mandatory_with_its_length():
     text = redshift.manifest([redshift.ParquetObject("s3://lake/curated/batch/download_date=2020-01-01/part.parquet", 1234)])
     assert json.loads(text) == {"entries": [{"url": "s3://lake/curated/batch/download_date=2020-01-01/part.parquet",
                                              "mandatory": True, "meta": {"content_length": 1234}}]}
+
+
+def test_stream_copy_appends_only_unseen_events_and_compiles_for_redshift():
+    """The drain's Redshift path: COPY the range's gzip JSON lines, insert ids not yet loaded."""
+    from appdata.warehouse.redshift import copy_insert_new_statements, json_manifest
+
+    statements = copy_insert_new_statements("downloads_stream", "s3://lake/manifests/stream/x.manifest",
+                                            "arn:aws:iam::123456789012:role/copy")
+    sql = redshift.compile_statements(statements)
+    assert sql[0] == 'CREATE TEMP TABLE "downloads_stream_staging" (LIKE "downloads_stream")'
+    copy = " ".join(sql[1].split())
+    assert "COPY downloads_stream_staging" in copy and "FORMAT AS JSON AS 'auto'" in copy
+    assert "GZIP" in copy and "MANIFEST" in copy and "arn:aws:iam::123456789012:role/copy" in copy
+    insert = " ".join(sql[2].split())
+    assert insert.startswith("INSERT INTO downloads_stream (event_id, user_id,")
+    assert "row_number() OVER (PARTITION BY downloads_stream_staging.event_id" in insert
+    assert "NOT (EXISTS (SELECT * FROM downloads_stream WHERE downloads_stream.event_id = ranked.event_id))" in insert
+    assert sql[3] == 'DROP TABLE "downloads_stream_staging"'
+    assert json.loads(json_manifest(["s3://b/k1"])) == {"entries": [{"url": "s3://b/k1", "mandatory": True}]}

@@ -112,14 +112,17 @@ def test_api_role_may_only_put_to_stream_read_table_and_its_prefixes(template):
     assert not any(a.startswith(("dynamodb:Put", "dynamodb:Batch", "kinesis:Get", "s3:Delete")) for a in everything)
 
 
-def test_redshift_copy_role_reads_curated_only(template):
+def test_redshift_copy_role_reads_only_what_copy_loads(template):
+    """Curated Parquet (batch) and the stream lake with its manifests; nothing else."""
     statements = _statements(template, "RedshiftCopyRole")
     trust = template["Resources"]["RedshiftCopyRole"]["Properties"]["AssumeRolePolicyDocument"]["Statement"][0]
     assert trust["Principal"] == {"Service": "redshift.amazonaws.com"}
     gets = [s for s in statements if "s3:GetObject" in _actions(s)]
-    assert [_resources(s) for s in gets] == [[{"Fn::Sub": "${LakeBucket.Arn}/curated/*"}]]
+    assert [_resources(s) for s in gets] == [[{"Fn::Sub": "${LakeBucket.Arn}/curated/*"},
+                                              {"Fn::Sub": "${LakeBucket.Arn}/lake/stream/*"},
+                                              {"Fn::Sub": "${LakeBucket.Arn}/manifests/stream/*"}]]
     listing = next(s for s in statements if "s3:ListBucket" in _actions(s))
-    assert listing["Condition"]["StringLike"]["s3:prefix"] == ["curated/*"]
+    assert listing["Condition"]["StringLike"]["s3:prefix"] == ["curated/*", "lake/stream/*", "manifests/stream/*"]
 
 
 def test_dagster_role_touches_only_the_pipelines_stores(template):

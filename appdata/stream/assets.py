@@ -63,7 +63,7 @@ def stream_drain(
             kinesis=kinesis.get_client(), stream=config.stream, shard_id=config.shard_id,
             first_sequence=config.first_sequence, last_sequence=config.last_sequence,
             s3=s3.get_client(), bucket=s3.bucket, dynamodb=dynamodb.get_client(), table=dynamodb.table_name,
-            engine=engine,
+            engine=engine, copy_iam_role=warehouse.copy_iam_role,
         )
         summary = result.summary()
         context.log.info(f"drained {summary}")

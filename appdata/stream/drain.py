@@ -412,6 +412,7 @@ class DrainResult:
 def drain_records(
     records: list[dict], *, stream: str, shard_id: str, first_sequence: str, last_sequence: str,
     s3: Any, bucket: str, dynamodb: Any, table: str, engine: sa.Engine | None,
+    copy_iam_role: str | None = None,
 ) -> DrainResult:
     """Write already-read records of one range to the lake, DynamoDB and the warehouse."""
     result = DrainResult(stream, shard_id, first_sequence, last_sequence, records=len(records))
@@ -426,7 +427,15 @@ def drain_records(
         result.lake_objects = write_lake(s3, bucket, shard_id, valid)
         events = frame_to_records(valid.drop(columns=["_seq", "_arrival"]))
         result.dynamodb_items = batch_write(dynamodb, table, [dynamo_item(e) for e in events])
-        if engine is not None:
+        if engine is not None and engine.dialect.name == "redshift":
+            # Redshift ingests through COPY from S3: the lake objects just written are the source.
+            from appdata.warehouse.redshift import copy_insert_new
+
+            result.warehouse_inserted = copy_insert_new(
+                engine, WAREHOUSE_TABLE, s3, bucket, result.lake_objects, copy_iam_role,
+                manifest_key=f"manifests/stream/{shard_id}-{first_sequence}-{last_sequence}.manifest",
+            )
+        elif engine is not None:
             result.warehouse_inserted = insert_new(engine, WAREHOUSE_TABLE, valid.drop(columns=["_seq", "_arrival"]))
         result.users = set(int(u) for u in valid["user_id"])
         result.event_ids = set(valid["event_id"])
@@ -436,7 +445,7 @@ def drain_records(
 def drain_range(
     *, kinesis: Any, stream: str, shard_id: str, first_sequence: str, last_sequence: str,
     s3: Any, bucket: str, dynamodb: Any, table: str, engine: sa.Engine | None,
-    backoff: Backoff | None = None,
+    backoff: Backoff | None = None, copy_iam_role: str | None = None,
 ) -> DrainResult:
     """Re-read exactly first..last (inclusive) of one shard and write the three sinks.
 
@@ -447,7 +456,7 @@ def drain_range(
                       max_records=10**9, backoff=backoff)
     result = drain_records(read.records, stream=stream, shard_id=shard_id, first_sequence=first_sequence,
                            last_sequence=last_sequence, s3=s3, bucket=bucket, dynamodb=dynamodb, table=table,
-                           engine=engine)
+                           engine=engine, copy_iam_role=copy_iam_role)
     result.shard_end = read.shard_end
     return result
 

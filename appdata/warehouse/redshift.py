@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any, Sequence
 
 import sqlalchemy as sa
-from sqlalchemy_redshift.commands import CopyCommand, Format
+from sqlalchemy_redshift.commands import Compression, CopyCommand, Format
 
 from appdata.warehouse.tables import TABLES
 
@@ -112,3 +112,52 @@ def copy_replace(
     with engine.begin() as conn:
         for statement in copy_replace_statements(table, manifest_uri, iam_role_arn, column=column, start=start, end=end):
             conn.execute(statement)
+
+
+def copy_insert_new_statements(table: str, manifest_uri: str, iam_role_arn: str, *, key: str = "event_id") -> list[Any]:
+    """COPY gzip JSON lines (the stream lake's objects) into staging, insert only unseen `key`s.
+
+    The stream's twin of `copy_replace_statements`: a drained range is appended, never replaced,
+    and a replayed range (same event ids) inserts nothing. JSON 'auto' maps keys to column names;
+    the lake's extra keys (sequence_number, arrived_at) are ignored.
+    """
+    target = TABLES[table]
+    staging = staging_table(table)
+    columns = [c.name for c in target.columns]
+    copy = CopyCommand(staging, data_location=manifest_uri, iam_role_arns=iam_role_arn, format=Format.json,
+                       path_file="auto", compression=Compression.gzip, manifest=True)
+    ranked = sa.select(*staging.columns, sa.func.row_number().over(partition_by=staging.c[key], order_by=staging.c[key])
+                       .label("_n")).subquery("ranked")
+    fresh = (
+        sa.select(*[ranked.c[c] for c in columns])
+        .where(ranked.c["_n"] == 1)
+        .where(~sa.exists().where(target.c[key] == ranked.c[key]))
+    )
+    return [
+        sa.text(f'CREATE TEMP TABLE "{staging.name}" (LIKE "{table}")'),
+        copy,
+        sa.insert(target).from_select(columns, fresh),
+        sa.text(f'DROP TABLE "{staging.name}"'),
+    ]
+
+
+def json_manifest(uris: Sequence[str]) -> str:
+    """A COPY manifest for row-format files (no content_length needed), every file mandatory."""
+    return json.dumps({"entries": [{"url": u, "mandatory": True} for u in uris]}, indent=1)
+
+
+def copy_insert_new(engine: sa.Engine, table: str, s3: Any, bucket: str, keys: Sequence[str],
+                    iam_role_arn: str | None, *, manifest_key: str) -> int:
+    """Append the records of the lake objects `keys` to `table` on Redshift, skipping known ids."""
+    if not iam_role_arn:
+        raise ValueError("Redshift COPY needs an IAM role: set APPDATA_REDSHIFT_COPY_ROLE_ARN")
+    if not keys:
+        return 0
+    s3.put_object(Bucket=bucket, Key=manifest_key, Body=json_manifest([f"s3://{bucket}/{k}" for k in keys]).encode())
+    inserted = 0
+    with engine.begin() as conn:
+        for statement in copy_insert_new_statements(table, f"s3://{bucket}/{manifest_key}", iam_role_arn):
+            result = conn.execute(statement)
+            if isinstance(statement, sa.sql.Insert):
+                inserted = max(result.rowcount, 0)
+    return inserted
