@@ -148,6 +148,7 @@ def up(dagster_port: int, no_ui: bool) -> None:
             start("emulator", [sys.executable, "-m", "appdata.cli", "emulator", "--port", str(settings.emulator_port)])
             wait_until_up(settings.aws_endpoint_url or "")
         subprocess.run([sys.executable, "-m", "appdata.cli", "provision"], env=env, check=True)
+        _prepare_stream_client_data(settings, env)
         if _has_command("api"):
             start("api", [sys.executable, "-m", "appdata.cli", "api"])
         if not no_ui:
@@ -173,6 +174,22 @@ def up(dagster_port: int, no_ui: bool) -> None:
                 proc.wait(timeout=max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
+
+
+STREAM_CLIENT_ASSETS = "playstore_apps_raw,playstore_apps,users_stream,users_app_stream_client_data"
+
+
+def _prepare_stream_client_data(settings: Settings, env: dict[str, str]) -> None:
+    """First start: materialize the stream client's data through Dagster (so the UI shows the
+    sources with their metadata), letting the every-minute client schedule post it right away."""
+    from appdata.sources.assets import client_stream_path
+
+    if client_stream_path(settings.client_dir).exists():
+        return
+    click.echo("first start: materializing the sources the stream client posts from ...")
+    subprocess.run([sys.executable, "-m", "dagster", "asset", "materialize", "-m", "appdata.definitions",
+                    "--select", STREAM_CLIENT_ASSETS], env=env, check=True,
+                   stdout=subprocess.DEVNULL)
 
 
 def _has_command(name: str) -> bool:
