@@ -123,8 +123,9 @@ def _check(name: str, description: str) -> dg.AssetCheckSpec:
         _check("no_null_keys", "No curated row lacks event_id, user_id or download_date."),
         _check("no_duplicate_event_id", "No event_id appears twice in a day's curated file."),
     ],
-    description="The ETL (what Glue did): each landing CSV validated row by row (appdata.schema), "
-    "deduplicated by event_id and written as typed Parquet to s3://<bucket>/curated/batch/"
+    description="The ETL (what Glue did): every landing CSV of the day (the client's drop, then replayed "
+    "fixes `replay-<hash>.csv` in name order) validated row by row (appdata.schema), "
+    "deduplicated by event_id across those files and written as typed Parquet to s3://<bucket>/curated/batch/"
     "download_date=YYYY-MM-DD/part.parquet; rejected rows, with row number, field and reason, go to "
     "s3://<bucket>/rejected/batch/. A file whose header is missing or wrong is refused whole.",
 )
@@ -169,24 +170,35 @@ def curated_batch(context: dg.AssetExecutionContext, s3: LakeS3Resource) -> dg.M
     with tempfile.TemporaryDirectory(prefix="appdata-etl-") as tmp:
         work = etl.WindowETL(Path(tmp))
         local = Path(tmp) / "landing.csv"
+        landing_files = lake.landing_keys_by_day(client, s3.bucket, days)
         for number, day in enumerate(days, start=1):
-            key = lake.landing_key(day)
+            day_keys = landing_files.get(day, [])
+            if lake.landing_key(day) not in day_keys:
+                raise dg.Failure(description=f"no landing file for {day} at "
+                                 f"{lake.s3_uri(s3.bucket, lake.landing_key(day))}; materialize landing_batch for this day first")
+            files = []
             try:
-                lake.download(client, s3.bucket, key, local)
-            except ClientError as exc:
-                if lake.is_missing(exc):
-                    raise dg.Failure(description=f"no landing file for {day} at {lake.s3_uri(s3.bucket, key)}; "
-                                     "materialize landing_batch for this day first") from exc
-                raise
-            try:
-                parsed = etl.parse_landing(local, day)
+                for key in day_keys:  # the client's drop, then replayed fixes in name order
+                    try:
+                        lake.download(client, s3.bucket, key, local)
+                    except ClientError as exc:
+                        if lake.is_missing(exc):
+                            raise dg.Failure(description=f"landing file {lake.s3_uri(s3.bucket, key)} vanished "
+                                             "while the ETL ran; run the day again") from exc
+                        raise
+                    try:
+                        files.append((key, etl.parse_landing(local, day)))
+                    except etl.LandingRefused as exc:
+                        if key == lake.landing_key(day):
+                            raise
+                        raise etl.LandingRefused(day, f"{key}: {exc.reason}") from exc
+                    finally:
+                        local.unlink(missing_ok=True)
             except etl.LandingRefused as exc:
                 refused[day] = exc.reason
                 context.log.error(str(exc))
                 continue
-            finally:
-                local.unlink(missing_ok=True)
-            work.add_day(day, key, parsed)
+            work.add_files(day, files)
             for out in work.pop_completed():
                 publish(out)
             _progress(context, "curated", number, len(days), sum(o.curated_rows for o in outputs), started)

@@ -92,6 +92,7 @@ def stage_counts(settings: Settings, days: Sequence[dt.date], resources: dict[st
         if landing_day in wanted:
             rejected[landing_day] += sum(1 for line in lake.get_bytes(client, s3.bucket, obj["Key"]).splitlines() if line.strip())
 
+    landing_files = lake.landing_keys_by_day(client, s3.bucket, sorted(wanted)) if wanted else {}
     engine = resources["warehouse"].get_engine()
     try:
         table = []
@@ -99,10 +100,11 @@ def stage_counts(settings: Settings, days: Sequence[dt.date], resources: dict[st
             row: dict[str, Any] = {"day": day.isoformat()}
             path = client_batch_path(day, settings.client_dir)
             row["client"] = pq.ParquetFile(path).metadata.num_rows if path.exists() else None
-            try:
-                row["landing"] = _count_csv_rows(lake.get_bytes(client, s3.bucket, lake.landing_key(day)))
-            except ClientError:
-                row["landing"] = None
+            # landing: every CSV of the day, as the ETL reads them (the drop + replayed fixes)
+            per_file = {key: _count_csv_rows(lake.get_bytes(client, s3.bucket, key)) for key in landing_files.get(day, [])}
+            drop = lake.landing_key(day)
+            row["dropped"] = per_file.get(drop)
+            row["landing"] = sum(per_file.values()) if drop in per_file else None
             try:
                 body = lake.get_bytes(client, s3.bucket, lake.curated_key(day))
                 row["curated"] = pq.ParquetFile(io.BytesIO(body)).metadata.num_rows
@@ -125,8 +127,9 @@ def reconcile(table: Sequence[dict]) -> list[str]:
         if missing:
             problems.append(f"{day}: no {', '.join(missing)}")
             continue
-        if row["client"] != row["landing"]:
-            problems.append(f"{day}: client {row['client']} != landing {row['landing']}")
+        dropped = row.get("dropped", row["landing"])  # replayed fixes add landing rows the client never had
+        if row["client"] != dropped:
+            problems.append(f"{day}: client {row['client']} != landing drop {dropped}")
         if row["landing"] != row["curated"] + row["rejected"]:
             problems.append(f"{day}: landing {row['landing']} != curated {row['curated']} + rejected {row['rejected']}")
         if row["warehouse"] != row["curated"]:

@@ -286,11 +286,12 @@ def fast_validate(table: pa.Table) -> tuple[pa.Table, np.ndarray]:
 
 @dataclass(eq=False)
 class DayOutput:
-    """What the ETL made of one landing day."""
+    """What the ETL made of one landing day: the client's drop plus any replay files next to it."""
 
     day: dt.date
-    landing_key: str
+    landing_key: str  # the day's first file (the client's drop)
     parquet_path: Path
+    landing_keys: list[str] = field(default_factory=list)  # every file read, in the order read
     landing_rows: int = 0
     curated_rows: int = 0
     parser: str = "arrow"
@@ -316,23 +317,32 @@ class WindowETL:
         self.workdir = workdir
         self.chunk_rows = chunk_rows
         self.days: dict[dt.date, DayOutput] = {}
-        self._buffer: list[tuple[DayOutput, pa.Table, np.ndarray]] = []
+        self._buffer: list[tuple[DayOutput, pa.Table, np.ndarray, int]] = []  # (day, rows, row numbers, file index)
         self._buffered_rows = 0
         self._completed: list[DayOutput] = []
 
     def add_day(self, day: dt.date, landing_key: str, parsed: ParsedLanding) -> None:
-        out = DayOutput(day, landing_key, self.workdir / f"{day.isoformat()}.parquet",
-                        landing_rows=parsed.records, parser=parsed.parser)
-        out.rejects.extend(parsed.rejects)
+        self.add_files(day, [(landing_key, parsed)])
+
+    def add_files(self, day: dt.date, files: list[tuple[str, ParsedLanding]]) -> None:
+        """All landing files of one day, client's drop first: rows are numbered per file, and
+        event_id is deduplicated across the files (the first row wins, so a replayed record
+        that the drop already holds is rejected as a duplicate, never curated twice)."""
+        out = DayOutput(day, files[0][0], self.workdir / f"{day.isoformat()}.parquet",
+                        landing_keys=[key for key, _ in files],
+                        landing_rows=sum(parsed.records for _, parsed in files),
+                        parser="python" if any(parsed.parser == "python" for _, parsed in files) else "arrow")
         self.days[day] = out
-        table = parsed.table
-        for start in range(0, table.num_rows, self.chunk_rows):
-            piece = table.slice(start, self.chunk_rows)
-            self._buffer.append((out, piece, parsed.row_numbers[start:start + piece.num_rows]))
-            out.pending += 1
-            self._buffered_rows += piece.num_rows
-            if self._buffered_rows >= self.chunk_rows:
-                self._flush()
+        for index, (key, parsed) in enumerate(files):
+            out.rejects.extend(dict(r, landing_key=key, _file=index) for r in parsed.rejects)
+            table = parsed.table
+            for start in range(0, table.num_rows, self.chunk_rows):
+                piece = table.slice(start, self.chunk_rows)
+                self._buffer.append((out, piece, parsed.row_numbers[start:start + piece.num_rows], index))
+                out.pending += 1
+                self._buffered_rows += piece.num_rows
+                if self._buffered_rows >= self.chunk_rows:
+                    self._flush()
         out.parsed_all = True
         if out.pending == 0:
             self._complete(out)
@@ -352,16 +362,22 @@ class WindowETL:
             out.writer.close()
             out.writer = None
         out.seen_ids = set()
-        out.rejects.sort(key=lambda r: (r["row"] is None, r["row"] or 0))
+        out.rejects.sort(key=lambda r: (r.get("_file", 0), r["row"] is None, r["row"] or 0))
         self._completed.append(out)
 
     def _flush(self) -> None:
         if not self._buffer:
             return
         buffer, self._buffer, self._buffered_rows = self._buffer, [], 0
-        raw = pa.concat_tables([piece for _, piece, _ in buffer]).combine_chunks()
-        row_numbers = np.concatenate([rows for _, _, rows in buffer])
-        owner = np.concatenate([np.full(piece.num_rows, i, dtype="int64") for i, (_, piece, _) in enumerate(buffer)])
+        raw = pa.concat_tables([piece for _, piece, _, _ in buffer]).combine_chunks()
+        row_numbers = np.concatenate([rows for _, _, rows, _ in buffer])
+        owner = np.concatenate([np.full(piece.num_rows, i, dtype="int64") for i, (_, piece, _, _) in enumerate(buffer)])
+
+        def reject(pos: int, fld: str | None, reason: str, record: dict) -> None:
+            out, _, _, file_index = buffer[owner[pos]]
+            out.rejects.append({"row": int(row_numbers[pos]), "field": fld, "reason": reason, "record": record,
+                                "landing_key": out.landing_keys[file_index] if out.landing_keys else out.landing_key,
+                                "_file": file_index})
 
         typed, certain = fast_validate(raw)
         positions = np.flatnonzero(certain)
@@ -371,9 +387,7 @@ class WindowETL:
             bad = checked.rejected["row"].to_numpy(dtype="int64")
             for index, fld, reason, record in zip(bad, checked.rejected["field"], checked.rejected["reason"],
                                                   checked.rejected["record"]):
-                pos = suspect[index]
-                buffer[owner[pos]][0].rejects.append(
-                    {"row": int(row_numbers[pos]), "field": fld, "reason": reason, "record": json.loads(record)})
+                reject(int(suspect[index]), fld, reason, json.loads(record))
             if len(checked.valid):
                 rescued = pa.Table.from_pandas(checked.valid, schema=CURATED_SCHEMA, preserve_index=False)
                 typed = pa.concat_tables([typed, rescued])
@@ -381,10 +395,16 @@ class WindowETL:
             order = np.argsort(positions, kind="stable")  # back to file order: "first" row wins below
             typed, positions = typed.take(order), positions[order]
 
-        valid_owner = owner[positions]
-        for index in np.unique(valid_owner):
-            out = buffer[index][0]
-            mask = valid_owner == index
+        # Group the valid rows by day (not by slice): the dedupe below is per day, across files.
+        day_of_slice = {}
+        for i, (out, _, _, _) in enumerate(buffer):
+            day_of_slice.setdefault(id(out), (len(day_of_slice), out))
+        slice_day = np.array([day_of_slice[id(out)][0] for out, _, _, _ in buffer], dtype="int64")
+        valid_day = slice_day[owner[positions]] if positions.size else np.zeros(0, "int64")
+        for day_index, out in day_of_slice.values():
+            mask = valid_day == day_index
+            if not mask.any():
+                continue
             part = typed.filter(mask)
             part_pos = positions[mask]
             # A row of another day would escape the day's delete+insert in the warehouse (and
@@ -406,9 +426,8 @@ class WindowETL:
                     fld, reason = "download_date", (f"download_date: {part.column('download_date')[i]} is not the "
                                                     f"day of this landing file ({out.day.isoformat()})")
                 else:
-                    fld, reason = "event_id", "event_id: duplicate of an earlier row of this landing file"
-                out.rejects.append({"row": int(row_numbers[pos]), "field": fld, "reason": reason,
-                                    "record": _raw_record(raw.slice(int(pos), 1).to_pylist()[0])})
+                    fld, reason = "event_id", "event_id: duplicate of an earlier row of this landing day"
+                reject(int(pos), fld, reason, _raw_record(raw.slice(int(pos), 1).to_pylist()[0]))
             keep = ~(other_day | duplicate)
             if not keep.all():
                 part = part.filter(keep)
@@ -418,9 +437,9 @@ class WindowETL:
                 out.writer.write_table(part)
                 out.curated_rows += part.num_rows
 
-        for out, _, _ in buffer:
+        for out, _, _, _ in buffer:
             out.pending -= 1
-        for out in dict.fromkeys(out for out, _, _ in buffer):
+        for out in dict.fromkeys(out for out, _, _, _ in buffer):
             if out.pending == 0 and out.parsed_all:
                 self._complete(out)
 
@@ -436,7 +455,7 @@ def dead_letters(out: DayOutput, rejected_at: str) -> dict[dt.date, list[dict]]:
             "row": reject["row"],
             "record": reject["record"],
             "rejected_at": rejected_at,
-            "landing_key": out.landing_key,
+            "landing_key": reject.get("landing_key", out.landing_key),
             "landing_day": out.day.isoformat(),
         }
         grouped.setdefault(dead_letter_day(reject["record"], out.day), []).append(letter)

@@ -18,6 +18,48 @@ def landing_key(day: dt.date) -> str:
     return f"landing/batch/download_date={day.isoformat()}/{LANDING_NAME}.csv"
 
 
+LANDING_PREFIX = "landing/batch/"
+
+
+def landing_prefix(day: dt.date) -> str:
+    return f"{LANDING_PREFIX}download_date={day.isoformat()}/"
+
+
+def landing_keys_by_day(client: Any, bucket: str, days: list[dt.date]) -> dict[dt.date, list[str]]:
+    """Every CSV under each day's landing prefix: the client's drop first, then the others (replays
+    of fixed dead letters, `replay-<hash>.csv`) in name order. One listing for the whole window.
+
+    Keys of a day without the client's drop are still listed; the caller decides what that means.
+    """
+    wanted = set(days)
+    found: dict[dt.date, list[str]] = {}
+    first, last = min(days), max(days)
+    pages = client.get_paginator("list_objects_v2").paginate(
+        Bucket=bucket, Prefix=f"{LANDING_PREFIX}download_date=", StartAfter=f"{LANDING_PREFIX}download_date={first.isoformat()}")
+    stop = landing_prefix(last + dt.timedelta(days=1))
+    for page in pages:
+        for obj in page.get("Contents", []):
+            key = obj["Key"]
+            if key >= stop:
+                break
+            match = _LANDING_DAY.match(key)
+            if not match or not key.endswith(".csv"):
+                continue
+            day = dt.date.fromisoformat(match.group(1))
+            if day in wanted:
+                found.setdefault(day, []).append(key)
+        else:
+            continue
+        break
+    for day, keys in found.items():
+        drop = landing_key(day)
+        keys.sort(key=lambda k: (k != drop, k))
+    return found
+
+
+_LANDING_DAY = re.compile(rf"^{LANDING_PREFIX}download_date=(\d{{4}}-\d{{2}}-\d{{2}})/[^/]+$")
+
+
 def curated_key(day: dt.date) -> str:
     return f"curated/batch/download_date={day.isoformat()}/part.parquet"
 
