@@ -12,6 +12,7 @@ import datetime as dt
 import hashlib
 import json
 import math
+import re
 import uuid
 from dataclasses import dataclass
 from typing import Any, Iterable
@@ -215,8 +216,23 @@ def validate_records(frame: pd.DataFrame, *, first_row: int = 1) -> Validation:
     count data rows from `first_row` (so 1 is the first row after a CSV header). A rejected
     record's reason lists every failing field, e.g. "age: must be >= 13; download_date: is not
     a date in YYYY-MM-DD form"; `field` names the first of them.
+
+    Frames up to SMALL_FRAME_ROWS rows go through a per-value Python path (an API batch of 500
+    in ~10 ms instead of ~200 ms of per-column pandas overhead); it gives the same Validation
+    and hands the whole frame to the vectorized path whenever it meets a value it cannot be
+    certain about (test_schema_paths checks the two never disagree).
     """
     frame = frame.reset_index(drop=True)
+    if len(frame) <= SMALL_FRAME_ROWS:
+        try:
+            return _validate_small(frame, first_row)
+        except _Unusual:
+            pass
+    return _validate_vectorized(frame, first_row)
+
+
+def _validate_vectorized(frame: pd.DataFrame, first_row: int) -> Validation:
+    """The reference rules, column by column in pandas (fast on large frames)."""
     missing_columns = [c for c in EVENT_COLUMNS if c not in frame.columns]
     parsed: dict[str, pd.Series] = {}
     reasons = pd.Series("", index=frame.index, dtype=object)
@@ -238,20 +254,218 @@ def validate_records(frame: pd.DataFrame, *, first_row: int = 1) -> Validation:
     valid = typed[~bad].reset_index(drop=True)
     valid = coerce_event_frame(valid)
 
-    rejected_rows = frame[bad]
+    rejected = _rejected_frame(frame[bad], first_field[bad].to_numpy(dtype=object),
+                               reasons[bad].to_numpy(dtype=object), first_row)
+    return Validation(valid=valid, rejected=rejected)
+
+
+def _rejected_frame(rejected_rows: pd.DataFrame, fields: np.ndarray, reasons: np.ndarray,
+                    first_row: int) -> pd.DataFrame:
+    """One row per rejected record (row, field, reason, raw record as JSON); shared by both paths."""
     records = [
         json.dumps({k: _canonical(v) for k, v in rec.items()}, default=str)
         for rec in rejected_rows.to_dict(orient="records")
     ]
-    rejected = pd.DataFrame(
+    return pd.DataFrame(
         {
             "row": (rejected_rows.index.to_numpy() + first_row).astype("int64"),
-            "field": first_field[bad].to_numpy(dtype=object),
-            "reason": reasons[bad].to_numpy(dtype=object),
+            "field": fields,
+            "reason": reasons,
             "record": records,
         },
         columns=list(REJECTED_COLUMNS),
     )
+
+
+# ---- per-value path for small frames -------------------------------------------------------
+# Rules of _validate_vectorized restated value by value. pandas turns every value into text
+# (astype("string") = str(value)), strips it (pyarrow strips the same characters as str.strip),
+# parses numbers with its own C parser and dates with format %Y-%m-%d. Here only values whose
+# outcome is certain are decided; anything else raises _Unusual and the whole frame goes to the
+# vectorized path. Certain means: numbers written plainly with at most 15 digits and an exponent
+# of at most 5 (pandas' parser is exact there; it can be 1 ulp off beyond), texts without any
+# digit (never a finite number), ISO dates of years 1-9999 in ASCII. Odd date texts
+# ("7-Jan-18", "2020-1-5") are parsed by pandas itself, value by value (format given, so each
+# value parses on its own).
+
+SMALL_FRAME_ROWS = 5_000
+
+_NUMBER_TEXT = re.compile(r"[+-]?([0-9]*)\.?([0-9]*)(?:[eE][+-]?0?[0-5])?\Z")
+_PLAIN_INT_LIMIT = 10**15  # ints this small print and parse exactly
+_ISO_DATE_TEXT = re.compile(r"([0-9]{4})-([0-9]{2})-([0-9]{2})\Z")
+_PLAIN_TYPES = (str, int, bool, dt.date, dt.datetime)
+
+
+class _Unusual(Exception):
+    """A value whose outcome the per-value path cannot vouch for."""
+
+
+def _text_or_none(value: Any) -> str | None:
+    """astype("string") for one value: None where pandas sees NA; _Unusual for unknown types."""
+    kind = type(value)
+    if kind is str:
+        if not value.isascii():
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                raise _Unusual from None  # pandas raises; let it
+        return value
+    if value is None:
+        return None
+    if kind is float:
+        return None if value != value else str(value)
+    if kind in _PLAIN_TYPES:
+        try:
+            return str(value)
+        except ValueError:  # ints past Python's digit limit: pandas raises; let it
+            raise _Unusual from None
+    raise _Unusual
+
+
+def _number_of(text: str) -> float:
+    """pd.to_numeric of one stripped, non-null text; NaN where it is no number."""
+    match = _NUMBER_TEXT.match(text)
+    if match is not None:
+        digits = len(match.group(1)) + len(match.group(2))
+        if digits == 0:
+            return math.nan  # ".", "+", "e5": nothing to parse
+        if digits > 15:
+            raise _Unusual
+        number = float(text)
+        if number == 0 and text[0] == "-":
+            raise _Unusual  # "-0" parses as 0 or -0.0 depending on its neighbours
+        return number
+    if text.isascii() and not any(c.isdigit() for c in text):
+        return math.nan
+    raise _Unusual
+
+
+def _dates_by_pandas(texts: list[Any]) -> list[Any]:
+    """The vectorized date parse for a few odd texts: Timestamp or NaT each."""
+    as_text = pd.Series(texts, dtype=object).astype("string").str.strip().str.slice(0, 10)
+    return list(pd.to_datetime(as_text, format="%Y-%m-%d", errors="coerce"))
+
+
+def _validate_small(frame: pd.DataFrame, first_row: int) -> Validation:
+    columns = frame.columns
+    if not columns.is_unique:
+        raise _Unusual
+    size = len(frame)
+    latest = dt.date.today() + dt.timedelta(days=2)
+    errors: list[list[tuple[str, str]] | None] = [None] * size  # per row: (field, message) in FIELDS order
+    typed: dict[str, list[Any]] = {}
+
+    def fail(row: int, name: str, message: str) -> None:
+        found = errors[row]
+        if found is None:
+            errors[row] = [(name, message)]
+        else:
+            found.append((name, message))
+
+    for spec in FIELDS:
+        name = spec.name
+        if name not in columns:
+            if spec.required:
+                for row in range(size):
+                    fail(row, name, "is missing from the record")
+            typed[name] = [math.nan if spec.kind == "float" else None] * size
+            continue
+        column = frame[name]
+        if column.dtype != object and not isinstance(column.dtype, pd.StringDtype):
+            raise _Unusual  # typed columns (int64, datetime64, ...) keep the vectorized rules
+        raw_values = column.tolist()
+        out: list[Any] = [None] * size
+        kind = spec.kind
+        odd_dates: list[int] = []
+        numeric = kind in ("int", "float")
+        for row, raw in enumerate(raw_values):
+            if numeric and type(raw) is int and -_PLAIN_INT_LIMIT < raw < _PLAIN_INT_LIMIT:
+                number = float(raw)  # JSON numbers: str() then parse gives the same float
+                out[row] = number
+                if spec.minimum is not None and number < spec.minimum:
+                    fail(row, name, f"must be >= {spec.minimum:g}")
+                elif spec.maximum is not None and number > spec.maximum:
+                    fail(row, name, f"must be <= {spec.maximum:g}")
+                continue
+            if kind == "date" and type(raw) in (dt.date, dt.datetime):
+                raw_text = raw.isoformat()
+                text = raw_text.strip()
+            else:
+                raw_text = _text_or_none(raw)
+                text = None if raw_text is None else raw_text.strip()
+            if text is None or text.lower() in NULL_TOKENS:
+                if spec.required:
+                    fail(row, name, "is required (null or empty)")
+                if kind == "float":
+                    out[row] = math.nan
+                continue
+            if kind == "str":
+                out[row] = text
+            elif kind == "enum":
+                out[row] = text
+                if text not in spec.choices:
+                    fail(row, name, f"must be one of {', '.join(spec.choices)}")
+            elif numeric:
+                number = _number_of(text)
+                out[row] = number
+                if not math.isfinite(number):
+                    fail(row, name, f"is not a {'whole number' if kind == 'int' else 'number'}")
+                elif kind == "int" and number % 1 != 0:
+                    fail(row, name, "is not a whole number")
+                elif spec.minimum is not None and number < spec.minimum:
+                    fail(row, name, f"must be >= {spec.minimum:g}")
+                elif spec.maximum is not None and number > spec.maximum:
+                    fail(row, name, f"must be <= {spec.maximum:g}")
+            else:  # date
+                head = text[:10]
+                match = _ISO_DATE_TEXT.match(head) if head.isascii() else None
+                if match is None or match.group(1) == "0000":
+                    odd_dates.append(row)
+                    out[row] = raw_text
+                    continue
+                try:
+                    day = dt.date(int(match.group(1)), int(match.group(2)), int(match.group(3)))
+                except ValueError:
+                    fail(row, name, "is not a date in YYYY-MM-DD form")
+                    continue
+                out[row] = day
+                if day < MIN_DATE or day > latest:
+                    fail(row, name, f"is outside {MIN_DATE.isoformat()}..today")
+        if odd_dates:
+            stamps = _dates_by_pandas([out[row] for row in odd_dates])
+            for row, stamp in zip(odd_dates, stamps):
+                out[row] = None
+                if stamp is pd.NaT:
+                    fail(row, name, "is not a date in YYYY-MM-DD form")
+                elif stamp < pd.Timestamp(MIN_DATE) or stamp > pd.Timestamp(latest):  # may be year 0
+                    fail(row, name, f"is outside {MIN_DATE.isoformat()}..today")
+                else:
+                    out[row] = stamp.date()
+        typed[name] = out  # odd dates were settled before the next field: reasons stay in FIELDS order
+
+    good = [row for row in range(size) if errors[row] is None]
+    valid_columns: dict[str, Any] = {}
+    for spec in FIELDS:
+        values = typed[spec.name]
+        picked = values if len(good) == size else [values[row] for row in good]
+        if spec.kind == "int":
+            valid_columns[spec.name] = np.array(picked, dtype="float64").astype("int64")
+        elif spec.kind == "float":
+            valid_columns[spec.name] = np.array(picked, dtype="float64")
+        else:
+            array = np.empty(len(picked), dtype=object)
+            array[:] = picked
+            valid_columns[spec.name] = pd.Series(array, dtype=object, copy=False)  # not pandas' str dtype
+    valid = pd.DataFrame(valid_columns, index=pd.RangeIndex(len(good)), copy=False)
+
+    bad = [row for row in range(size) if errors[row] is not None]
+    fields = np.empty(len(bad), dtype=object)
+    reasons = np.empty(len(bad), dtype=object)
+    for i, row in enumerate(bad):
+        found = errors[row]
+        fields[i] = found[0][0]
+        reasons[i] = "; ".join(f"{name}: {message}" for name, message in found)
+    rejected = _rejected_frame(frame.iloc[bad], fields, reasons, first_row)
     return Validation(valid=valid, rejected=rejected)
 
 
