@@ -9,10 +9,14 @@ never block the others.
 
 from __future__ import annotations
 
+import contextlib
 import socket
+import subprocess
+import sys
 import threading
 import time
 import urllib.request
+from typing import Iterator
 
 from werkzeug.serving import BaseWSGIServer, make_server
 
@@ -70,3 +74,25 @@ class EmulatorThread:
     def stop(self) -> None:
         self.server.shutdown()
         self._thread.join(timeout=10)
+
+
+@contextlib.contextmanager
+def emulator_process(port: int | None = None) -> Iterator[str]:
+    """`appdata emulator` in its own process on loopback (a free port by default), stopped on exit.
+
+    A process of its own keeps moto off the caller's GIL: what tests and benchmarks measure
+    is then our code against a server, as in production.
+    """
+    port = port or free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "appdata.cli", "emulator", "--port", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    endpoint = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_up(endpoint)
+        yield endpoint
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()

@@ -7,8 +7,6 @@ setting the environment, exactly as a user would.
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import uuid
 from pathlib import Path
 
@@ -16,7 +14,7 @@ import pytest
 import sqlalchemy as sa
 
 from appdata.config import Settings
-from appdata.emulator import free_port, wait_until_up
+from appdata.emulator import emulator_process
 from appdata.resources import build_resources
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -28,22 +26,8 @@ IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 @pytest.fixture(scope="session")
 def emulator_endpoint() -> str:
     """One emulator server process for the whole session, on a free loopback port."""
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "appdata.cli", "emulator", "--port", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    endpoint = f"http://127.0.0.1:{port}"
-    try:
-        wait_until_up(endpoint)
+    with emulator_process() as endpoint:
         yield endpoint
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
 
 
 @pytest.fixture(scope="session")

@@ -6,7 +6,6 @@ import datetime as dt
 
 import pandas as pd
 import pytest
-import sqlalchemy as sa
 
 from appdata.analytics import marts, recommend
 from appdata.sources.catalogue import clean_catalogue, load_catalogue

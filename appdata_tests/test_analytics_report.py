@@ -9,7 +9,6 @@ import subprocess
 import time
 from pathlib import Path
 
-import pandas as pd
 import pytest
 
 from appdata.analytics import plots

@@ -16,7 +16,6 @@ import argparse
 import datetime as dt
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -28,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import httpx  # noqa: E402
 
-from appdata.emulator import free_port, wait_until_up  # noqa: E402
+from appdata.emulator import emulator_process, free_port  # noqa: E402
 
 TARGET_P95 = 30.0
 
@@ -50,12 +49,7 @@ def main() -> None:
     parser.add_argument("--tick", type=float, default=5.0)
     args = parser.parse_args()
 
-    port = free_port()
-    emulator = subprocess.Popen([sys.executable, "-m", "appdata.cli", "emulator", "--port", str(port)],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        endpoint = f"http://127.0.0.1:{port}"
-        wait_until_up(endpoint)
+    with emulator_process() as endpoint:
         home = tempfile.mkdtemp(prefix="bench-fresh-")
         key = uuid.uuid4().hex
         os.environ.update(APPDATA_HOME=home, APPDATA_AWS_ENDPOINT_URL=endpoint, APPDATA_API_KEYS=key)
@@ -132,12 +126,6 @@ def main() -> None:
               f"drain every {args.tick:.0f}s (sensor minimum_interval)")
         print(f"freshness POST -> GET: p50 {p50:.1f}s, p95 {p95:.1f}s, max {delays[-1]:.1f}s")
         print(f"ratio p95 / 30 s target: {p95 / TARGET_P95:.2f} (<= 1.0 meets it; Firehose's default buffer is 300 s)")
-    finally:
-        emulator.terminate()
-        try:
-            emulator.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            emulator.kill()
 
 
 if __name__ == "__main__":

@@ -17,7 +17,6 @@ import datetime as dt
 import gzip
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import threading
@@ -29,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import pandas as pd  # noqa: E402
 
-from appdata.emulator import free_port, wait_until_up  # noqa: E402
+from appdata.emulator import emulator_process  # noqa: E402
 
 
 def events(n: int, tag: str) -> list[dict]:
@@ -105,19 +104,14 @@ def main() -> None:
     parser.add_argument("--duration", type=int, default=60)
     args = parser.parse_args()
 
-    port = free_port()
-    emulator = subprocess.Popen([sys.executable, "-m", "appdata.cli", "emulator", "--port", str(port)],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        endpoint = f"http://127.0.0.1:{port}"
-        wait_until_up(endpoint)
+    with emulator_process() as endpoint:
         home = tempfile.mkdtemp(prefix="bench-stream-")
         os.environ.update(APPDATA_HOME=home, APPDATA_AWS_ENDPOINT_URL=endpoint)
         from appdata.config import Settings
         from appdata.provision import provision
         from appdata.resources import build_resources, WarehouseResource
         from appdata.stream.drain import drain_available, drain_range
-        from appdata.warehouse.loader import count_rows, create_schema
+        from appdata.warehouse.loader import create_schema
 
         settings = Settings.from_env()
         res = build_resources(settings)
@@ -195,12 +189,6 @@ def main() -> None:
         print(f"ratio drain/plain throughput: {drain_rate / plain_rate:.2f}x (target >= 0.8)")
         engine.dispose()
         plain_engine.dispose()
-    finally:
-        emulator.terminate()
-        try:
-            emulator.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            emulator.kill()
 
 
 if __name__ == "__main__":

@@ -67,7 +67,7 @@ def _json_only_problem(spec: schema.Field, value: Any) -> str | None:
         except (TypeError, ValueError):
             return None  # the schema says "is not a whole number"
         if math.isfinite(number) and abs(number) >= MAX_SAFE_INTEGER:
-            return f"must be below 2^53 in magnitude"
+            return "must be below 2^53 in magnitude"
     return None
 
 
