@@ -140,6 +140,7 @@ def test_definitions_expose_batch_job_schedule_and_warehouse_pool():
     job = defs.resolve_job_def("batch_daily")
     assert {"landing_batch", "curated_batch", "downloads_batch", "users_app_batch_client_data"} <= {
         k.to_user_string() for k in job.asset_layer.executable_asset_keys}
+    assert job.executor_def.name == "in_process"  # one chain of steps: no process per step
     assert defs.resolve_schedule_def(SCHEDULE_NAME).default_status == dg.DefaultScheduleStatus.RUNNING
     graph = defs.resolve_asset_graph()
     for key in ("downloads_batch", "apps", "users"):

@@ -80,7 +80,7 @@ def landing_batch(context: dg.AssetExecutionContext, s3: LakeS3Resource) -> dg.M
     keys: list[str] = []
     preview = None
     started = time.monotonic()
-    with tempfile.TemporaryDirectory(prefix="appdata-landing-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="appdata-landing-") as tmp, lake.BackgroundIO() as uploads:
         for number, day in enumerate(days, start=1):
             path = client_batch_path(day, settings.client_dir)
             if not path.exists():
@@ -90,10 +90,10 @@ def landing_batch(context: dg.AssetExecutionContext, s3: LakeS3Resource) -> dg.M
                     metadata={"missing_day": day.isoformat()},
                 )
             table = pq.read_table(path).select(list(EVENT_COLUMNS))
-            local = Path(tmp) / "drop.csv"
+            local = Path(tmp) / f"drop-{day.isoformat()}.csv"
             pacsv.write_csv(table, local)
             key = lake.landing_key(day)
-            lake.upload(client, s3.bucket, key, local)
+            uploads.submit(lake.upload, client, s3.bucket, key, local, remove=True)
             per_day[day] = table.num_rows
             keys.append(key)
             if preview is None and table.num_rows:
@@ -153,51 +153,61 @@ def curated_batch(context: dg.AssetExecutionContext, s3: LakeS3Resource) -> dg.M
         if preview_valid is None and written.num_rows:
             preview_valid = next(pq.ParquetFile(out.parquet_path).iter_batches(batch_size=PREVIEW_ROWS)).to_pandas()
         key = lake.curated_key(out.day)
-        lake.upload(client, s3.bucket, key, out.parquet_path)
-        out.parquet_path.unlink()
+        uploads.submit(lake.upload, client, s3.bucket, key, out.parquet_path, remove=True)
         keys.append(key)
         fresh = set()
         for filed_under, letters in etl.dead_letters(out, rejected_at).items():
             rkey = lake.rejected_key(filed_under, out.day)
-            client.put_object(Bucket=s3.bucket, Key=rkey, Body=etl.to_jsonl(letters), ContentType="application/x-ndjson")
+            uploads.submit(client.put_object, Bucket=s3.bucket, Key=rkey, Body=etl.to_jsonl(letters),
+                           ContentType="application/x-ndjson")
             keys.append(rkey)
             fresh.add(rkey)
         for old in sorted(stale_rejected.get(out.day, set()) - fresh):
-            client.delete_object(Bucket=s3.bucket, Key=old)  # a re-run that no longer rejects those rows
+            uploads.submit(client.delete_object, Bucket=s3.bucket, Key=old)  # a re-run that no longer rejects those rows
             deleted.append(old)
         outputs.append(out)
 
-    with tempfile.TemporaryDirectory(prefix="appdata-etl-") as tmp:
+    landing_files = lake.landing_keys_by_day(client, s3.bucket, days)
+    for day in days:
+        if lake.landing_key(day) not in landing_files.get(day, []):
+            raise dg.Failure(description=f"no landing file for {day} at "
+                             f"{lake.s3_uri(s3.bucket, lake.landing_key(day))}; materialize landing_batch for this day first")
+
+    with tempfile.TemporaryDirectory(prefix="appdata-etl-") as tmp, lake.BackgroundIO() as uploads:
         work = etl.WindowETL(Path(tmp))
-        local = Path(tmp) / "landing.csv"
-        landing_files = lake.landing_keys_by_day(client, s3.bucket, days)
-        for number, day in enumerate(days, start=1):
-            day_keys = landing_files.get(day, [])
-            if lake.landing_key(day) not in day_keys:
-                raise dg.Failure(description=f"no landing file for {day} at "
-                                 f"{lake.s3_uri(s3.bucket, lake.landing_key(day))}; materialize landing_batch for this day first")
+
+        def fetch(day: dt.date) -> list[tuple[str, Path]]:
+            """The day's landing files on local disk: the client's drop, then replayed fixes in name order."""
+            local = []
+            for index, key in enumerate(landing_files[day]):
+                path = Path(tmp) / f"landing-{day.isoformat()}-{index}.csv"
+                try:
+                    lake.download(client, s3.bucket, key, path)
+                except ClientError as exc:
+                    if lake.is_missing(exc):
+                        raise dg.Failure(description=f"landing file {lake.s3_uri(s3.bucket, key)} vanished "
+                                         "while the ETL ran; run the day again") from exc
+                    raise
+                local.append((key, path))
+            return local
+
+        for number, (day, local) in enumerate(zip(days, lake.prefetch(fetch, days, ahead=2)), start=1):
             files = []
             try:
-                for key in day_keys:  # the client's drop, then replayed fixes in name order
+                for key, path in local:
                     try:
-                        lake.download(client, s3.bucket, key, local)
-                    except ClientError as exc:
-                        if lake.is_missing(exc):
-                            raise dg.Failure(description=f"landing file {lake.s3_uri(s3.bucket, key)} vanished "
-                                             "while the ETL ran; run the day again") from exc
-                        raise
-                    try:
-                        files.append((key, etl.parse_landing(local, day)))
+                        files.append((key, etl.parse_landing(path, day)))
                     except etl.LandingRefused as exc:
                         if key == lake.landing_key(day):
                             raise
                         raise etl.LandingRefused(day, f"{key}: {exc.reason}") from exc
-                    finally:
-                        local.unlink(missing_ok=True)
             except etl.LandingRefused as exc:
                 refused[day] = exc.reason
                 context.log.error(str(exc))
                 continue
+            finally:
+                for _, path in local:
+                    path.unlink(missing_ok=True)
             work.add_files(day, files)
             for out in work.pop_completed():
                 publish(out)
@@ -254,15 +264,19 @@ def _read_curated(client, bucket: str, days: list[dt.date], context: dg.AssetExe
     """Each day's curated Parquet from S3: (tables, rows per day, sizes per key)."""
     tables, per_day, sizes = [], {}, {}
     started = time.monotonic()
-    for number, day in enumerate(days, start=1):
+
+    def fetch(day: dt.date) -> bytes:
         key = lake.curated_key(day)
         try:
-            body = lake.get_bytes(client, bucket, key)
+            return lake.get_bytes(client, bucket, key)
         except ClientError as exc:
             if lake.is_missing(exc):
                 raise dg.Failure(description=f"no curated file for {day} at {lake.s3_uri(bucket, key)}; "
                                  "materialize curated_batch for this day first") from exc
             raise
+
+    for number, (day, body) in enumerate(zip(days, lake.prefetch(fetch, days, ahead=2)), start=1):
+        key = lake.curated_key(day)
         table = pq.read_table(pa.BufferReader(body))
         tables.append(table)
         per_day[day] = table.num_rows
