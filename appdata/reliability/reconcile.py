@@ -329,8 +329,11 @@ def reconcile_batch_day(
         rejected_by_day = batch_rejected_by_landing_day(s3, bucket)
     landing = landing_event_ids(s3, bucket, day)
     curated = curated_event_ids(s3, bucket, day)
-    rejected = rejected_by_day.get(day, Counter())
     rows = warehouse_event_ids(engine, "downloads_batch", day)
+    return _batch_day(day, landing, curated, rejected_by_day.get(day, Counter()), rows)
+
+
+def _batch_day(day: str, landing: Counter, curated: Counter, rejected: Counter, rows: Counter) -> DayReconciliation:
     etl_out = curated + rejected
     counts = {
         "landing": sum(landing.values()),
@@ -347,12 +350,69 @@ def reconcile_batch_day(
     ])
 
 
+def _keys_by_day(s3: Any, bucket: str, prefix: str, first: str, last: str, suffix: str) -> dict[str, list[str]]:
+    """Keys ending in `suffix` under <prefix>/download_date=D/ for first <= D <= last: one listing."""
+    found: dict[str, list[str]] = {}
+    start = f"{prefix}/download_date="
+    pages = s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=start, StartAfter=f"{start}{first}")
+    for page in pages:
+        for obj in page.get("Contents", []):
+            key = obj["Key"]
+            day = key[len(start):].split("/", 1)[0]
+            if day > last:
+                return found
+            if day >= first and key.endswith(suffix):
+                found.setdefault(day, []).append(key)
+    return found
+
+
+def warehouse_event_ids_by_day(engine: sa.Engine, table: str, first: str, last: str) -> dict[str, Counter]:
+    """event_id -> rows of `table` per day for first <= day <= last, in one query."""
+    import datetime as dt
+
+    sql = sa.text(f'SELECT download_date, event_id, COUNT(*) FROM "{table}" '
+                  "WHERE download_date >= :first AND download_date <= :last GROUP BY download_date, event_id")
+    by_day: dict[str, Counter] = {}
+    with engine.connect() as conn:
+        result = conn.execute(sql, {"first": dt.date.fromisoformat(first), "last": dt.date.fromisoformat(last)})
+        for day, event_id, n in result:
+            by_day.setdefault(str(day)[:10], Counter())[str(event_id)] = int(n)
+    return by_day
+
+
 def reconcile_batch(
     *, s3: Any, bucket: str, engine: sa.Engine, days: Iterable[str] | None = None,
 ) -> list[DayReconciliation]:
-    """The given days (default: every day with landing data or warehouse rows)."""
+    """The given days (default: every day with landing data or warehouse rows).
+
+    Same comparison as `reconcile_batch_day`, read in bulk for a window (a year's backfill checks
+    366 days): one listing per prefix, one warehouse query, object bodies fetched on a few threads.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
     rejected_by_day = batch_rejected_by_landing_day(s3, bucket)
     if days is None:
         days = batch_days(s3, bucket, engine)
-    return [reconcile_batch_day(s3=s3, bucket=bucket, engine=engine, day=day, rejected_by_day=rejected_by_day)
-            for day in sorted(days)]
+    days = sorted(days)
+    if not days:
+        return []
+    first, last = days[0], days[-1]
+    landing_keys = _keys_by_day(s3, bucket, LANDING_PREFIX, first, last, ".csv")
+    curated_keys = _keys_by_day(s3, bucket, CURATED_PREFIX, first, last, ".parquet")
+    rows_by_day = warehouse_event_ids_by_day(engine, "downloads_batch", first, last)
+
+    def read_day(day: str) -> tuple[Counter, Counter]:
+        landing: Counter = Counter()
+        for key in sorted(landing_keys.get(day, [])):
+            for record in landing_csv_records(_body(s3, bucket, key)):
+                landing[_record_id(record)] += 1
+        curated: Counter = Counter()
+        for key in sorted(curated_keys.get(day, [])):
+            frame = pd.read_parquet(io.BytesIO(_body(s3, bucket, key)), columns=["event_id"])
+            curated.update(str(v) for v in frame["event_id"])
+        return landing, curated
+
+    with ThreadPoolExecutor(max_workers=4, thread_name_prefix="reconcile") as pool:
+        read = list(pool.map(read_day, days))
+    return [_batch_day(day, landing, curated, rejected_by_day.get(day, Counter()), rows_by_day.get(day, Counter()))
+            for day, (landing, curated) in zip(days, read)]
