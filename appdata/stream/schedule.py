@@ -37,7 +37,7 @@ def post_next_client_batch(context: dg.OpExecutionContext) -> dg.Output[dict]:
 
 
 @dg.job(name="stream_client_job", description="The stream client posting its next batch of events.",
-        tags={"appdata/concern": "stream-client"})
+        tags={"appdata/concern": "stream-client"}, executor_def=dg.in_process_executor)
 def stream_client_job():
     post_next_client_batch()
 
