@@ -250,3 +250,16 @@ def test_fast_prescreen_only_accepts_what_validate_records_accepts_with_the_same
         assert position in slow_by_position, f"pre-screen accepted a row validate_records rejects: {rows[position]}"
         assert fast_row == slow_by_position[position], rows[position]
     assert certain.sum() >= len(TRICKY)  # the plain values do take the fast path
+
+
+def test_well_shaped_but_impossible_dates_are_rejected_not_crashing_the_etl(tmp_path):
+    """'2018-13-01' has the YYYY-MM-DD shape but no month 13: the pre-screen can't read it, so
+    validate_records decides (this crashed the pre-screen before); rolled-over days are caught too."""
+    bad = {2: "2018-13-01", 3: "2018-00-10", 4: "2018-01-00", 5: "2018-02-30", 6: "2017-02-29"}
+    rows = [good_row(i) for i in range(1, 9)]
+    for row, value in bad.items():
+        rows[row - 1]["last_updated"] = value
+    rows[6]["last_updated"] = "2016-02-29"  # a real leap day stays
+    out = run_etl(tmp_path, csv_bytes(rows))
+    assert {r["row"]: r["field"] for r in out.rejects} == {row: "last_updated" for row in bad}
+    assert out.curated_rows == 3 and out.landing_rows == 8

@@ -269,17 +269,22 @@ def fast_validate(table: pa.Table) -> tuple[pa.Table, np.ndarray]:
                 values = pc.if_else(null, pa.scalar(None, values.type), values)
         else:  # date
             shaped = pc.match_substring_regex(column, _DATE)
-            stamps = pc.strptime(pc.if_else(shaped, column, "2000-01-01"), format="%Y-%m-%d", unit="s",
-                                 error_is_null=True)
+            text = pc.if_else(shaped, column, "2000-01-01")
+            stamps = pc.strptime(text, format="%Y-%m-%d", unit="s", error_is_null=True)
             values = pc.cast(stamps, pa.date32())
-            # strptime rolls 2018-02-30 over to March: a real date prints back as it was written
-            shaped = pc.and_(shaped, pc.equal(pc.strftime(stamps, format="%Y-%m-%d"), column))
+            # strptime rolls 2018-02-30 over to March: a real date has the year, month and day
+            # that were written (compared as numbers; strftime did the same at ~1 s per 1M rows)
+            written = [pc.cast(pc.utf8_slice_codeunits(text, a, b), pa.int64()) for a, b in ((0, 4), (5, 7), (8, 10))]
+            same = pc.and_(pc.and_(pc.equal(pc.year(stamps), written[0]), pc.equal(pc.month(stamps), written[1])),
+                           pc.equal(pc.day(stamps), written[2]))
+            shaped = pc.and_(shaped, same)
             good = pc.and_(pc.and_(shaped, pc.is_valid(values)),
                            pc.and_(pc.greater_equal(values, pa.scalar(MIN_DATE, pa.date32())),
                                    pc.less_equal(values, pa.scalar(latest, pa.date32()))))
         typed[spec.name] = values
         ok = good if ok is None else pc.and_(ok, good)
-    mask = ok.to_numpy(zero_copy_only=False) if ok is not None else np.zeros(0, bool)
+    # null (a date strptime could not read) is "not certain": validate_records decides on those rows
+    mask = pc.fill_null(ok, False).to_numpy(zero_copy_only=False).astype(bool) if ok is not None else np.zeros(0, bool)
     rows = pa.table(typed).filter(pa.chunked_array([mask]) if len(mask) else mask)
     return rows.cast(CURATED_SCHEMA), mask
 
