@@ -13,13 +13,10 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import click
 
 from appdata.config import Settings
-
-PACKAGE_DIR = Path(__file__).resolve().parent
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -112,17 +109,6 @@ def local_environment(settings: Settings) -> dict[str, str]:
     return env
 
 
-def write_dagster_yaml(settings: Settings) -> Path:
-    """Local Dagster instance config: warehouse writers serialized, telemetry off."""
-    home = settings.dagster_home
-    home.mkdir(parents=True, exist_ok=True)
-    target = home / "dagster.yaml"
-    template = (PACKAGE_DIR / "dagster_local.yaml").read_text()
-    if not target.exists() or target.read_text() != template:
-        target.write_text(template)
-    return target
-
-
 @main.command()
 @click.option("--dagster-port", type=int, default=3000, show_default=True)
 @click.option("--no-ui", is_flag=True, help="Run emulator, provisioning and API only.")
@@ -132,6 +118,7 @@ def up(dagster_port: int, no_ui: bool) -> None:
     One Ctrl-C stops everything.
     """
     from appdata.emulator import wait_until_up
+    from appdata.instance import write_dagster_yaml
 
     settings = Settings.from_env()
     env = local_environment(settings)

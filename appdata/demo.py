@@ -83,11 +83,11 @@ def _print_mapping(title: str, values: dict[str, Any]) -> None:
 
 def run_reconciliation_checks(settings: Settings) -> bool:
     """Run `reconciliation_job` (the same asset checks the UI shows) and print each verdict."""
-    from appdata.analytics.demo import _instance
+    from appdata.instance import local_instance
     from appdata.definitions import build_definitions
 
     job = build_definitions().resolve_job_def("reconciliation_job")
-    with _instance(settings) as instance:
+    with local_instance(settings) as instance:
         result = job.execute_in_process(instance=instance, tags={"appdata/demo": "reconciliation"},
                                         raise_on_error=False)
     evaluations = result.get_asset_check_evaluations()
@@ -103,7 +103,8 @@ def run_demo(*, days: tuple[dt.date, ...] = DEFAULT_DAYS, events: int = 5_000, i
     """Run all three parts, print what each stage holds; True when everything reconciles."""
     from appdata.analytics.demo import run_analytics_demo
     from appdata.batch.demo import format_table, reconcile, run_batch_demo
-    from appdata.cli import local_environment, write_dagster_yaml
+    from appdata.cli import local_environment
+    from appdata.instance import write_dagster_yaml
     from appdata.provision import provision
     from appdata.resources import build_resources
     from appdata.stream.demo import run_stream_demo

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
@@ -16,14 +15,11 @@ class BenchEnvironment:
     """Emulator in its own process (its CPU and memory are not the pipeline's), a temp home."""
 
     def __init__(self, name: str, extra_env: dict[str, str] | None = None):
-        from appdata.emulator import free_port, wait_until_up
+        from appdata.emulator import emulator_process
 
         self.home = Path(tempfile.mkdtemp(prefix=f"appdata-{name}-"))
-        port = free_port()
-        self.endpoint = f"http://127.0.0.1:{port}"
-        self.emulator = subprocess.Popen([sys.executable, "-m", "appdata.cli", "emulator", "--port", str(port)],
-                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_until_up(self.endpoint)
+        self._stack = contextlib.ExitStack()
+        self.endpoint = self._stack.enter_context(emulator_process())
         dagster_home = self.home / "dagster"
         dagster_home.mkdir(parents=True)
         shutil.copy(REPO / "appdata" / "dagster_local.yaml", dagster_home / "dagster.yaml")
@@ -52,9 +48,5 @@ class BenchEnvironment:
         return resources
 
     def close(self) -> None:
-        self.emulator.terminate()
-        try:
-            self.emulator.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.emulator.kill()
+        self._stack.close()
         shutil.rmtree(self.home, ignore_errors=True)

@@ -12,6 +12,7 @@ Last line: the ratio API / raw (target >= 0.7x).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import statistics
@@ -29,7 +30,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from appdata.config import Settings  # noqa: E402
-from appdata.emulator import free_port, wait_until_up  # noqa: E402
+from appdata.emulator import emulator_process, free_port  # noqa: E402
 from appdata.provision import ensure_bucket, ensure_stream, ensure_table  # noqa: E402
 from appdata.resources import build_resources  # noqa: E402
 from appdata.schema import client_event_ids  # noqa: E402
@@ -68,10 +69,10 @@ def main() -> None:
            "APPDATA_API_KEYS": key, "APPDATA_API_HOST": "127.0.0.1", "APPDATA_API_PORT": str(api_port),
            "APPDATA_WAREHOUSE_URL": f"duckdb:///{home / 'w.duckdb'}"}
     os.environ.update(env)
-    procs = [subprocess.Popen([sys.executable, "-m", "appdata.cli", "emulator", "--port", str(emulator_port)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
+    emulator = contextlib.ExitStack()
+    emulator.enter_context(emulator_process(emulator_port))
+    procs: list[subprocess.Popen] = []
     try:
-        wait_until_up(endpoint)
         settings = Settings.from_env()
         resources = build_resources(settings)
         ensure_bucket(resources["s3"])
@@ -146,6 +147,7 @@ def main() -> None:
                 proc.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 proc.kill()
+        emulator.close()
 
 
 if __name__ == "__main__":

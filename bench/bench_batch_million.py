@@ -13,7 +13,6 @@ Targets: ratio <= 2, peak RSS <= 1.5 GB. The last line is the ratio.
 
 import datetime as dt
 import json
-import os
 import subprocess
 import sys
 import tempfile

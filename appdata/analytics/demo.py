@@ -11,14 +11,7 @@ from typing import Any
 import dagster as dg
 
 from appdata.config import Settings
-
-
-def _instance(settings: Settings) -> dg.DagsterInstance:
-    """The local instance when $DAGSTER_HOME is set up (so the UI shows the runs), else ephemeral."""
-    home = settings.dagster_home
-    if (home / "dagster.yaml").exists():
-        return dg.DagsterInstance.from_config(str(home))
-    return dg.DagsterInstance.ephemeral()
+from appdata.instance import local_instance
 
 
 def run_analytics_demo(settings: Settings | None = None, instance: dg.DagsterInstance | None = None) -> dict[str, Any]:
@@ -28,7 +21,7 @@ def run_analytics_demo(settings: Settings | None = None, instance: dg.DagsterIns
 
     settings = settings or Settings.from_env()
     resources = build_resources(settings)
-    result = dg.materialize(assets, resources=resources, instance=instance or _instance(settings),
+    result = dg.materialize(assets, resources=resources, instance=instance or local_instance(settings),
                             tags={"appdata/demo": "analytics"})
     if not result.success:
         raise RuntimeError("analytics materialization failed; see the run's logs")

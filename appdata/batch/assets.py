@@ -7,7 +7,6 @@ of 366 runs at ~5 s each.
 """
 
 import datetime as dt
-import json
 import tempfile
 import time
 from pathlib import Path

@@ -20,6 +20,7 @@ from botocore.exceptions import ClientError
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
 from appdata.config import Settings
+from appdata.instance import local_instance
 
 STAGES = ("client", "landing", "curated", "rejected", "warehouse")
 
@@ -141,14 +142,6 @@ def reconciles(table: Sequence[dict]) -> bool:
     return not reconcile(table)
 
 
-def _default_instance(settings: Settings) -> dg.DagsterInstance:
-    """The local instance (so pool "warehouse" serializes us with the daemon's runs), else ephemeral."""
-    home = settings.dagster_home
-    if (home / "dagster.yaml").exists():
-        return dg.DagsterInstance.from_config(str(home))
-    return dg.DagsterInstance.ephemeral()
-
-
 def run_batch_demo(
     settings: Settings,
     days: Sequence[dt.date],
@@ -175,7 +168,7 @@ def run_batch_demo(
     finally:
         engine.dispose()
     owned = instance is None
-    instance = instance or _default_instance(settings)
+    instance = instance or local_instance(settings)
     try:
         for first, last in contiguous_ranges(days):
             materialize_range(first, last, resources, instance=instance)

@@ -1,0 +1,35 @@
+"""The local Dagster instance: its config file, and the instance local tools run on.
+
+`appdata up` writes `$DAGSTER_HOME/dagster.yaml` from `dagster_local.yaml` (pool "warehouse"
+serializes the DuckDB writers); the demos run on that same instance when it exists, so their
+runs show in the UI and queue with the daemon's, and on a throwaway one otherwise.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import dagster as dg
+
+from appdata.config import Settings
+
+LOCAL_TEMPLATE = Path(__file__).resolve().parent / "dagster_local.yaml"
+
+
+def write_dagster_yaml(settings: Settings) -> Path:
+    """Local Dagster instance config: warehouse writers serialized, telemetry off."""
+    home = settings.dagster_home
+    home.mkdir(parents=True, exist_ok=True)
+    target = home / "dagster.yaml"
+    template = LOCAL_TEMPLATE.read_text()
+    if not target.exists() or target.read_text() != template:
+        target.write_text(template)
+    return target
+
+
+def local_instance(settings: Settings) -> dg.DagsterInstance:
+    """The local instance when $DAGSTER_HOME is set up, else an ephemeral one."""
+    home = settings.dagster_home
+    if (home / "dagster.yaml").exists():
+        return dg.DagsterInstance.from_config(str(home))
+    return dg.DagsterInstance.ephemeral()
