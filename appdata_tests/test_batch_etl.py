@@ -213,6 +213,79 @@ def test_curated_asset_refuses_a_headerless_file_and_loads_nothing(appdata_env, 
     assert not any(e.event_type_value == "STEP_START" and e.step_key == "downloads_batch" for e in result.all_events)
 
 
+def test_progress_lines_and_metadata_count_the_rows_really_processed(appdata_env, duckdb_url, monkeypatch):
+    """A 5-day window as one run, a progress line every 2 days, validation every 8 rows: each line
+    counts what was really read / curated / rejected so far (never `5/5 days, 0 rows`), and the
+    last lines and the metadata equal the rows in the files and in the warehouse."""
+    import re
+
+    import pyarrow as pa
+
+    from appdata.batch import assets
+    from appdata.sources.assets import client_batch_path
+
+    monkeypatch.setenv("APPDATA_WAREHOUSE_URL", duckdb_url)
+    monkeypatch.setattr(assets, "PROGRESS_EVERY", 2)
+    monkeypatch.setattr(etl, "CHUNK_ROWS", 8)
+    settings = Settings.from_env()
+    resources = build_resources(settings)
+    ensure_bucket(resources["s3"])
+    engine = resources["warehouse"].get_engine()
+    create_schema(engine)
+    days = [DAY + dt.timedelta(days=i) for i in range(5)]
+    landing, rejected = [], []
+    for index, day in enumerate(days):
+        rows = [good_row(100 * index + k, day) for k in range(1, 5 + 3 * index)]
+        if index == 1:
+            rows[2]["age"] = ""  # required
+        if index == 3:
+            rows[4]["rating"] = "7"  # out of range
+            rows[6]["event_id"] = rows[5]["event_id"]  # duplicate
+        path = client_batch_path(day, settings.client_dir)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        pq.write_table(pa.table({c: [r[c] for r in rows] for c in EVENT_COLUMNS}), path)
+        landing.append(len(rows))
+        rejected.append({1: 1, 3: 2}.get(index, 0))
+    curated = [n - r for n, r in zip(landing, rejected)]
+    assert landing == [4, 7, 10, 13, 16]
+
+    instance = dg.DagsterInstance.ephemeral()
+    result = demo.materialize_range(days[0], days[-1], resources, instance=instance,
+                                    selection=["landing_batch", "curated_batch", "downloads_batch"])
+    assert result.success
+    lines: dict[str, list[tuple[int, dict[str, int]]]] = {}
+    for entry in instance.all_logs(result.run_id):
+        found = re.match(r"^(landing|curated|warehouse read): (\d+)/5 days, (.*), [\d.]+s$", entry.user_message or "")
+        if found:
+            counts = {label: int(n.replace(",", "")) for n, label in re.findall(r"([\d,]+) ([a-z ]+?)(?=,|$)", found[3])}
+            lines.setdefault(found[1], []).append((int(found[2]), counts))
+
+    def upto(values, number):
+        return sum(values[:number])
+
+    assert lines["landing"] == [(n, {"rows written": upto(landing, n)}) for n in (2, 4, 5)]
+    assert lines["warehouse read"] == [(n, {"rows read": upto(curated, n)}) for n in (2, 4, 5)]
+    assert [n for n, _ in lines["curated"]] == [2, 4, 5]
+    for number, counts in lines["curated"]:
+        assert counts["rows read"] == upto(landing, number)
+        assert counts["curated"] + counts["rejected"] + counts["awaiting validation"] == counts["rows read"]
+        assert counts["curated"] <= upto(curated, number) and counts["rejected"] <= upto(rejected, number)
+    assert any(0 < counts["curated"] for number, counts in lines["curated"] if number < 5)  # validated on the way
+    assert lines["curated"][-1][1] == {"rows read": 50, "curated": 47, "rejected": 3, "awaiting validation": 0}
+
+    meta = {e.asset_key.to_user_string(): e.materialization.metadata for e in result.get_asset_materialization_events()}
+    assert meta["landing_batch"]["dagster/row_count"].value == sum(landing)
+    assert meta["curated_batch"]["dagster/row_count"].value == sum(curated) == 47
+    assert meta["curated_batch"]["landing_rows"].value == sum(landing)
+    assert meta["curated_batch"]["rejected_rows"].value == sum(rejected)
+    assert meta["curated_batch"]["rows_per_partition"].value == {d.isoformat(): n for d, n in zip(days, curated)}
+    assert meta["downloads_batch"]["dagster/row_count"].value == sum(curated)
+    with engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT COUNT(*) FROM downloads_batch")).scalar_one() == 47
+    engine.dispose()
+    instance.dispose()
+
+
 TRICKY = {
     "event_id": ["abc", " abc", "abc ", "NaN", "null", "N/A", "", "\u00a0x", "x\x1f", "Ünï"],
     "user_id": ["1", "0", "-3", "007", "1.0", "1e3", " 5", "+5", "999999999999999", "x", ""],
