@@ -1,7 +1,9 @@
 """The code location: every concern's definitions assembled explicitly, plus resources.
 
-Each concern (sources, batch, stream, warehouse, analytics, api) owns a `defs()` that returns
-its assets, checks, jobs, schedules and sensors; nothing here does I/O at import time.
+Each concern (sources, batch, stream, analytics, api, reliability) owns a `defs()` that returns
+its assets, checks, jobs, schedules and sensors; nothing here does I/O at import time. (The
+warehouse package holds no assets: its tables are written by `downloads_batch`, the stream
+drain and the marts.)
 """
 
 import dagster as dg
@@ -13,7 +15,6 @@ from appdata.reliability import defs as reliability
 from appdata.resources import build_resources
 from appdata.sources import defs as sources
 from appdata.stream import defs as stream
-from appdata.warehouse import defs as warehouse
 
 
 def build_definitions() -> dg.Definitions:
@@ -21,7 +22,6 @@ def build_definitions() -> dg.Definitions:
         sources.defs(),
         batch.defs(),
         stream.defs(),
-        warehouse.defs(),
         analytics.defs(),
         api.defs(),
         reliability.defs(),

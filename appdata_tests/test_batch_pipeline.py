@@ -143,9 +143,8 @@ def test_definitions_expose_batch_job_schedule_and_warehouse_pool():
     assert job.executor_def.name == "in_process"  # one chain of steps: no process per step
     assert defs.resolve_schedule_def(SCHEDULE_NAME).default_status == dg.DefaultScheduleStatus.RUNNING
     graph = defs.resolve_asset_graph()
-    for key in ("downloads_batch", "apps", "users"):
-        node = graph.get(dg.AssetKey(key))
-        assert node.pools == {"warehouse"}, key
+    assert graph.get(dg.AssetKey("downloads_batch")).pools == {"warehouse"}
+    assert not graph.has(dg.AssetKey("apps")) and not graph.has(dg.AssetKey("users"))  # removed: nothing read them
     for key in ("landing_batch", "curated_batch", "downloads_batch"):
         policy = graph.get(dg.AssetKey(key)).backfill_policy
         assert policy is not None and policy.max_partitions_per_run is None, key
@@ -162,22 +161,3 @@ def test_local_instance_config_limits_the_warehouse_pool_and_frees_crashed_runs(
         assert "MONITORING" in instance.get_required_daemon_types()
     finally:
         instance.dispose()
-
-
-def test_dimensions_apps_and_users_replace_whole_tables(appdata_env, duckdb_url, monkeypatch, sources_instance):
-    monkeypatch.setenv("APPDATA_WAREHOUSE_URL", duckdb_url)
-    from appdata.sources.assets import assets as source_assets
-    from appdata.warehouse.defs import apps_table, users_table
-
-    resources = _resources(Settings.from_env())
-    for _ in range(2):
-        result = dg.materialize([*source_assets, apps_table, users_table], resources=resources,
-                                instance=sources_instance, selection=["users_stream", "apps", "users"])
-        assert result.success
-    engine = resources["warehouse"].get_engine()
-    with engine.connect() as conn:
-        apps = conn.execute(sa.text("SELECT COUNT(*), COUNT(DISTINCT app) FROM apps")).one()
-        users = dict(conn.execute(sa.text("SELECT client, COUNT(*) FROM users GROUP BY client")).fetchall())
-    engine.dispose()
-    assert apps[0] == apps[1] > 1000
-    assert users == {"batch": 200, "stream": 1000}

@@ -31,11 +31,6 @@ def test_copy_and_swap_of_a_window_compiles_for_redshift():
     assert drop == 'DROP TABLE "downloads_batch_staging"'
 
 
-def test_dimension_copy_replaces_the_whole_table():
-    statements = redshift.compile_statements(redshift.copy_replace_statements("apps", "s3://lake/m.manifest", ROLE))
-    assert statements[2] == "DELETE FROM apps"
-
-
 def test_curated_parquet_columns_follow_the_table_order_copy_relies_on():
     table_columns = [c.name for c in TABLES["downloads_batch"].columns]
     assert CURATED_SCHEMA.names == table_columns

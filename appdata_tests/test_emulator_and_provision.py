@@ -19,7 +19,7 @@ def test_provision_creates_everything_and_is_idempotent(appdata_env):
     assert second[f"kinesis:{appdata_env.stream}"] == "exists"
     assert second[f"dynamodb:{appdata_env.table}"] == "exists"
     engine = resources["warehouse"].get_engine()
-    assert {"apps", "users", "downloads_batch", "downloads_stream"} <= set(sa.inspect(engine).get_table_names())
+    assert {"downloads_batch", "downloads_stream"} <= set(sa.inspect(engine).get_table_names())
 
 
 def test_emulator_keeps_every_concurrent_kinesis_write(provisioned, appdata_env):

@@ -88,7 +88,7 @@ def replace_range(
 
 
 def replace_all(engine: sa.Engine, table: str, frame: pd.DataFrame) -> int:
-    """Atomically replace the whole content of a (dimension) table."""
+    """Atomically replace the whole content of a table (tests seed the download tables with it)."""
     with engine.begin() as conn:
         conn.execute(sa.delete(TABLES[table]))
         return bulk_insert(conn, table, frame)

@@ -5,7 +5,7 @@ the cluster itself; an INSERT of local rows crawls. The sequence, inside ONE tra
 
     CREATE TEMP TABLE <table>_staging (LIKE <table>);
     COPY <table>_staging FROM 's3://.../<window>.manifest' IAM_ROLE ... FORMAT AS PARQUET MANIFEST;
-    DELETE FROM <table> WHERE <column> >= :start AND <column> < :end;   -- (all rows for a dimension)
+    DELETE FROM <table> WHERE <column> >= :start AND <column> < :end;
     INSERT INTO <table> SELECT * FROM <table>_staging;
 
 so readers see the window before or after, never half of it, and a re-run replaces instead of
@@ -56,15 +56,12 @@ def copy_replace_statements(
     manifest_uri: str,
     iam_role_arn: str,
     *,
-    column: str | None = None,
-    start: Any = None,
-    end: Any = None,
+    column: str,
+    start: Any,
+    end: Any,
 ) -> list[Any]:
-    """The statements of one Redshift load, in order (run them in one transaction).
-
-    With `column`, rows with start <= column < end are replaced (a day or a backfill window);
-    without, the whole table is (a dimension).
-    """
+    """The statements of one Redshift load, in order (run them in one transaction): rows with
+    start <= column < end (a day or a backfill window) are replaced."""
     target = TABLES[table]
     staging = staging_table(table)
     copy = CopyCommand(
@@ -74,9 +71,7 @@ def copy_replace_statements(
         format=Format.parquet,
         manifest=True,
     )
-    delete = sa.delete(target)
-    if column is not None:
-        delete = delete.where(target.c[column] >= start, target.c[column] < end)
+    delete = sa.delete(target).where(target.c[column] >= start, target.c[column] < end)
     insert = sa.insert(target).from_select([c.name for c in target.columns], sa.select(*staging.columns))
     return [
         sa.text(f'CREATE TEMP TABLE "{staging.name}" (LIKE "{table}")'),
@@ -102,9 +97,9 @@ def copy_replace(
     manifest_uri: str,
     iam_role_arn: str | None,
     *,
-    column: str | None = None,
-    start: Any = None,
-    end: Any = None,
+    column: str,
+    start: Any,
+    end: Any,
 ) -> None:
     """Run the COPY + swap in one transaction on a Redshift engine."""
     if not iam_role_arn:
