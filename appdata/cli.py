@@ -10,9 +10,9 @@ import json
 import os
 import secrets
 import signal
-import subprocess
 import sys
 import time
+from pathlib import Path
 
 import click
 
@@ -29,21 +29,17 @@ def main() -> None:
 @click.option("--host", default="127.0.0.1", show_default=True, help="Interface to bind (keep it loopback).")
 @click.option("--port", type=int, default=None, help="Port (default APPDATA_EMULATOR_PORT or 4566).")
 @click.option("--log-requests", is_flag=True, help="Log one line per request.")
-def emulator(host: str, port: int | None, log_requests: bool) -> None:
+@click.option("--state-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Keep S3, Kinesis and DynamoDB across restarts in this directory (default: memory only).")
+def emulator(host: str, port: int | None, log_requests: bool, state_dir: Path | None) -> None:
     """Serve S3, Kinesis and DynamoDB locally (moto, one request at a time)."""
-    from appdata.emulator import make_emulator
+    from appdata.emulator import make_emulator, serve_until_signalled
 
     port = port if port is not None else Settings.from_env().emulator_port
-    server = make_emulator(host, port, log_requests=log_requests)
-    click.echo(f"AWS emulator listening on http://{host}:{server.server_port}", err=False)
+    server = make_emulator(host, port, log_requests=log_requests, state_dir=state_dir)
+    click.echo(f"AWS emulator listening on http://{host}:{server.server_port} ({server.state_note})", err=False)
     sys.stdout.flush()
-    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.server_close()
+    serve_until_signalled(server)
 
 
 @main.command()
@@ -112,71 +108,74 @@ def local_environment(settings: Settings) -> dict[str, str]:
 @main.command()
 @click.option("--dagster-port", type=int, default=3000, show_default=True)
 @click.option("--no-ui", is_flag=True, help="Run emulator, provisioning and API only.")
-def up(dagster_port: int, no_ui: bool) -> None:
+@click.option("--verbose", is_flag=True, help="Every line of every process (default: runs, warnings, errors).")
+def up(dagster_port: int, no_ui: bool, verbose: bool) -> None:
     """Bring up the local stack: emulator, provisioning, ingest API, Dagster UI and daemon.
 
-    One Ctrl-C stops everything.
+    State (emulator, warehouse, Dagster, client files) lives under APPDATA_HOME and survives a
+    restart. Ctrl-C or SIGTERM stops everything; a process that dies on its own stops the
+    rest and makes the exit code 1. Full logs are in APPDATA_HOME/logs/.
     """
     from appdata.emulator import wait_until_up
-    from appdata.instance import write_dagster_yaml
+    from appdata.instance import write_dagster_yaml, write_workspace_yaml
+    from appdata.stack import Stop, Supervisor, python, raise_stop_on_signals
 
     settings = Settings.from_env()
     env = local_environment(settings)
     write_dagster_yaml(settings)
-    processes: list[tuple[str, subprocess.Popen]] = []
-
-    def start(name: str, args: list[str]) -> subprocess.Popen:
-        proc = subprocess.Popen(args, env=env, start_new_session=True)
-        processes.append((name, proc))
-        return proc
-
+    workspace = write_workspace_yaml(settings)
+    stack = Supervisor(env, settings.home / "logs", verbose=verbose, echo=click.echo)
+    raise_stop_on_signals()
+    failed: str | None = None
     try:
         if settings.uses_emulator:
-            start("emulator", [sys.executable, "-m", "appdata.cli", "emulator", "--port", str(settings.emulator_port)])
+            stack.start("emulator", python("-m", "appdata.cli", "emulator", "--port", str(settings.emulator_port),
+                                           "--state-dir", str(settings.home / "emulator")))
             wait_until_up(settings.aws_endpoint_url or "")
-        subprocess.run([sys.executable, "-m", "appdata.cli", "provision"], env=env, check=True)
-        _prepare_stream_client_data(settings, env)
+        stack.run("provision", python("-m", "appdata.cli", "provision"))
+        _prepare_stream_client_data(settings, stack)
         if _has_command("api"):
-            start("api", [sys.executable, "-m", "appdata.cli", "api"])
+            stack.start("api", python("-m", "appdata.cli", "api"))
         if not no_ui:
-            start("dagster", [sys.executable, "-m", "dagster", "dev", "-m", "appdata.definitions",
-                              "-h", "127.0.0.1", "-p", str(dagster_port)])
+            stack.start("dagster", python("-m", "dagster", "dev", "-w", str(workspace),
+                                          "-h", "127.0.0.1", "-p", str(dagster_port)))
             click.echo(f"Dagster UI: http://127.0.0.1:{dagster_port}")
         click.echo(f"Ingest API: {settings.api_url} (x-api-key in {settings.home / 'api-key'} or APPDATA_API_KEYS)")
+        click.echo(f"Logs: {settings.home / 'logs'}/ (this terminal shows runs, warnings and errors; --verbose for all)")
         click.echo("Press Ctrl-C to stop everything.")
         while True:
-            for name, proc in processes:
-                if proc.poll() is not None:
-                    raise click.ClickException(f"{name} exited with code {proc.returncode}")
-            time.sleep(1)
-    except KeyboardInterrupt:
-        click.echo("stopping...")
+            dead = stack.died()
+            if dead is not None:
+                failed = f"{dead.name} exited on its own with code {dead.proc.returncode}; stopping the rest"
+                break
+            time.sleep(0.5)
+    except Stop as signal_name:
+        click.echo(f"{signal_name}: stopping...")
+    except RuntimeError as exc:
+        failed = str(exc)
     finally:
-        for _, proc in reversed(processes):
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGINT)
-        deadline = time.monotonic() + 20
-        for _, proc in reversed(processes):
-            try:
-                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not abandon the children
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        stack.stop()
+    if failed:
+        raise click.ClickException(failed)
+    click.echo("stopped.")
 
 
 STREAM_CLIENT_ASSETS = "playstore_apps_raw,playstore_apps,users_stream,users_app_stream_client_data"
 
 
-def _prepare_stream_client_data(settings: Settings, env: dict[str, str]) -> None:
+def _prepare_stream_client_data(settings: Settings, stack) -> None:
     """First start: materialize the stream client's data through Dagster (so the UI shows the
     sources with their metadata), letting the every-minute client schedule post it right away."""
     from appdata.sources.assets import client_stream_path
+    from appdata.stack import python
 
     if client_stream_path(settings.client_dir).exists():
         return
     click.echo("first start: materializing the sources the stream client posts from ...")
-    subprocess.run([sys.executable, "-m", "dagster", "asset", "materialize", "-m", "appdata.definitions",
-                    "--select", STREAM_CLIENT_ASSETS], env=env, check=True,
-                   stdout=subprocess.DEVNULL)
+    stack.run("first-materialization", python("-m", "dagster", "asset", "materialize", "-m", "appdata.definitions",
+                                               "--select", STREAM_CLIENT_ASSETS))
 
 
 def _has_command(name: str) -> bool:

@@ -27,6 +27,17 @@ def write_dagster_yaml(settings: Settings) -> Path:
     return target
 
 
+def write_workspace_yaml(settings: Settings) -> Path:
+    """The workspace `appdata up` serves: the code location named `appdata`, as in the repo's
+    workspace.yaml and [tool.dagster] (dagster dev -m would name it after the module)."""
+    home = settings.dagster_home
+    home.mkdir(parents=True, exist_ok=True)
+    target = home / "workspace.yaml"
+    target.write_text("load_from:\n  - python_module:\n      module_name: appdata.definitions\n"
+                      "      location_name: appdata\n")
+    return target
+
+
 def local_instance(settings: Settings) -> dg.DagsterInstance:
     """The local instance when $DAGSTER_HOME is set up, else an ephemeral one."""
     home = settings.dagster_home

@@ -8,13 +8,14 @@ errors and 5xx are retried with backoff (event ids make a retried POST harmless 
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import json
 import math
 import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import httpx
 import pandas as pd
@@ -132,11 +133,10 @@ def api_is_up(api_url: str, timeout: float = 2.0) -> bool:
 
 
 def _fingerprint(path: Path) -> str:
-    """Identifies one generation of the client CSV: a regenerated file starts over."""
-    stat = path.stat()
+    """Identifies one generation of the client CSV (a regenerated file starts over): a content
+    digest, the same in every process (Python's hash() is salted per process)."""
     with open(path, "rb") as handle:
-        head = handle.read(4096)
-    return f"{stat.st_size}:{hash(head) & 0xFFFFFFFF:08x}"
+        return "sha256:" + hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 def send_next_batch(csv_path: Path, cursor_path: Path, *, api_url: str, key: str, batch_size: int = 100) -> dict:
@@ -162,8 +162,3 @@ def send_next_batch(csv_path: Path, cursor_path: Path, *, api_url: str, key: str
         tmp.write_text(json.dumps(state))
         os.replace(tmp, cursor_path)
         return {"status": "sent", **summary.as_dict(), "next_row": state["next_row"], "total": total}
-
-
-def iter_chunks(items: list, size: int) -> Iterable[list]:
-    for start in range(0, len(items), size):
-        yield items[start:start + size]
