@@ -108,3 +108,76 @@ def test_demo_straight_to_kinesis_reconciles(provisioned, appdata_env):
     report = run_stream_demo(appdata_env, n_events=80, invalid=8, repeated=10, via_api=False)
     assert report["reconciled"], report
     assert report["rejected"] == 8 and report["warehouse_rows"] == 72
+
+
+CLIENT_RUN = """
+import json
+from appdata.stream.schedule import stream_client_job
+result = stream_client_job.execute_in_process()
+print(json.dumps(result.output_for_node("post_next_client_batch")))
+"""
+
+
+def _client_csv(settings, n: int) -> list[dict]:
+    from appdata.sources.assets import client_stream_path
+
+    path = client_stream_path(settings.client_dir)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_csv(path, n)
+    return [make_event(i) for i in range(n)]
+
+
+def test_client_job_in_two_processes_sends_rows_1_100_then_101_200(api_url, appdata_env, monkeypatch):
+    """The cursor's file identity is a content digest, so a new process continues where the last stopped."""
+    import subprocess
+    import sys
+
+    rows = _client_csv(appdata_env, 250)
+    monkeypatch.setenv("APPDATA_API_URL", api_url)
+    outcomes = []
+    for _ in range(2):
+        done = subprocess.run([sys.executable, "-c", CLIENT_RUN], capture_output=True, text=True, timeout=300,
+                              env=dict(os.environ, PYTHONHASHSEED="random"))
+        assert done.returncode == 0, done.stderr[-2000:]
+        outcomes.append(json.loads(done.stdout.strip().splitlines()[-1]))
+    assert [(o["first_row"], o["next_row"], o["accepted"]) for o in outcomes] == [(0, 100, 100), (100, 200, 100)]
+    assert outcomes[0]["event_ids"] == [r["event_id"] for r in rows[:100]]
+    assert outcomes[1]["event_ids"] == [r["event_id"] for r in rows[100:200]]
+
+
+def test_delivery_check_turns_red_while_accepted_events_are_not_in_the_warehouse(api_url, appdata_env, provisioned):
+    from appdata.definitions import build_definitions
+    from appdata.sources.assets import client_stream_path
+    from appdata.stream.schedule import cursor_path, ledger_path
+
+    rows = _client_csv(appdata_env, 30)
+    key = os.environ["APPDATA_API_KEYS"]
+    send_next_batch(client_stream_path(appdata_env.client_dir), cursor_path(appdata_env), api_url=api_url, key=key,
+                    batch_size=30, ledger_path=ledger_path(appdata_env))
+    job = build_definitions().resolve_job_def("stream_delivery_check_job")
+
+    def check() -> dg.AssetCheckEvaluation:
+        with dg.instance_for_test() as instance:
+            result = job.execute_in_process(instance=instance)
+        (evaluation,) = result.get_asset_check_evaluations()
+        return evaluation
+
+    fresh = check()  # just accepted: on its way, not late
+    assert fresh.passed and fresh.metadata["pending"].value == 30 and fresh.metadata["due"].value == 0
+
+    ledger = ledger_path(appdata_env)  # let the clock run: the entries are now an hour old
+    ledger.write_text("".join(json.dumps({**json.loads(line), "at": time.time() - 3600}) + "\n"
+                              for line in ledger.read_text().splitlines()))
+    stalled = check()
+    assert not stalled.passed
+    assert stalled.metadata["missing"].value == 30 and "NOT in downloads_stream" in stalled.description
+    assert set(stalled.metadata["missing_event_ids"].value) == {r["event_id"] for r in rows}
+
+    r = provisioned
+    engine = r["warehouse"].get_engine()
+    drain_available(kinesis=r["kinesis"].get_client(), stream=r["kinesis"].stream_name, s3=r["s3"].get_client(),
+                    bucket=r["s3"].bucket, dynamodb=r["dynamodb"].get_client(), table=r["dynamodb"].table_name,
+                    engine=engine)
+    engine.dispose()
+    drained = check()
+    assert drained.passed and drained.metadata["delivered"].value == 30, drained.description

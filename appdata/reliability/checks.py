@@ -9,12 +9,14 @@ day and the missing, extra or duplicated event ids; its metadata lists them per 
 
 import datetime as dt
 import json
+import time
 
 import dagster as dg
 
 from appdata.resources import DynamoDBResource, LakeS3Resource, WarehouseResource
 from appdata.reliability.reconcile import (
     DayReconciliation,
+    client_delivery,
     reconcile_batch,
     reconcile_stream,
 )
@@ -22,6 +24,10 @@ from appdata.reliability.reconcile import (
 STREAM_ASSET = dg.AssetKey("downloads_stream")
 BATCH_ASSET = dg.AssetKey("downloads_batch")
 DESCRIPTION_LIMIT = 4000
+# The client posts every minute and the sensor drains every 5 s: an event accepted two minutes
+# ago and still not in the warehouse means the drain is stalled or lost it.
+DELIVERY_GRACE_SECONDS = 120.0
+DELIVERY_WINDOW_SECONDS = 24 * 3600.0
 
 
 def check_result(reconciliations: list[DayReconciliation], what: str) -> dg.AssetCheckResult:
@@ -102,6 +108,36 @@ def batch_reconciled(
     for r in results:
         context.log.info(r.describe())
     return check_result(results, "batch")
+
+
+@dg.asset_check(
+    asset=STREAM_ASSET,
+    name="stream_client_delivered",
+    pool="warehouse",
+    description="Every event the API accepted from the stream client (its ledger, last 24 h) more than "
+    f"{DELIVERY_GRACE_SECONDS:.0f} s ago is in downloads_stream: red when the client posts and the "
+    "warehouse does not grow by it.",
+)
+def stream_client_delivered(context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource
+                            ) -> dg.AssetCheckResult:
+    from appdata.config import Settings
+    from appdata.stream.client import read_accepted
+    from appdata.stream.schedule import ledger_path
+
+    now = time.time()
+    entries = read_accepted(ledger_path(Settings.from_env()), since=now - DELIVERY_WINDOW_SECONDS)
+    engine = warehouse.get_engine()
+    try:
+        delivery = client_delivery(entries, engine, now=now, grace_seconds=DELIVERY_GRACE_SECONDS)
+    finally:
+        engine.dispose()
+    context.log.info(delivery.describe())
+    return dg.AssetCheckResult(
+        passed=delivery.ok, severity=dg.AssetCheckSeverity.ERROR, description=delivery.describe(),
+        metadata={"accepted": delivery.accepted, "due": delivery.due, "delivered": delivery.delivered,
+                  "missing": len(delivery.missing), "pending": delivery.pending,
+                  "missing_event_ids": dg.MetadataValue.json(delivery.missing[:1000])},
+    )
 
 
 def reconciliation_report(results: list[DayReconciliation]) -> str:

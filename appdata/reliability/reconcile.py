@@ -416,3 +416,52 @@ def reconcile_batch(
         read = list(pool.map(read_day, days))
     return [_batch_day(day, landing, curated, rejected_by_day.get(day, Counter()), rows_by_day.get(day, Counter()))
             for day, (landing, curated) in zip(days, read)]
+
+
+@dataclass
+class ClientDelivery:
+    """The stream client's accepted events against `downloads_stream`: every event accepted at
+    least `grace` seconds ago must be there (younger ones may still be on their way)."""
+
+    accepted: int
+    due: int
+    delivered: int
+    missing: list[str]
+    pending: int
+    grace_seconds: float
+
+    @property
+    def ok(self) -> bool:
+        return not self.missing
+
+    def describe(self) -> str:
+        if not self.accepted:
+            return "the stream client has had nothing accepted yet"
+        if self.ok:
+            return (f"{self.delivered:,} of {self.due:,} client events accepted over {self.grace_seconds:.0f} s ago "
+                    f"are in downloads_stream ({self.pending:,} younger still on their way)")
+        return (f"{len(self.missing):,} of {self.due:,} client events accepted over {self.grace_seconds:.0f} s ago "
+                f"are NOT in downloads_stream: the drain is stalled or dropped them; e.g. "
+                f"{', '.join(self.missing[:SHOWN_IDS])}")
+
+
+def client_delivery(entries: Iterable[tuple[float, list[str]]], engine: sa.Engine, *, now: float,
+                    grace_seconds: float, table: str = "downloads_stream", chunk: int = 5000) -> ClientDelivery:
+    """Compare the client's ledger entries (accepted at, event ids) with the warehouse table."""
+    from appdata.warehouse.loader import distinct_values
+
+    due: list[str] = []
+    pending = accepted = 0
+    for at, ids in entries:
+        accepted += len(ids)
+        if now - at >= grace_seconds:
+            due.extend(ids)
+        else:
+            pending += len(ids)
+    due = list(dict.fromkeys(due))
+    present: set[str] = set()
+    for start in range(0, len(due), chunk):
+        present.update(distinct_values(engine, table, "event_id", due[start:start + chunk]))
+    missing = [event_id for event_id in due if event_id not in present]
+    return ClientDelivery(accepted=accepted, due=len(due), delivered=len(due) - len(missing), missing=missing,
+                          pending=pending, grace_seconds=grace_seconds)

@@ -139,11 +139,37 @@ def _fingerprint(path: Path) -> str:
         return "sha256:" + hashlib.file_digest(handle, "sha256").hexdigest()
 
 
-def send_next_batch(csv_path: Path, cursor_path: Path, *, api_url: str, key: str, batch_size: int = 100) -> dict:
+def record_accepted(ledger_path: Path, event_ids: list[str], at: float) -> None:
+    """Append what the API accepted to the client's ledger (JSON lines: at, event_ids), the
+    reference the `stream_client_delivered` check holds `downloads_stream` against."""
+    if not event_ids:
+        return
+    ledger_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(ledger_path, "a", encoding="utf-8") as handle:
+        handle.write(json.dumps({"at": at, "event_ids": event_ids}) + "\n")
+
+
+def read_accepted(ledger_path: Path, since: float) -> list[tuple[float, list[str]]]:
+    """Ledger entries accepted at or after `since` (unix seconds), oldest first."""
+    if not ledger_path.exists():
+        return []
+    entries = []
+    with open(ledger_path, encoding="utf-8") as handle:
+        for line in handle:
+            if line.strip():
+                entry = json.loads(line)
+                if entry["at"] >= since:
+                    entries.append((float(entry["at"]), list(entry["event_ids"])))
+    return entries
+
+
+def send_next_batch(csv_path: Path, cursor_path: Path, *, api_url: str, key: str, batch_size: int = 100,
+                    ledger_path: Path | None = None) -> dict:
     """Post the next `batch_size` rows after the cursor; advance the cursor only on success.
 
     The cursor file (JSON: file fingerprint, next row) is locked while posting, so two
-    overlapping runs never send the same rows.
+    overlapping runs never send the same rows. With `ledger_path`, the accepted event ids
+    are appended there (see `record_accepted`).
     """
     cursor_path.parent.mkdir(parents=True, exist_ok=True)
     with open(cursor_path.with_suffix(".lock"), "w") as lock:
@@ -156,9 +182,12 @@ def send_next_batch(csv_path: Path, cursor_path: Path, *, api_url: str, key: str
             return {"status": "done", "next_row": start, "total": total, "sent": 0}
         records = load_client_records(csv_path, start=start, limit=batch_size)
         summary = send_records(records, api_url=api_url, key=key, batch_size=batch_size, attempts=2, timeout=15.0)
+        if ledger_path is not None:
+            record_accepted(ledger_path, summary.event_ids, time.time())
         state = {"file": fingerprint, "next_row": start + summary.sent, "total": total,
                  "updated_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
         tmp = cursor_path.with_suffix(".tmp")
         tmp.write_text(json.dumps(state))
         os.replace(tmp, cursor_path)
-        return {"status": "sent", **summary.as_dict(), "next_row": state["next_row"], "total": total}
+        return {"status": "sent", **summary.as_dict(), "first_row": start, "next_row": state["next_row"],
+                "total": total, "event_ids": summary.event_ids}

@@ -16,6 +16,11 @@ def cursor_path(settings: Settings):
     return settings.client_dir / "stream" / "send_cursor.json"
 
 
+def ledger_path(settings: Settings):
+    """Every event id the API accepted from this client, with when (see client.record_accepted)."""
+    return settings.client_dir / "stream" / "accepted.jsonl"
+
+
 @dg.op(description="POST the next client rows to the ingest API and advance the cursor.")
 def post_next_client_batch(context: dg.OpExecutionContext) -> dg.Output[dict]:
     from appdata.sources.assets import client_stream_path
@@ -28,12 +33,14 @@ def post_next_client_batch(context: dg.OpExecutionContext) -> dg.Output[dict]:
         return dg.Output({"status": "no client data"})
     try:
         outcome = send_next_batch(path, cursor_path(settings), api_url=settings.api_url, key=api_key(),
-                                  batch_size=BATCH_PER_MINUTE)
+                                  batch_size=BATCH_PER_MINUTE, ledger_path=ledger_path(settings))
     except ApiUnavailable as exc:
         context.log.warning(f"skipped: {exc}; the cursor did not move, the next tick resends these rows")
         return dg.Output({"status": "api unavailable"})
+    event_ids = outcome.pop("event_ids", [])
     context.log.info(f"stream client: {outcome}")
-    return dg.Output(outcome, metadata={k: v for k, v in outcome.items() if isinstance(v, (int, str))})
+    return dg.Output({**outcome, "event_ids": event_ids},
+                     metadata={k: v for k, v in outcome.items() if isinstance(v, (int, str))})
 
 
 @dg.job(name="stream_client_job", description="The stream client posting its next batch of events.",
