@@ -2,7 +2,9 @@
 
 Every knob the pipeline has is read here and nowhere else, so that moving from the
 embedded defaults (emulator on loopback, DuckDB file) to real AWS and Redshift is a matter
-of exporting variables, never of editing code. `.env.example` documents each variable.
+of exporting variables, never of editing code. `.env.example` documents each variable; a
+`.env` in the current directory is read too (`load_env_file`, called by `Settings.from_env()`),
+exported variables winning over it.
 Secrets (AWS keys, warehouse password, API keys) are not given defaults here; resources
 receive them through `dagster.EnvVar` or the standard AWS credential chain.
 """
@@ -10,12 +12,58 @@ receive them through `dagster.EnvVar` or the standard AWS credential chain.
 from __future__ import annotations
 
 import ipaddress
+import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlparse
 
 DEFAULT_EMULATOR_PORT = 4566
+ENV_FILE_VARIABLE = "APPDATA_ENV_FILE"  # path of the env file (default .env, relative to the cwd); empty: none
+_SHELL_VALUES = "_APPDATA_SHELL_VALUES"  # exported values that a .env also sets, for child processes
+_env_files_read: set[Path] = set()
+_shell_values_restored = False
+
+
+def load_env_file() -> Path | None:
+    """Read `./.env` (or `$APPDATA_ENV_FILE`) into `os.environ`, exported variables taking precedence.
+
+    The one place a .env is read. `Settings.from_env()` calls it, so the `appdata` CLI, the
+    Dagster code location and every process they start (which inherit `os.environ`) see the
+    same values, secrets read through `dagster.EnvVar` included. Each file is read once per
+    process. Returns the file read, or None.
+
+    Dagster's own commands (`dagster dev`, which `appdata up` runs, and `dagster asset ...`)
+    also load ./.env and let it override exported variables in their processes; so the values
+    exported over the file's are handed down in `_APPDATA_SHELL_VALUES` and put back here.
+    """
+    global _shell_values_restored
+    shell = json.loads(os.environ.get(_SHELL_VALUES) or "{}")
+    if not _shell_values_restored:  # once: later changes a process makes to its own environment stand
+        os.environ.update(shell)
+        _shell_values_restored = True
+    name = os.environ.get(ENV_FILE_VARIABLE, ".env")
+    if not name:
+        return None
+    path = Path(name).expanduser().resolve()
+    if path in _env_files_read:
+        return path
+    if not path.is_file():
+        return None
+    from dotenv import dotenv_values
+
+    for key, value in dotenv_values(path).items():
+        if value is None:
+            continue
+        if key in os.environ:
+            if os.environ[key] != value:
+                shell[key] = os.environ[key]
+        else:
+            os.environ[key] = value
+    if shell:
+        os.environ[_SHELL_VALUES] = json.dumps(shell, sort_keys=True)
+    _env_files_read.add(path)
+    return path
 
 
 def _env(name: str, default: str) -> str:
@@ -71,6 +119,7 @@ class Settings:
 
     @classmethod
     def from_env(cls) -> "Settings":
+        load_env_file()
         home = Path(_env("APPDATA_HOME", str(Path.home() / ".appdata"))).expanduser().resolve()
         emulator_port = _env_int("APPDATA_EMULATOR_PORT", DEFAULT_EMULATOR_PORT)
         endpoint = _env("APPDATA_AWS_ENDPOINT_URL", f"http://127.0.0.1:{emulator_port}")

@@ -21,6 +21,9 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 REAL_CATALOGUE = REPO_ROOT.parent / "shared" / "data" / "googleplaystore.csv"
 PG_BASE_URL = os.environ.get("APPDATA_TEST_POSTGRES_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/test")
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+# A developer's ./.env must not leak into the tests (nor into the processes they start):
+# each test sets its own environment. appdata_tests/test_config.py turns it back on.
+os.environ["APPDATA_ENV_FILE"] = ""
 
 
 @pytest.fixture(scope="session")
