@@ -1,7 +1,9 @@
 """Reconciliation as Dagster asset checks, one result covering each day the run touched.
 
-stream (on `downloads_stream`): distinct events in the lake = DynamoDB download items =
-`downloads_stream`, every day any stream sink holds. batch (on `downloads_batch`): the day's
+stream (on `downloads_stream`): what the Kinesis stream accepted (read from TRIM_HORIZON and
+decoded as the drain decodes it, records over 5 minutes old) = distinct events in the lake =
+DynamoDB download items = `downloads_stream`, every day the stream or a sink holds; an event in
+no sink is named. batch (on `downloads_batch`): the day's
 landing rows = curated + rejected, curated = `downloads_batch`, for the run's partition window
 (or every day with landing data when run on its own). A failing check's description names the
 day and the missing, extra or duplicated event ids; its metadata lists them per day and sink.
@@ -12,13 +14,15 @@ import json
 import time
 
 import dagster as dg
+from pydantic import Field
 
-from appdata.resources import DynamoDBResource, LakeS3Resource, WarehouseResource
+from appdata.resources import DynamoDBResource, KinesisResource, LakeS3Resource, WarehouseResource
 from appdata.reliability.reconcile import (
+    STREAM_GRACE_SECONDS,
     DayReconciliation,
     client_delivery,
     reconcile_batch,
-    reconcile_stream,
+    reconcile_stream_against_source,
 )
 
 STREAM_ASSET = dg.AssetKey("downloads_stream")
@@ -30,7 +34,8 @@ DELIVERY_GRACE_SECONDS = 120.0
 DELIVERY_WINDOW_SECONDS = 24 * 3600.0
 
 
-def check_result(reconciliations: list[DayReconciliation], what: str) -> dg.AssetCheckResult:
+def check_result(reconciliations: list[DayReconciliation], what: str, extra: dict | None = None
+                 ) -> dg.AssetCheckResult:
     """Pass when every day reconciles; otherwise name each failing day and its event ids."""
     failing = [r for r in reconciliations if not r.ok]
     days = [r.day for r in reconciliations]
@@ -40,6 +45,7 @@ def check_result(reconciliations: list[DayReconciliation], what: str) -> dg.Asse
         "last_day": days[-1] if days else "-",
         "failing_days": dg.MetadataValue.json([r.day for r in failing]),
         "per_day": dg.MetadataValue.json({r.day: r.counts for r in reconciliations}),
+        **(extra or {}),
     }
     if failing:
         metadata["differences"] = dg.MetadataValue.json({r.day: r.as_dict()["sinks"] for r in failing})
@@ -66,26 +72,43 @@ def _window_days(context: dg.AssetCheckExecutionContext) -> list[str] | None:
     return [(start + dt.timedelta(days=i)).isoformat() for i in range((window.end.date() - start).days)]
 
 
+class StreamReconciledConfig(dg.Config):
+    grace_seconds: float = Field(
+        default=STREAM_GRACE_SECONDS,
+        description="Records that arrived on the stream less than this long ago are in flight: not judged yet.",
+    )
+
+
 @dg.asset_check(
     asset=STREAM_ASSET,
     name="stream_reconciled",
     pool="warehouse",  # the embedded DuckDB file locks out other processes, readers included
-    description="Per day: distinct events in the lake = DynamoDB download items = downloads_stream "
-    "rows, by event id (no event missing, extra or doubled in any sink).",
+    description="Per day: every event the Kinesis stream accepted (decoded as the drain does, arrived "
+    f"over {STREAM_GRACE_SECONDS:.0f} s ago) is in the lake, DynamoDB and downloads_stream exactly once, "
+    "by event id (none missing from a sink or from all of them, extra or doubled); every record the "
+    "drain rejects has a dead letter.",
 )
 def stream_reconciled(
-    context: dg.AssetCheckExecutionContext, s3: LakeS3Resource, dynamodb: DynamoDBResource,
-    warehouse: WarehouseResource,
+    context: dg.AssetCheckExecutionContext, config: StreamReconciledConfig, s3: LakeS3Resource,
+    kinesis: KinesisResource, dynamodb: DynamoDBResource, warehouse: WarehouseResource,
 ) -> dg.AssetCheckResult:
     engine = warehouse.get_engine()
     try:
-        results = reconcile_stream(s3=s3.get_client(), bucket=s3.bucket, dynamodb=dynamodb.get_client(),
-                                   table=dynamodb.table_name, engine=engine)
+        results, reference = reconcile_stream_against_source(
+            s3=s3.get_client(), bucket=s3.bucket, dynamodb=dynamodb.get_client(), table=dynamodb.table_name,
+            engine=engine, kinesis=kinesis.get_client(), stream=kinesis.stream_name,
+            grace_seconds=config.grace_seconds)
     finally:
         engine.dispose()
+    context.log.info(reference.describe())
     for r in results:
         context.log.info(r.describe())
-    return check_result(results, "stream")
+    summary = reference.summary()
+    return check_result(results, "stream", {
+        "stream_records": summary["records"], "stream_in_flight": summary["in_flight_records"],
+        "grace_seconds": config.grace_seconds,
+        "lost": dg.MetadataValue.json({r.day: r.as_dict()["lost"] for r in results if r.lost}),
+    })
 
 
 @dg.asset_check(

@@ -1,4 +1,4 @@
-"""`appdata rejected list|show|replay`: act on dead letters from the CLI."""
+"""`appdata rejected list|show|replay`: act on dead letters; `appdata reconcile`: check the sinks."""
 
 from __future__ import annotations
 
@@ -96,6 +96,94 @@ def replay_command(key: str, fixed: str | None, direct: bool) -> None:
         click.echo("re-run the batch partition(s) " + ", ".join(days) + " to load them (Dagster UI or a backfill)")
 
 
+def _day_option(value: str | None, name: str) -> str | None:
+    import datetime as dt
+
+    if value is None:
+        return None
+    try:
+        return dt.date.fromisoformat(value).isoformat()
+    except ValueError as exc:
+        raise click.BadParameter(f"must be YYYY-MM-DD, got {value!r}", param_hint=name) from exc
+
+
+@click.command("reconcile")
+@click.option("--stream", "do_stream", is_flag=True,
+              help="The stream path: what Kinesis accepted (within retention) against the lake, DynamoDB "
+              "and downloads_stream.")
+@click.option("--batch", "do_batch", is_flag=True,
+              help="The batch path: landing rows against curated + rejected, curated against downloads_batch.")
+@click.option("--start", default=None, metavar="YYYY-MM-DD", help="First download day (default: the first held).")
+@click.option("--end", default=None, metavar="YYYY-MM-DD", help="Last download day (default: the last held).")
+@click.option("--grace", type=click.FloatRange(min=0), default=None, metavar="SECONDS",
+              help="Stream records that arrived less than this long ago are in flight, not judged "
+              "[default: 300].")
+@click.option("--json", "as_json", is_flag=True, help="Print the reconciliation as JSON.")
+@click.pass_context
+def reconcile_command(ctx: click.Context, do_stream: bool, do_batch: bool, start: str | None, end: str | None,
+                      grace: float | None, as_json: bool) -> None:
+    """Reconcile every sink by event id, per day (both paths unless --stream or --batch).
+
+    Stream: every event the Kinesis stream accepted (decoded as the drain decodes it) must be in
+    the lake, DynamoDB and downloads_stream exactly once, and every record the drain rejects must
+    have a dead letter. Batch: landing = curated + rejected, curated = downloads_batch. Exit 1 on
+    any mismatch, naming the day and the event ids; 0 when every day reconciles.
+    """
+    from appdata.reliability.reconcile import (
+        STREAM_GRACE_SECONDS,
+        batch_days,
+        reconcile_batch,
+        reconcile_stream_against_source,
+    )
+
+    start, end = _day_option(start, "--start"), _day_option(end, "--end")
+    if start and end and start > end:
+        raise click.BadParameter(f"--start {start} is after --end {end}", param_hint="--start")
+    both = not (do_stream or do_batch)
+    settings, resources = _s3_and_settings()
+    s3 = resources["s3"].get_client()
+    engine = resources["warehouse"].get_engine()
+    results = []
+    reference = None
+    try:
+        if do_stream or both:
+            stream_results, reference = reconcile_stream_against_source(
+                s3=s3, bucket=settings.bucket, dynamodb=resources["dynamodb"].get_client(),
+                table=resources["dynamodb"].table_name, engine=engine, kinesis=resources["kinesis"].get_client(),
+                stream=settings.stream, first=start, last=end,
+                grace_seconds=STREAM_GRACE_SECONDS if grace is None else grace)
+            results += stream_results
+        if do_batch or both:
+            days = sorted(d for d in batch_days(s3, settings.bucket, engine)
+                          if (start is None or d >= start) and (end is None or d <= end))
+            results += reconcile_batch(s3=s3, bucket=settings.bucket, engine=engine, days=days) if days else []
+    finally:
+        engine.dispose()
+    failing = [r for r in results if not r.ok]
+    if as_json:
+        click.echo(json.dumps({"ok": not failing, "stream": reference.summary() if reference else None,
+                               "days": [r.as_dict() for r in results]}, indent=2, default=str))
+    else:
+        if reference is not None:
+            click.echo(reference.describe())
+        for r in results:
+            click.echo(("ok    " if r.ok else "FAIL  ") + r.describe())
+        for pipeline in ("stream", "batch"):
+            ran = [r for r in results if r.pipeline == pipeline]
+            if pipeline == "stream" and not (do_stream or both) or pipeline == "batch" and not (do_batch or both):
+                continue
+            bad = [r.day for r in ran if not r.ok]
+            if not ran:
+                click.echo(f"{pipeline}: nothing to reconcile")
+            elif bad:
+                click.echo(f"{pipeline}: {len(bad)} of {len(ran)} day(s) NOT reconciled: {', '.join(bad)}")
+            else:
+                click.echo(f"{pipeline}: {len(ran)} day(s) reconciled ({ran[0].day}..{ran[-1].day})")
+    if failing:
+        ctx.exit(1)
+
+
 def register(group: click.Group) -> None:
-    """Add `appdata rejected` to the `appdata` group."""
+    """Add `appdata rejected` and `appdata reconcile` to the `appdata` group."""
     group.add_command(rejected)
+    group.add_command(reconcile_command)

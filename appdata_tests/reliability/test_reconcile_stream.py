@@ -1,5 +1,6 @@
 """Stream reconciliation on the real drain: green after loading, red naming the event deleted
-from one sink (lake object, DynamoDB item or warehouse row)."""
+from one sink (lake object, DynamoDB item or warehouse row) or from every sink (the reference is
+the Kinesis stream itself), and `appdata drain` / `appdata reconcile` as an operator runs them."""
 
 from __future__ import annotations
 
@@ -41,8 +42,10 @@ def _reconcile_job(settings) -> dg.JobDefinition:
     return defs
 
 
-def _check(defs, instance) -> dg.AssetCheckEvaluation:
-    result = defs.resolve_job_def("reconcile_stream").execute_in_process(instance=instance)
+def _check(defs, instance, grace_seconds: float = 0.0) -> dg.AssetCheckEvaluation:
+    """The check as its job runs it; grace 0: every record the test put is due (none in flight)."""
+    config = {"ops": {stream_reconciled.op.name: {"config": {"grace_seconds": grace_seconds}}}}
+    result = defs.resolve_job_def("reconcile_stream").execute_in_process(instance=instance, run_config=config)
     (evaluation,) = result.get_asset_check_evaluations()
     return evaluation
 
@@ -66,7 +69,7 @@ def test_stream_check_green_after_drain_and_red_naming_the_deleted_event(provisi
     assert green.passed, green.description
     assert "2 day(s) reconciled" in green.description
     per_day = green.metadata["per_day"].data
-    assert per_day[DAYS[0]] == {"lake": 20, "dynamodb": 20, "downloads_stream": 20}
+    assert per_day[DAYS[0]] == {"accepted": 20, "lake": 20, "dynamodb": 20, "downloads_stream": 20}
 
     # Delete one DynamoDB item: red, naming the day and the event.
     victim = records[3]
@@ -130,3 +133,221 @@ def test_reconcile_names_an_event_missing_from_the_warehouse_or_the_lake(provisi
     assert lake.sink == "lake" and lake.missing == sorted(accepted)
     engine.dispose()
     report("stream reconciliation by id", events=12, ghost_named=True, warehouse_missing_and_doubled_named=True)
+
+
+# ------------------------------------------------------------------ against the source: the stream itself
+
+
+def _sinks(provisioned, settings) -> dict:
+    return dict(s3=provisioned["s3"].get_client(), bucket=settings.bucket,
+                dynamodb=provisioned["dynamodb"].get_client(), table=settings.table)
+
+
+def _remove_from_lake(s3, bucket: str, day: str, event_id: str) -> str:
+    """Rewrite the lake object holding `event_id` without its line (as a buggy writer would)."""
+    import gzip
+    import json
+
+    listing = s3.list_objects_v2(Bucket=bucket, Prefix=f"lake/stream/download_date={day}/")
+    for key in [o["Key"] for o in listing.get("Contents", [])]:
+        lines = gzip.decompress(s3.get_object(Bucket=bucket, Key=key)["Body"].read()).decode().splitlines()
+        kept = [line for line in lines if json.loads(line)["event_id"] != event_id]
+        if len(kept) < len(lines):
+            s3.put_object(Bucket=bucket, Key=key, Body=gzip.compress("".join(f"{line}\n" for line in kept).encode()))
+            return key
+    raise AssertionError(f"{event_id} is in no lake object of {day}")
+
+
+def _delete_from_every_sink(provisioned, settings, record: dict, event_id: str) -> None:
+    """The event gone from the lake (object rewritten without it), DynamoDB and the warehouse."""
+    sinks = _sinks(provisioned, settings)
+    _remove_from_lake(sinks["s3"], settings.bucket, record["download_date"], event_id)
+    sinks["dynamodb"].delete_item(TableName=settings.table, Key={
+        "user_id": {"S": str(record["user_id"])}, "sk": {"S": f"DL#{record['download_date']}#{event_id}"}})
+    engine = provisioned["warehouse"].get_engine()
+    with engine.begin() as conn:
+        deleted = conn.execute(sa.text("DELETE FROM downloads_stream WHERE event_id = :e"), {"e": event_id}).rowcount
+    engine.dispose()
+    assert deleted == 1
+
+
+def _newest_arrival(kinesis, stream: str) -> float:
+    from appdata.stream.drain import list_shards, read_shard
+
+    stamps = [r["ApproximateArrivalTimestamp"].timestamp()
+              for shard in list_shards(kinesis, stream)
+              for r in read_shard(kinesis, stream, shard["ShardId"], max_records=10**6).records]
+    return max(stamps)
+
+
+def test_check_red_naming_the_event_missing_from_every_sink_and_green_after_the_range_is_drained_again(
+        provisioned, appdata_env):
+    from appdata.schema import derive_event_id
+
+    kinesis = provisioned["kinesis"].get_client()
+    records = [make_record(300 + i, day=DAYS[i % 2]) for i in range(30)]
+    shard, first, last = _put(kinesis, appdata_env.stream, records)
+    defs = _reconcile_job(appdata_env)
+    instance = dg.DagsterInstance.ephemeral()
+    drain = defs.resolve_job_def("stream_drain_job")
+    config = drain_run_config(appdata_env.stream, shard, first, last)
+    assert drain.execute_in_process(run_config=config, instance=instance).success
+    assert _check(defs, instance).passed
+
+    victim = records[7]
+    victim_id = derive_event_id(victim)
+    _delete_from_every_sink(provisioned, appdata_env, victim, victim_id)
+    engine = provisioned["warehouse"].get_engine()
+    # The sinks agree with one another: compared only among themselves, nothing is wrong.
+    assert all(d.ok for d in reconcile_stream(engine=engine, **_sinks(provisioned, appdata_env)))
+
+    red = _check(defs, instance)
+    assert not red.passed
+    assert victim["download_date"] in red.description and victim_id in red.description
+    assert "1 accepted on the stream and in NO sink" in red.description
+    assert f"at {shard}/" in red.description  # where it is on the stream, to re-drain it
+    lost = red.metadata["lost"].data
+    assert list(lost) == [victim["download_date"]] and list(lost[victim["download_date"]]) == [victim_id]
+    position = lost[victim["download_date"]][victim_id]
+    assert position.startswith(f"{shard}/") and int(first) <= int(position.split("/")[1]) <= int(last)
+    differences = red.metadata["differences"].data[victim["download_date"]]
+    assert {sink: d["missing"] for sink, d in differences.items()} == {
+        "lake": [victim_id], "dynamodb": [victim_id], "downloads_stream": [victim_id]}
+    other_day = DAYS[1] if victim["download_date"] == DAYS[0] else DAYS[0]
+    assert red.metadata["failing_days"].data == [victim["download_date"]] and other_day not in red.description
+
+    # The same range drained again (what the sensor's retry does) restores it everywhere.
+    assert drain.execute_in_process(run_config=config, instance=instance).success
+    green = _check(defs, instance)
+    assert green.passed, green.description
+    assert green.metadata["per_day"].data[victim["download_date"]]["accepted"] == 15
+    engine.dispose()
+    report("stream check against the stream", events=30, deleted_from_every_sink=1, union_check_green=True,
+           source_check_red=True, repaired_by_redrain=True)
+
+
+def test_events_in_flight_are_not_judged_until_due(provisioned, appdata_env):
+    """Records put and not drained: in flight until `grace` after their arrival, then named."""
+    from appdata.reliability.reconcile import STREAM_GRACE_SECONDS, reconcile_stream_against_source
+    from appdata.schema import derive_event_id
+
+    kinesis = provisioned["kinesis"].get_client()
+    records = [make_record(400 + i, day=DAYS[0]) for i in range(6)]
+    _put(kinesis, appdata_env.stream, records)
+    newest = _newest_arrival(kinesis, appdata_env.stream)
+    engine = provisioned["warehouse"].get_engine()
+    common = dict(engine=engine, kinesis=kinesis, stream=appdata_env.stream, **_sinks(provisioned, appdata_env))
+
+    (young,), reference = reconcile_stream_against_source(now=newest + STREAM_GRACE_SECONDS - 1, **common)
+    assert young.ok, young.describe()
+    assert young.counts == {"accepted": 0, "lake": 0, "dynamodb": 0, "downloads_stream": 0, "in_flight": 6}
+    assert reference.summary()["in_flight_records"] == 6
+
+    (due,), _ = reconcile_stream_against_source(now=newest + STREAM_GRACE_SECONDS, **common)
+    ids = sorted(derive_event_id(r) for r in records)
+    assert not due.ok and sorted(due.lost) == ids
+    assert all(i in due.describe() for i in ids) and DAYS[0] in due.describe()
+    engine.dispose()
+    report("stream events in flight", events=6, grace_seconds=STREAM_GRACE_SECONDS, judged_only_when_due=True)
+
+
+def test_every_record_the_drain_rejects_must_have_its_dead_letter(provisioned, appdata_env):
+    from appdata.reliability.reconcile import reconcile_stream_against_source
+    from appdata.stream.drain import drain_range
+
+    kinesis = provisioned["kinesis"].get_client()
+    records = [make_record(500 + i, day=DAYS[0]) for i in range(5)] + [make_record(505, day=DAYS[0], age=7)]
+    shard, first, last = _put(kinesis, appdata_env.stream, records)
+    sinks = _sinks(provisioned, appdata_env)
+    engine = provisioned["warehouse"].get_engine()
+    result = drain_range(kinesis=kinesis, stream=appdata_env.stream, shard_id=shard, first_sequence=first,
+                         last_sequence=last, engine=engine, **sinks)
+    assert (result.valid, result.rejected) == (5, 1)
+    common = dict(engine=engine, kinesis=kinesis, stream=appdata_env.stream, grace_seconds=0, **sinks)
+    (day,), _ = reconcile_stream_against_source(**common)
+    assert day.ok, day.describe()
+    assert day.counts == {"accepted": 5, "lake": 5, "dynamodb": 5, "downloads_stream": 5, "rejected": 1}
+
+    (key,) = result.rejected_objects
+    sinks["s3"].delete_object(Bucket=appdata_env.bucket, Key=key)
+    (day,), _ = reconcile_stream_against_source(**common)
+    (letters,) = day.failing
+    assert letters.sink == "dead letters" and letters.missing == [f"{shard}/{last}"]
+    assert f"dead letters: 1 missing vs rejected by the drain: {shard}/{last}" in day.describe()
+    engine.dispose()
+
+
+# ------------------------------------------------------------------ operator commands
+
+
+def _cli(*args: str, code: int = 0) -> str:
+    from click.testing import CliRunner
+
+    from appdata.cli import main
+
+    result = CliRunner().invoke(main, list(args), catch_exceptions=False)
+    assert result.exit_code == code, result.output
+    return result.output
+
+
+def test_appdata_drain_and_reconcile_red_when_an_event_is_deleted_from_every_sink(provisioned, appdata_env):
+    import json
+
+    from appdata.schema import derive_event_id
+
+    kinesis = provisioned["kinesis"].get_client()
+    records = [make_record(600 + i, day=DAYS[i % 2]) for i in range(42)] + [make_record(700, day=DAYS[0], age=7)]
+    shard, first, last = _put(kinesis, appdata_env.stream, records)
+
+    out = _cli("drain", "--max-records", "10")
+    assert f"{shard}: 43 records in 5 range(s) {first}..{last}: 42 valid, 1 rejected, warehouse +42 new row(s)" in out
+    assert out.count(f"  {shard} ") == 5  # one line per range
+    assert "drained 43 records in 5 range(s) from 1 shard(s)" in out
+    ok = _cli("reconcile", "--stream", "--grace", "0")
+    assert "stream: 2 day(s) reconciled" in ok and "accepted 21, lake 21, dynamodb 21, downloads_stream 21" in ok
+
+    # Drained again: the same ranges rewrite the same objects and items, and insert no row.
+    again = _cli("drain", "--max-records", "10")
+    assert "warehouse +0 new row(s)" in again and "+42" not in again
+    assert "stream: 2 day(s) reconciled" in _cli("reconcile", "--stream", "--grace", "0")
+
+    victim = records[10]
+    victim_id = derive_event_id(victim)
+    day = victim["download_date"]
+    _delete_from_every_sink(provisioned, appdata_env, victim, victim_id)
+    red = _cli("reconcile", "--grace", "0", code=1)
+    assert f"FAIL  stream {day}:" in red and victim_id in red and "in NO sink" in red
+    assert f"stream: 1 of 2 day(s) NOT reconciled: {day}" in red
+    as_json = json.loads(_cli("reconcile", "--stream", "--grace", "0", "--json", code=1))
+    (failing,) = [d for d in as_json["days"] if not d["ok"]]
+    assert as_json["ok"] is False and failing["day"] == day and list(failing["lost"]) == [victim_id]
+    other = DAYS[1] if day == DAYS[0] else DAYS[0]
+    assert "1 day(s) reconciled" in _cli("reconcile", "--stream", "--grace", "0", "--start", other, "--end", other)
+    # In flight (the default grace, records just put): not judged yet, so not red.
+    assert "stream: 2 day(s) reconciled" in _cli("reconcile", "--stream")
+
+    restored = _cli("drain", "--max-records", "10")
+    assert "warehouse +1 new row(s)" in restored
+    assert "stream: 2 day(s) reconciled" in _cli("reconcile", "--stream", "--grace", "0")
+    assert "batch: nothing to reconcile" in _cli("reconcile", "--batch")
+    _cli("reconcile", "--start", "2024-13-01", code=2)
+    report("appdata drain / reconcile", records=43, ranges=5, red_naming_event=True, restored_by_drain=True)
+
+
+def test_appdata_drain_exits_non_zero_naming_the_range_a_sink_refused_then_delivers_it(provisioned, appdata_env):
+    from appdata.provision import provision
+
+    kinesis = provisioned["kinesis"].get_client()
+    shard, first, last = _put(kinesis, appdata_env.stream, [make_record(800 + i, day=DAYS[0]) for i in range(8)])
+    dynamodb = provisioned["dynamodb"].get_client()
+    dynamodb.delete_table(TableName=appdata_env.table)
+    dynamodb.get_waiter("table_not_exists").wait(TableName=appdata_env.table)
+
+    failed = _cli("drain", code=1)
+    assert f"1 shard(s) not delivered: {shard}: range {first}..{last} (8 records) not delivered" in failed
+    assert "ResourceNotFoundException" in failed
+
+    provision(provisioned)
+    out = _cli("drain")
+    assert f"{shard}: 8 records in 1 range(s)" in out and "not delivered" not in out
+    assert "stream: 1 day(s) reconciled" in _cli("reconcile", "--stream", "--grace", "0")
