@@ -7,8 +7,6 @@ import concurrent.futures as cf
 import json
 import logging
 import os
-import random
-import signal
 import subprocess
 import sys
 import threading
@@ -134,20 +132,80 @@ def test_every_post_twice_and_every_drain_range_three_times(local_api, sinks):
            accepted=len(accepted), rejected=rejected, lost=0, duplicated=0)
 
 
+KILLED = 86  # the exit code of a drain stopped at its kill point (a crash, not an error: no cleanup runs)
+
 DRAIN_SCRIPT = """
-import os, sys
+import json, os, sys, time
+import sqlalchemy as sa
 from appdata.config import Settings
 from appdata.resources import build_resources
 from appdata.stream.drain import drain_range
+
+# Kill point chosen by the test: "<point>:<n>" = os._exit(%(killed)d) right after the n-th occurrence of <point>
+# in this process (points: the botocore after-call events and SQLAlchemy hooks registered below). Apart from
+# the one line telling the test where, nothing runs: no finally, no rollback, like a SIGKILL. Empty: run to the end.
+KILL_AT = os.environ.get("APPDATA_TEST_KILL_AT", "")
+counts = {}
+started = time.monotonic()
+
+def reached(point):
+    counts[point] = counts.get(point, 0) + 1
+    if KILL_AT == f"{point}:{counts[point]}":
+        sys.stdout.write("killed " + json.dumps({"at": KILL_AT, "counts": counts,
+                                                 "seconds": round(time.monotonic() - started, 2)}) + "\\n")
+        sys.stdout.flush()
+        os._exit(%(killed)d)
+
+def after_call(event_name, http_response, **_):
+    if http_response.status_code < 300:  # a call the service answered with success (a write: done)
+        reached(event_name[len("after-call."):])
+
 s = Settings.from_env(); r = build_resources(s); engine = r["warehouse"].get_engine()
-drain_range(kinesis=r["kinesis"].get_client(), stream=s.stream, shard_id=sys.argv[1], first_sequence=sys.argv[2],
-            last_sequence=sys.argv[3], s3=r["s3"].get_client(), bucket=s.bucket, dynamodb=r["dynamodb"].get_client(),
-            table=s.table, engine=engine)
-print("drained")
-"""
+kinesis, s3, dynamodb = r["kinesis"].get_client(), r["s3"].get_client(), r["dynamodb"].get_client()
+kinesis.meta.events.register("after-call.kinesis.GetRecords", after_call)
+s3.meta.events.register("after-call.s3.PutObject", after_call)
+dynamodb.meta.events.register("after-call.dynamodb.BatchWriteItem", after_call)
+
+@sa.event.listens_for(engine, "before_cursor_execute")
+def before_statement(conn, cursor, statement, parameters, context, executemany):
+    if statement.lstrip().upper().startswith("INSERT"):
+        reached("warehouse.insert.before")
+
+@sa.event.listens_for(engine, "after_cursor_execute")
+def after_statement(conn, cursor, statement, parameters, context, executemany):
+    if statement.lstrip().upper().startswith("INSERT"):
+        reached("warehouse.insert.after")
+
+do_commit = engine.dialect.do_commit
+def commit_then_count(dbapi_connection):
+    do_commit(dbapi_connection)
+    reached("warehouse.commit.after")  # the DBAPI commit returned: the rows are durable
+engine.dialect.do_commit = commit_then_count
+
+result = drain_range(kinesis=kinesis, stream=s.stream, shard_id=sys.argv[1], first_sequence=sys.argv[2],
+                     last_sequence=sys.argv[3], s3=s3, bucket=s.bucket, dynamodb=dynamodb, table=s.table,
+                     engine=engine)
+print("drained " + json.dumps({"counts": counts, "seconds": round(time.monotonic() - started, 2),
+                               "warehouse_inserted": result.warehouse_inserted}), flush=True)
+""" % {"killed": KILLED}
 
 
-def test_drain_killed_at_random_points_then_resumed_loses_and_doubles_nothing(local_api, sinks):
+def _drain_process(shard: str, first: str, last: str, kill_at: str = "") -> tuple[int, dict, str]:
+    """Run the drain in its own process, killed at `kill_at`; (exit code, its last report, stderr tail)."""
+    env = dict(os.environ, APPDATA_TEST_KILL_AT=kill_at)
+    proc = subprocess.run([sys.executable, "-c", DRAIN_SCRIPT, shard, first, last], capture_output=True,
+                          text=True, timeout=300, env=env)
+    lines = [line for line in proc.stdout.splitlines() if line.startswith(("killed ", "drained "))]
+    said = json.loads(lines[-1].split(" ", 1)[1]) if lines else {}
+    return proc.returncode, said, proc.stderr[-2000:]
+
+
+def test_drain_killed_at_chosen_points_then_resumed_loses_and_doubles_nothing(local_api, sinks):
+    """The drain is killed at points the test names (not after a sleep), in the order it writes:
+    after the first lake object; after the first, middle and last DynamoDB batch; just before and
+    just after the warehouse INSERT (uncommitted); just after its COMMIT (full run: also after reading
+    the range, and after a quarter and three quarters of the batches). Each killed run leaves exactly
+    the sinks its kill point implies, the next run resumes from there, the last completes them all."""
     settings = sinks["settings"]
     day = "2023-04-01"
     total = scale(1500, 4000)
@@ -157,26 +215,44 @@ def test_drain_killed_at_random_points_then_resumed_loses_and_doubles_nothing(lo
         status, body = post(local_api, [make_record(20_000 + i, day=day) for i in range(start, min(total, start + 500))])
         assert status == 200
         accepted |= set(body["event_ids"])
+    assert len(accepted) == total
     ((shard, first, last),) = shard_ranges(sinks["kinesis"], settings.stream, after=before)
-    rng = random.Random(5)
-    kills = scale(3, 10)
-    killed_mid_run = 0
-    for attempt in range(kills):
-        proc = subprocess.Popen([sys.executable, "-c", DRAIN_SCRIPT, shard, first, last],
-                                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
-        time.sleep(rng.uniform(1.0, 6.0))
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGKILL)
-            killed_mid_run += 1
-        proc.wait()
-    resumed = subprocess.run([sys.executable, "-c", DRAIN_SCRIPT, shard, first, last], capture_output=True,
-                             text=True, timeout=300)
-    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    batches = -(-total // 25)  # BatchWriteItem calls: the drain writes DynamoDB 25 items at a time
+    # (kill point, then: lake events, DynamoDB items, warehouse rows); lake None = some but maybe not all
+    # (one object per arrival hour: a range spanning an hour boundary has two).
+    plan = [
+        *scale([], [("kinesis.GetRecords:1", 0, 0, 0)]),  # the range read, nothing written yet
+        ("s3.PutObject:1", None, 0, 0),  # the first lake object
+        ("dynamodb.BatchWriteItem:1", total, 25, 0),
+        *[(f"dynamodb.BatchWriteItem:{n}", total, 25 * n, 0) for n in scale([], [batches // 4])],
+        (f"dynamodb.BatchWriteItem:{batches // 2}", total, 25 * (batches // 2), 0),
+        *[(f"dynamodb.BatchWriteItem:{n}", total, 25 * n, 0) for n in scale([], [3 * batches // 4])],
+        (f"dynamodb.BatchWriteItem:{batches}", total, total, 0),  # every item, the warehouse not yet
+        ("warehouse.insert.before:1", total, total, 0),  # transaction open, INSERT not sent
+        ("warehouse.insert.after:1", total, total, 0),  # INSERT done, not committed: rolled back by the crash
+        ("warehouse.commit.after:1", total, total, total),  # committed: a resumed drain must not insert again
+    ]
+    kills = []
+    for point, lake, items, rows in plan:
+        started = time.monotonic()
+        code, said, err = _drain_process(shard, first, last, kill_at=point)
+        kills.append(f"{point}={time.monotonic() - started:.1f}s")
+        assert code == KILLED and said.get("at") == point, f"not killed at {point}: exit {code}, {said}\n{err}"
+        counts = _reconcile(sinks, day, accepted).counts
+        assert counts["dynamodb"] == items and counts["downloads_stream"] == rows, (point, counts)
+        assert (0 < counts["lake"] <= total) if lake is None else counts["lake"] == lake, (point, counts)
+    started = time.monotonic()
+    code, said, err = _drain_process(shard, first, last)
+    resumed_seconds = time.monotonic() - started
+    assert code == 0, err
+    # The resumed drain rewrote every write (same keys), and inserted no row: the last kill came after the commit.
+    assert said["counts"]["dynamodb.BatchWriteItem"] == batches and said["warehouse_inserted"] == 0, said
     result = _reconcile(sinks, day, accepted)
     assert result.ok, result.describe()
-    assert killed_mid_run >= 1  # at least one SIGKILL landed while the drain was writing
-    report("crash (drain SIGKILL)", records=total, kill_attempts=kills, killed_mid_run=killed_mid_run,
-           lost=0, duplicated=0)
+    assert result.counts == {"accepted": total, "lake": total, "dynamodb": total, "downloads_stream": total}
+    report("crash (drain killed at chosen points)", records=total, dynamodb_batches=batches, kills=len(plan),
+           exit_code=KILLED, kill_runs=" ".join(kills), resumed=f"{resumed_seconds:.1f}s",
+           resumed_writes=said["counts"], lost=0, duplicated=0)
 
 
 API_SCRIPT = """
