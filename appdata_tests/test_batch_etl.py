@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
+import gzip
 import io
 import json
 from pathlib import Path
@@ -121,8 +122,18 @@ def test_size_mb_may_be_empty_but_nothing_else(tmp_path):
         (csv_bytes([good_row(1)], [*EVENT_COLUMNS[:-1], "download_day"]),
          "the header lacks download_date; has unknown columns 'download_day'"),
         (csv_bytes([good_row(1)], [*EVENT_COLUMNS, "age"]), "repeats age"),
+        (csv_bytes([good_row(1)]).replace(b",", b";"), "the header is separated by ';', expected ','"),
+        (csv_bytes([good_row(1)]).replace(b",", b"\t"), "the header is separated by tabs, expected ','"),
+        (csv_bytes([good_row(1)]).replace(b",", b"|"), "the header is separated by '|', expected ','"),
+        (csv_bytes([good_row(1)]).decode().encode("utf-16"), "the file is UTF-16 encoded, expected UTF-8"),
+        (csv_bytes([good_row(1)]).decode().encode("utf-16-le"), "the file is UTF-16 encoded, expected UTF-8"),
+        (csv_bytes([good_row(1)]).decode().encode("utf-32"), "the file is UTF-32 encoded, expected UTF-8"),
+        (b"PK\x03\x04\x14\x00\x06\x00", "the file is a ZIP archive"),
+        (gzip.compress(csv_bytes([good_row(1)]).replace(b",", b";")), "the header is separated by ';'"),
+        (gzip.compress(csv_bytes([good_row(i) for i in range(1, 50)]))[:-40], "gzip-compressed but does not decompress"),
     ],
-    ids=["empty", "bom-only", "no-header", "missing-column", "renamed-column", "repeated-column"],
+    ids=["empty", "bom-only", "no-header", "missing-column", "renamed-column", "repeated-column", "semicolons",
+         "tabs", "pipes", "utf-16", "utf-16-no-bom", "utf-32", "xlsx", "gzip-semicolons", "gzip-cut-short"],
 )
 def test_file_with_wrong_or_empty_header_is_refused_with_a_clear_error(tmp_path, body, message):
     path = tmp_path / "landing.csv"
@@ -144,6 +155,139 @@ def test_big_day_is_validated_in_chunks_with_the_same_row_numbers(tmp_path):
     [out] = work.finish()
     assert [(r["row"], r["field"]) for r in out.rejects] == [(181, "rating"), (231, "event_id")]
     assert out.curated_rows == 248
+
+
+# --- files as clients really send them ------------------------------------------------------------
+
+def _ids(out: etl.DayOutput) -> list[str]:
+    """event ids of the curated and the rejected rows of a day (what reconciliation compares)."""
+    curated = pq.read_table(out.parquet_path).column("event_id").to_pylist()
+    return sorted(curated + [r["record"].get("event_id") for r in out.rejects])
+
+
+def _landing_ids(body: bytes) -> list[str]:
+    from appdata.reliability.reconcile import landing_csv_records
+
+    return sorted(record.get("event_id") for record in landing_csv_records(body))
+
+
+def _spoil(body: bytes, row: int, old: bytes, new: bytes) -> bytes:
+    lines = body.split(b"\n")
+    assert old in lines[row], (old, lines[row])
+    lines[row] = lines[row].replace(old, new, 1)
+    return b"\n".join(lines)
+
+
+@pytest.mark.parametrize(
+    ("row", "old", "new", "fld"),
+    [
+        (3, b"App 3", b'"App 3', "app"),  # mid-row: csv read on to the end of the file
+        (3, b",2020-03-01", b',"2020-03-01', "download_date"),  # last field: pyarrow read on too
+        (6, b",2020-03-01", b',"2020-03-01', "download_date"),  # the last row, no final line break
+        (1, b"Test Person", b'"Test Person', "name"),  # the first row
+    ],
+    ids=["mid-row", "last-field", "last-row", "first-row"],
+)
+def test_an_unterminated_quote_loses_only_its_own_row(tmp_path, row, old, new, fld):
+    body = csv_bytes([good_row(i) for i in range(1, 7)]).rstrip(b"\n")
+    spoiled = _spoil(body, row, old, new)
+    out = run_etl(tmp_path, spoiled)
+    assert (out.landing_rows, out.curated_rows, out.rejected_rows) == (6, 5, 1)
+    [reject] = out.rejects
+    assert (reject["row"], reject["field"]) == (row, fld)
+    assert "unterminated quote" in reject["reason"] and "only this line is rejected" in reject["reason"]
+    assert reject["record"]["event_id"] == good_row(row)["event_id"]
+    # reconciliation reads the landing file with the same splitter: 6 rows, the same ids
+    assert _landing_ids(spoiled) == _ids(out) == sorted(good_row(i)["event_id"] for i in range(1, 7))
+
+
+def test_an_unterminated_quote_before_short_lines_still_loses_only_its_line(tmp_path):
+    """No later line is a full row on its own (they are all short): the swallowed record has the
+    wrong width, so it is split again at its first line break."""
+    body = _spoil(csv_bytes([good_row(i) for i in range(1, 4)]), 2, b"App 2", b'"App 2') + b"short,line\nx\n"
+    out = run_etl(tmp_path, body)
+    assert out.landing_rows == 5 and out.curated_rows == 2
+    assert [(r["row"], r["field"]) for r in out.rejects] == [(2, "app"), (4, None), (5, None)]
+    assert "row has 2 fields" in out.rejects[1]["reason"]
+    assert len(_landing_ids(body)) == 5
+
+
+def test_a_quoted_value_may_span_lines(tmp_path):
+    """A real multi-line value ends a row of the header's width, and its second line is no row on
+    its own: it stays one row, value and line break kept."""
+    rows = [good_row(i) for i in range(1, 7)]
+    rows[2]["app"] = "App\nthree, the sequel"
+    rows[5]["current_ver"] = "1.0\r\n(beta)"
+    out = run_etl(tmp_path, csv_bytes(rows))
+    assert (out.landing_rows, out.curated_rows, out.rejected_rows) == (6, 6, 0)
+    curated = pq.read_table(out.parquet_path)
+    assert curated.column("app").to_pylist()[2] == "App\nthree, the sequel"
+    assert curated.column("current_ver").to_pylist()[5] == "1.0\r\n(beta)"
+
+
+def test_no_field_size_crashes_the_parsers_or_the_reconciliation(tmp_path):
+    """Over csv's 131,072-character field limit (which crashed the tolerant parser and
+    batch_reconciled), and over the parser's own 1 MiB line cap, each row is rejected alone,
+    its field named; the neighbours load. With a shifted row the file takes the tolerant parser."""
+    rows = [good_row(i) for i in range(1, 8)]
+    rows[1]["name"] = "n" * 200_000  # row 2: over csv's field limit; the contract's 1,024 says no
+    rows[3]["app"] = "a" * (etl.MAX_LINE_CHARS + 10)  # row 4: a line over the cap
+    for shifted in (False, True):
+        body = csv_bytes(rows)
+        if shifted:
+            body = _spoil(body, 6, b"App 6,", b"App 6,,")  # row 6 has 21 fields
+        out = run_etl(tmp_path, body)
+        by_row = {r["row"]: r for r in out.rejects}
+        assert out.parser == ("python" if shifted else "arrow")
+        assert set(by_row) == ({2, 4, 6} if shifted else {2, 4})
+        assert out.landing_rows == 7 and out.curated_rows == 7 - len(by_row)
+        assert by_row[2]["field"] == "name" and "longer than" in by_row[2]["reason"]
+        assert by_row[4]["field"] == "app"
+        if shifted:  # the tolerant parser rejects the over-long line unread, its values cut short
+            assert f"{etl.MAX_LINE_CHARS:,} characters long or more" in by_row[4]["reason"]
+            assert len(by_row[4]["record"]["app"]) == etl.KEPT_CHARS
+            assert by_row[4]["record"]["event_id"] == good_row(4)["event_id"]
+        assert _landing_ids(body) == _ids(out)
+
+
+def test_nul_in_a_value_is_rejected_not_sent_to_the_warehouse(tmp_path):
+    """pyarrow reads NUL as text; the pre-screen must not call such a row certainly valid, so
+    validate_records rejects it (PostgreSQL would refuse the whole load)."""
+    import pyarrow as pa
+
+    rows = [good_row(i) for i in range(1, 6)]
+    rows[1]["name"] = "Jo\x00e"
+    rows[3]["event_id"] = "id-with-\x00"
+    table = pa.table({c: pa.array([r[c] for r in rows], pa.string()) for c in EVENT_COLUMNS})
+    _, certain = etl.fast_validate(table)
+    assert certain.tolist() == [True, False, True, False, True]
+    out = run_etl(tmp_path, csv_bytes(rows))
+    assert out.parser == "arrow"
+    assert {r["row"]: (r["field"], r["reason"]) for r in out.rejects} == {
+        2: ("name", "name: contains a NUL character"), 4: ("event_id", "event_id: contains a NUL character")}
+    assert out.curated_rows == 3
+
+
+def test_gzip_drops_are_read_like_csv(tmp_path):
+    body, _ = dirty_file()
+    for name in ("plain", "gz", "two"):
+        (tmp_path / name).mkdir()
+    plain = run_etl(tmp_path / "plain", body)
+    packed = gzip.compress(body)
+    assert packed[:2] == etl.GZIP_MAGIC
+    out = run_etl(tmp_path / "gz", packed)
+    assert [(r["row"], r["field"], r["reason"]) for r in out.rejects] == \
+        [(r["row"], r["field"], r["reason"]) for r in plain.rejects]
+    assert (out.landing_rows, out.curated_rows) == (plain.landing_rows, plain.curated_rows) == (11, 4)
+    assert pq.read_table(out.parquet_path).equals(pq.read_table(plain.parquet_path))
+    assert sorted(p.name for p in (tmp_path / "gz").iterdir()) == [f"{DAY.isoformat()}.parquet", "landing.csv"]
+    assert _landing_ids(packed) == _ids(out)  # reconciliation decompresses too
+    # two gzip members (a client compressing in parts) are one file
+    clean = csv_bytes([good_row(i) for i in range(1, 5)])
+    cut = clean.index(b"\n", len(clean) // 2) + 1
+    two = run_etl(tmp_path / "two", gzip.compress(clean[:cut]) + gzip.compress(clean[cut:]))
+    assert (two.landing_rows, two.curated_rows) == (4, 4)
+    assert _landing_ids(gzip.compress(clean[:cut]) + gzip.compress(clean[cut:])) == _ids(two)
 
 
 # --- through the Dagster assets, on the emulator -------------------------------------------------
@@ -211,6 +355,73 @@ def test_curated_asset_refuses_a_headerless_file_and_loads_nothing(appdata_env, 
     assert "1 landing file(s) refused" in message and "2020-03-01: the header is missing" in message
     assert list(lake.list_keys(s3, bucket, "curated/batch/")) == []
     assert not any(e.event_type_value == "STEP_START" and e.step_key == "downloads_batch" for e in result.all_events)
+
+
+def _failure_message(result) -> str:
+    failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
+    return failure.step_failure_data.user_failure_data.description
+
+
+def test_a_gzip_drop_is_loaded_and_reconciles_and_two_drops_are_refused(appdata_env, duckdb_url, monkeypatch):
+    """The client compresses: users_app_batch_client_data.csv.gz is the day's drop, read like the
+    CSV, its dead letters naming it, and reconciliation counts its rows. A day holding both the
+    .csv and the .csv.gz is refused (which one is current?)."""
+    from appdata.reliability.reconcile import reconcile_batch
+
+    monkeypatch.setenv("APPDATA_WAREHOUSE_URL", duckdb_url)
+    resources = build_resources(Settings.from_env())
+    ensure_bucket(resources["s3"])
+    engine = resources["warehouse"].get_engine()
+    create_schema(engine)
+    s3 = resources["s3"].get_client()
+    bucket = resources["s3"].bucket
+    body, expected = dirty_file()
+    plain_key, gz_key = lake.landing_drop_keys(DAY)
+    assert gz_key == plain_key + ".gz"
+    s3.put_object(Bucket=bucket, Key=gz_key, Body=gzip.compress(body))
+
+    result = _materialize(resources, ["curated_batch", "downloads_batch"])
+    assert result.success
+    assert all(c.passed for c in result.get_asset_check_evaluations())
+    letters = [json.loads(line) for obj in lake.list_keys(s3, bucket, "rejected/batch/")
+               for line in lake.get_bytes(s3, bucket, obj["Key"]).splitlines()]
+    assert {letter["row"] for letter in letters} == set(expected)
+    assert {letter["landing_key"] for letter in letters} == {gz_key}
+    (day,) = reconcile_batch(s3=s3, bucket=bucket, engine=engine, days=[DAY.isoformat()])
+    assert day.ok, day.describe()
+    assert day.counts == {"landing": 11, "curated": 4, "rejected": 7, "downloads_batch": 4}
+
+    s3.put_object(Bucket=bucket, Key=plain_key, Body=csv_bytes([good_row(1)]))
+    result = _materialize(resources, ["curated_batch", "downloads_batch"])
+    assert not result.success
+    message = _failure_message(result)
+    assert "1 landing file(s) refused" in message and "the day has two client drops" in message
+    assert plain_key in message and gz_key in message
+    engine.dispose()
+
+
+def test_nul_in_a_value_is_a_dead_letter_not_a_failed_postgresql_load(appdata_env, postgres_url, monkeypatch):
+    """PostgreSQL refuses NUL in text: the row is rejected with its reason, the rest of the day loads."""
+    monkeypatch.setenv("APPDATA_WAREHOUSE_URL", postgres_url)
+    resources = build_resources(Settings.from_env())
+    ensure_bucket(resources["s3"])
+    engine = resources["warehouse"].get_engine()
+    create_schema(engine)
+    s3 = resources["s3"].get_client()
+    bucket = resources["s3"].bucket
+    rows = [good_row(i) for i in range(1, 6)]
+    rows[2]["name"] = "Jo\x00e"
+    s3.put_object(Bucket=bucket, Key=lake.landing_key(DAY), Body=csv_bytes(rows))
+
+    result = _materialize(resources, ["curated_batch", "downloads_batch"])
+    assert result.success
+    assert all(c.passed for c in result.get_asset_check_evaluations())
+    [key] = [obj["Key"] for obj in lake.list_keys(s3, bucket, "rejected/batch/")]
+    [letter] = [json.loads(line) for line in lake.get_bytes(s3, bucket, key).splitlines()]
+    assert (letter["row"], letter["field"], letter["reason"]) == (3, "name", "name: contains a NUL character")
+    with engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT COUNT(*) FROM downloads_batch")).scalar_one() == 4
+    engine.dispose()
 
 
 def test_progress_lines_and_metadata_count_the_rows_really_processed(appdata_env, duckdb_url, monkeypatch):
@@ -287,7 +498,9 @@ def test_progress_lines_and_metadata_count_the_rows_really_processed(appdata_env
 
 
 TRICKY = {
-    "event_id": ["abc", " abc", "abc ", "NaN", "null", "N/A", "", "\u00a0x", "x\x1f", "Ünï"],
+    "event_id": ["abc", " abc", "abc ", "NaN", "null", "N/A", "", "\u00a0x", "x\x1f", "Ünï", "a\x00b", "\x00",
+                 "e" * 128, "e" * 129],
+    "name": ["x" * 1024, "x" * 1025, "line\nbreak", "é" * 1024, "é" * 1025, "\x00x"],
     "user_id": ["1", "0", "-3", "007", "1.0", "1e3", " 5", "+5", "999999999999999", "x", ""],
     "age": ["13", "12", "120", "121", "30.5", "30"],
     "rating": ["1", "5", "5.01", "4.10", ".5", "4.", "1e0", "NaN", "inf"],

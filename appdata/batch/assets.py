@@ -89,7 +89,8 @@ def _etl_counts(work: etl.WindowETL, refused: dict) -> dict[str, int]:
     deps=[users_app_batch_client_data],
     description="The batch client's 23:00 drop: the day's rows as CSV in "
     "s3://<bucket>/landing/batch/download_date=YYYY-MM-DD/users_app_batch_client_data.csv "
-    "(overwritten on re-run, so re-dropping a day is idempotent).",
+    "(overwritten on re-run, so re-dropping a day is idempotent; a compressed drop "
+    "users_app_batch_client_data.csv.gz of that day is deleted, so the day has one drop).",
 )
 def landing_batch(context: dg.AssetExecutionContext, s3: LakeS3Resource) -> dg.MaterializeResult:
     settings = Settings.from_env()
@@ -99,6 +100,7 @@ def landing_batch(context: dg.AssetExecutionContext, s3: LakeS3Resource) -> dg.M
     keys: list[str] = []
     preview = None
     started = time.monotonic()
+    existing = lake.landing_keys_by_day(client, s3.bucket, days)
     with tempfile.TemporaryDirectory(prefix="appdata-landing-") as tmp, lake.BackgroundIO() as uploads:
         for number, day in enumerate(days, start=1):
             path = client_batch_path(day, settings.client_dir)
@@ -113,6 +115,9 @@ def landing_batch(context: dg.AssetExecutionContext, s3: LakeS3Resource) -> dg.M
             pacsv.write_csv(table, local)
             key = lake.landing_key(day)
             uploads.submit(lake.upload, client, s3.bucket, key, local, remove=True)
+            compressed = lake.landing_drop_keys(day)[1]
+            if compressed in existing.get(day, []):  # an earlier compressed drop: this one replaces it
+                uploads.submit(client.delete_object, Bucket=s3.bucket, Key=compressed)
             per_day[day] = table.num_rows
             keys.append(key)
             if preview is None and table.num_rows:
@@ -142,11 +147,13 @@ def _check(name: str, description: str) -> dg.AssetCheckSpec:
         _check("no_null_keys", "No curated row lacks event_id, user_id or download_date."),
         _check("no_duplicate_event_id", "No event_id appears twice in a day's curated file."),
     ],
-    description="The ETL (what Glue did): every landing CSV of the day (the client's drop, then replayed "
-    "fixes `replay-<hash>.csv` in name order) validated row by row (appdata.schema), "
+    description="The ETL (what Glue did): every landing CSV of the day (the client's drop, plain or "
+    "gzip-compressed `.csv.gz`, then replayed fixes `replay-<hash>.csv` in name order) validated row by row "
+    "(appdata.schema), "
     "deduplicated by event_id across those files and written as typed Parquet to s3://<bucket>/curated/batch/"
     "download_date=YYYY-MM-DD/part.parquet; rejected rows, with row number, field and reason, go to "
-    "s3://<bucket>/rejected/batch/. A file whose header is missing or wrong is refused whole.",
+    "s3://<bucket>/rejected/batch/. A file whose header is missing or wrong, or that is no UTF-8 "
+    "comma-separated text, is refused whole.",
 )
 def curated_batch(context: dg.AssetExecutionContext, s3: LakeS3Resource) -> dg.MaterializeResult:
     client = s3.get_client()
@@ -187,10 +194,16 @@ def curated_batch(context: dg.AssetExecutionContext, s3: LakeS3Resource) -> dg.M
         outputs.append(out)
 
     landing_files = lake.landing_keys_by_day(client, s3.bucket, days)
+    two_drops: dict[dt.date, str] = {}
     for day in days:
-        if lake.landing_key(day) not in landing_files.get(day, []):
+        drops = [k for k in lake.landing_drop_keys(day) if k in landing_files.get(day, [])]
+        if not drops:
             raise dg.Failure(description=f"no landing file for {day} at "
-                             f"{lake.s3_uri(s3.bucket, lake.landing_key(day))}; materialize landing_batch for this day first")
+                             f"{lake.s3_uri(s3.bucket, lake.landing_key(day))} (or .csv.gz); materialize "
+                             "landing_batch for this day first")
+        if len(drops) > 1:  # which one is the client's current drop? reading both would mix two versions
+            two_drops[day] = (f"the day has two client drops, {drops[0]} and {drops[1]}: delete the stale one "
+                              "(re-dropping a day replaces its file)")
 
     with tempfile.TemporaryDirectory(prefix="appdata-etl-") as tmp, lake.BackgroundIO() as uploads:
         work = etl.WindowETL(Path(tmp), chunk_rows=etl.CHUNK_ROWS)
@@ -213,11 +226,13 @@ def curated_batch(context: dg.AssetExecutionContext, s3: LakeS3Resource) -> dg.M
         for number, (day, local) in enumerate(zip(days, lake.prefetch(fetch, days, ahead=2)), start=1):
             files = []
             try:
+                if day in two_drops:
+                    raise etl.LandingRefused(day, two_drops[day])
                 for key, path in local:
                     try:
                         files.append((key, etl.parse_landing(path, day)))
                     except etl.LandingRefused as exc:
-                        if key == lake.landing_key(day):
+                        if key in lake.landing_drop_keys(day):
                             raise
                         raise etl.LandingRefused(day, f"{key}: {exc.reason}") from exc
             except etl.LandingRefused as exc:

@@ -8,7 +8,6 @@ it is stored (client files, S3 landing / curated / rejected, the warehouse), not
 
 from __future__ import annotations
 
-import csv
 import datetime as dt
 import io
 import json
@@ -67,18 +66,9 @@ def materialize_range(
 PARTITIONED = ["users_app_batch_client_data", "landing_batch", "curated_batch", "downloads_batch"]
 
 
-def _count_csv_rows(body: bytes) -> int:
-    """Data rows of a landing CSV as the ETL counts them: CSV records after the header, blank lines
-    excluded, malformed rows included."""
-    text = io.TextIOWrapper(io.BytesIO(body), encoding="utf-8-sig", errors="surrogateescape", newline="")
-    reader = csv.reader(text, strict=False)
-    next(reader, None)
-    return sum(1 for fields in reader if fields)
-
-
 def stage_counts(settings: Settings, days: Sequence[dt.date], resources: dict[str, Any] | None = None) -> list[dict]:
     """Rows of each day at each stage, counted where they are stored."""
-    from appdata.batch import lake
+    from appdata.batch import etl, lake
     from appdata.resources import build_resources
     from appdata.sources.assets import client_batch_path
     from appdata.warehouse import loader
@@ -101,9 +91,10 @@ def stage_counts(settings: Settings, days: Sequence[dt.date], resources: dict[st
             row: dict[str, Any] = {"day": day.isoformat()}
             path = client_batch_path(day, settings.client_dir)
             row["client"] = pq.ParquetFile(path).metadata.num_rows if path.exists() else None
-            # landing: every CSV of the day, as the ETL reads them (the drop + replayed fixes)
-            per_file = {key: _count_csv_rows(lake.get_bytes(client, s3.bucket, key)) for key in landing_files.get(day, [])}
-            drop = lake.landing_key(day)
+            # landing: every CSV of the day, split as the ETL splits them (the drop + replayed fixes)
+            per_file = {key: etl.count_landing_rows(lake.get_bytes(client, s3.bucket, key))
+                        for key in landing_files.get(day, [])}
+            drop = next((k for k in lake.landing_drop_keys(day) if k in per_file), None)
             row["dropped"] = per_file.get(drop)
             row["landing"] = sum(per_file.values()) if drop in per_file else None
             try:

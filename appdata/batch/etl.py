@@ -3,23 +3,35 @@
 Plain functions over local files and frames; the Dagster assets move the bytes to and from S3.
 
 Why two parsers: pyarrow reads a clean 1M-row CSV in about a second, but stops at the first
-malformed row or invalid UTF-8 byte. Then the file is re-read with Python's csv module, which
-keeps going and quarantines just that row ("row 7 has 21 fields"). Either way every row is
-validated by `appdata.schema.validate_records`, so a batch row is rejected for the same reason
-an API or stream record would be. Validation runs on batches of about CHUNK_ROWS rows gathered
-across days: one call per 100k rows, not one per day (a year of small days costs one call).
+malformed row or invalid UTF-8 byte. Then the file is re-read with `landing_rows` (Python's csv
+module, line by line), which keeps going and quarantines just that row ("row 7 has 21 fields").
+pyarrow's result is also set aside when a value holds a line break or the last line ends inside
+a quote: only `landing_rows` tells a quoted value that spans lines from an unterminated quote.
+Reconciliation and `appdata demo` count landing rows with `landing_rows` too, so every reader
+of a landing file sees the same rows. Either way every row is validated by
+`appdata.schema.validate_records`, so a batch row is rejected for the same reason an API or
+stream record would be. Validation runs on batches of about CHUNK_ROWS rows gathered across
+days: one call per 100k rows, not one per day (a year of small days costs one call).
+
+A landing file may be gzip-compressed (by name `.csv.gz` or by its magic bytes); one that is
+UTF-16, a ZIP archive, or separated by ';' or tabs is refused whole, with that named.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import datetime as dt
+import gzip
 import io
 import json
 import re
+import shutil
+import zlib
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any, Iterator
 
 import numpy as np
 import pyarrow as pa
@@ -50,11 +62,269 @@ def _normalize(name: str) -> str:
     return name.replace("\ufeff", "").strip().lower()
 
 
+# --- reading a landing file line by line ---------------------------------------------------------
+# A row the contract can hold is a few tens of KB (20 fields of at most schema.MAX_TEXT_CHARS), so
+# a physical line, or a record whose quoted value spans lines, is read up to MAX_LINE_CHARS: a
+# longer row is rejected without being read to its end (memory stays bounded whatever the file),
+# and csv's field size limit (131,072 by default, which used to crash the ETL and the
+# reconciliation) is raised above that cap, so no value reaches it.
+MAX_LINE_CHARS = 1 << 20
+KEPT_CHARS = 1024  # of each value of an over-long row, in its dead letter
+GZIP_MAGIC = b"\x1f\x8b"
+if csv.field_size_limit() <= MAX_LINE_CHARS:
+    csv.field_size_limit(MAX_LINE_CHARS + 1)
+
+Row = tuple[int, list[str], "str | None", "str | None"]  # (row number, fields, problem, field named)
+
+
+def _text(raw: IO[bytes]) -> io.TextIOWrapper:
+    """A landing file's text: UTF-8 (BOM dropped), bytes that are no UTF-8 kept as surrogates."""
+    return io.TextIOWrapper(raw, encoding="utf-8-sig", errors="surrogateescape", newline="")
+
+
+class _OverLong:
+    """A physical line of MAX_LINE_CHARS characters or more: its head, the rest skipped."""
+
+    __slots__ = ("head",)
+
+    def __init__(self, head: str):
+        self.head = head
+
+
+def _read_line(text: IO[str]) -> str | _OverLong:
+    line = text.readline(MAX_LINE_CHARS)
+    if len(line) < MAX_LINE_CHARS or line[-1] in "\r\n":
+        return line
+    rest = line
+    while len(rest) == MAX_LINE_CHARS and rest[-1] not in "\r\n":
+        rest = text.readline(MAX_LINE_CHARS)
+    return _OverLong(line)
+
+
+def _fields_of(line: str) -> list[str]:
+    """The fields of one physical line on its own (a quote it leaves open runs to its end)."""
+    return next(csv.reader((line.rstrip("\r\n"),), strict=False), [])
+
+
+def _is_row_of(line: str, width: int) -> bool:
+    """Whether `line` alone is a complete CSV row (no quote left open) of `width` fields."""
+    reader = csv.reader((line, ""), strict=False)
+    fields = next(reader, [])
+    return reader.line_num == 1 and len(fields) == width
+
+
+class _RanOn(Exception):
+    """The record being read runs past its first line in a way no quoted value does."""
+
+
+class _Skipped(Exception):
+    def __init__(self, head: str):
+        super().__init__("over-long line")
+        self.head = head
+
+
+class _Lines:
+    """The physical lines of a landing text as csv.reader takes them. The lines of the record being
+    read are kept (`take`), so that a record found to be an unterminated quote can be taken apart
+    and its lines after the first read again as rows (`reread`)."""
+
+    def __init__(self, text: IO[str], width: int):
+        self._readline = text.readline
+        self._width = width
+        self._again: deque = deque()
+        self._first: str | None = None  # the record's first line
+        self._more: list | None = None  # its further lines, if csv asked for any
+        self._chars = 0
+
+    def __iter__(self) -> "_Lines":
+        return self
+
+    def __next__(self) -> str:
+        if self._again:
+            line = self._again.popleft()
+        else:
+            line = self._readline(MAX_LINE_CHARS)
+            if len(line) == MAX_LINE_CHARS and line[-1] not in "\r\n":
+                rest = line
+                while len(rest) == MAX_LINE_CHARS and rest[-1] not in "\r\n":
+                    rest = self._readline(MAX_LINE_CHARS)
+                line = _OverLong(line)
+        if self._first is None:  # the first line of a record
+            if line.__class__ is not str:
+                raise _Skipped(line.head)
+            if not line:
+                raise StopIteration
+            self._first = line
+            return line
+        # csv asks for another line: a quote opened on the record's first line is still open.
+        if self._more is None:
+            self._more = []
+            self._chars = len(self._first)
+        self._more.append(line)
+        if not line or line.__class__ is not str:
+            raise _RanOn()  # the file ends, or an over-long line comes, inside the quote
+        self._chars += len(line)
+        if self._chars >= MAX_LINE_CHARS or _is_row_of(line, self._width):
+            raise _RanOn()
+        return line
+
+    def take(self) -> tuple[str | None, list | None]:
+        """(first line, further lines or None) of the record just read; the next record starts afresh."""
+        taken = self._first, self._more
+        self._first = self._more = None
+        return taken
+
+    def reread(self, lines: list) -> None:
+        self._again.extendleft(reversed([line for line in lines if line != ""]))
+
+
+def read_first_line(text: IO[str]) -> list[str] | None:
+    """The header: the fields of the text's first physical line, or None when there is no line."""
+    line = _read_line(text)
+    if isinstance(line, _OverLong):
+        return _fields_of(line.head)
+    return _fields_of(line) if line else None
+
+
+def landing_rows(text: IO[str], names: list[str]) -> Iterator[Row]:
+    """The data rows after the header, as (row number, fields, problem, field), problem None for
+    a row that splits cleanly (its width is for the caller to judge). Blank lines are no rows.
+
+    A quoted value may hold a line break, so a record may span lines; an unterminated quote also
+    makes csv read on, and would swallow every following row into one (as it did: 3 rows counted
+    for a 6-line file). A record that spans lines is taken for an unterminated quote when one of
+    the lines it swallows is on its own a complete row of the header's width, when it ends with
+    the file still inside the quote, when it grows to MAX_LINE_CHARS, or when its width is not the
+    header's; then its first line alone is a rejected row and the next lines are read again as
+    rows. A real value spanning lines ends a row of the right width and its later lines are never
+    full rows on their own (they hold the rest of the value and the fields after it), so it stays
+    one row; the cost is that a row with a multi-line value AND a wrong width counts as 2+ rows,
+    each rejected.
+    """
+    width = len(names)
+    lines = _Lines(text, width)
+    reader = csv.reader(lines, strict=False)
+    number = 0
+
+    def named(index: int) -> tuple[str, str]:
+        """(field name or None, how a reason names it) of the field at `index`."""
+        if 0 <= index < len(names):
+            return names[index], names[index]
+        return None, f"field {index + 1} (beyond the header's {len(names)})"
+
+    def unterminated(first: str) -> Row:
+        fields = _fields_of(first)
+        name, label = named(len(fields) - 1)
+        return (number, fields, f"{label}: a quote opened in this field is not closed on its line (an unterminated "
+                                "quote); only this line is rejected, the lines after it are read as rows", name)
+
+    while True:
+        try:
+            fields = next(reader)
+        except StopIteration:
+            return
+        except _RanOn:
+            first, more = lines.take()
+            lines.reread(more)
+            number += 1
+            yield unterminated(first)
+            continue
+        except _Skipped as skipped:
+            lines.take()
+            number += 1
+            fields = _fields_of(skipped.head)
+            name, label = named(len(fields) - 1)
+            yield (number, [value[:KEPT_CHARS] for value in fields],
+                   f"{label}: the row is {MAX_LINE_CHARS:,} characters long or more (this field runs past that point), "
+                   f"so it is rejected unread (values kept here: their first {KEPT_CHARS:,} characters)", name)
+            continue
+        except csv.Error as exc:  # not expected (the field limit is above MAX_LINE_CHARS): lose the row only
+            lines.take()
+            number += 1
+            yield number, [], f"the row cannot be read as CSV: {exc}", None
+            continue
+        first, more = lines.take()
+        if not fields:
+            continue  # a blank line is no row
+        number += 1
+        if more is not None and len(fields) != width:
+            lines.reread(more)
+            yield unterminated(first)
+            continue
+        yield number, fields, None, None
+
+
+def _gunzip_what_can_be(data: bytes) -> bytes:
+    """gzip data decompressed as far as it goes (every member; a damaged tail is dropped)."""
+    out, rest = [], data
+    while rest[:2] == GZIP_MAGIC:
+        inflate = zlib.decompressobj(wbits=31)
+        try:
+            out.append(inflate.decompress(rest))
+        except zlib.error:
+            break
+        if not inflate.eof:
+            break
+        rest = inflate.unused_data
+    return b"".join(out)
+
+
+def landing_records(data: bytes) -> list[dict[str, str]]:
+    """Every data row of a landing object (CSV, or gzip-compressed CSV) as {header name: value},
+    split exactly as the ETL splits it (`landing_rows`): rows the ETL rejects for their shape
+    (wrong width, unterminated quote, over-long, bytes that are no UTF-8) count as rows too, since
+    the ETL must account for each of them (curated or rejected). Bytes that are no UTF-8 become
+    U+FFFD. A file without any line has no rows."""
+    if data[:2] == GZIP_MAGIC:
+        data = _gunzip_what_can_be(data)
+    text = _text(io.BytesIO(data))
+    header = read_first_line(text)
+    if not header:
+        return []
+    names = [_normalize(h) for h in header]
+    return [{n: _printable(v) for n, v in zip(names, fields)} for _, fields, _, _ in landing_rows(text, names)]
+
+
+def count_landing_rows(data: bytes) -> int:
+    """Data rows of a landing object as the ETL counts them (see `landing_records`)."""
+    return len(landing_records(data))
+
+
 def read_header(path: Path) -> list[str] | None:
-    """The first CSV record of the file (BOM removed), or None when the file has none."""
+    """The first CSV line of the file (BOM removed) as fields, or None when the file has none."""
     with open(path, "rb") as raw:
-        text = io.TextIOWrapper(raw, encoding="utf-8-sig", errors="surrogateescape", newline="")
-        return next(csv.reader(text, strict=False), None)
+        return read_first_line(_text(raw))
+
+
+_BOMS = ((b"\xff\xfe\x00\x00", "UTF-32"), (b"\x00\x00\xfe\xff", "UTF-32"), (b"\xff\xfe", "UTF-16"),
+         (b"\xfe\xff", "UTF-16"))
+_WIDE = (("UTF-32", "utf-32-le"), ("UTF-32", "utf-32-be"), ("UTF-16", "utf-16-le"), ("UTF-16", "utf-16-be"))
+_DELIMITERS = ((";", "';'"), ("\t", "tabs"), ("|", "'|'"))
+
+
+def check_encoding(head: bytes, day: dt.date) -> None:
+    """LandingRefused when the file's first bytes show no UTF-8 text: a UTF-16/32 byte order mark,
+    a first line that reads as UTF-16/32 column names, or a ZIP archive (an Excel workbook)."""
+    if head.startswith(b"PK\x03\x04"):
+        raise LandingRefused(day, "the file is a ZIP archive (an Excel workbook?), expected CSV text "
+                                  "(plain or gzip-compressed)")
+    encoding = next((name for bom, name in _BOMS if head.startswith(bom)), None)
+    if encoding is None and b"\x00" in head.split(b"\n", 1)[0]:
+        for name, codec in _WIDE:
+            words = re.split(r"[,;\t|\s]+", head[: len(head) // 4 * 4].decode(codec, "replace").lower())
+            if sum(w.strip('"') in EVENT_COLUMNS for w in words) >= 2:
+                encoding = name
+                break
+    if encoding:
+        raise LandingRefused(day, f"the file is {encoding} encoded, expected UTF-8 (export or save it as UTF-8 CSV)")
+
+
+def _other_delimiter(header: list[str]) -> str | None:
+    line = ",".join(header)
+    for sep, label in _DELIMITERS:
+        if sum(_normalize(part).strip('"') in EVENT_COLUMNS for part in line.split(sep)) >= 2:
+            return label
+    return None
 
 
 def check_header(header: list[str] | None, day: dt.date) -> list[str]:
@@ -69,6 +339,10 @@ def check_header(header: list[str] | None, day: dt.date) -> list[str]:
                                   f"trusted (expected header: {expected})")
     names = [_normalize(h) for h in header]
     if not any(n in EVENT_COLUMNS for n in names):
+        delimiter = _other_delimiter(header)
+        if delimiter:
+            raise LandingRefused(day, f"the header is separated by {delimiter}, expected ',' (export or save the "
+                                      f"file as comma-separated CSV; expected header: {expected})")
         raise LandingRefused(day, f"the header is missing: the first line ({len(names)} fields) names none of "
                                   f"the expected columns (expected header: {expected})")
     problems = []
@@ -78,7 +352,7 @@ def check_header(header: list[str] | None, day: dt.date) -> list[str]:
     if missing:
         problems.append("lacks " + ", ".join(missing))
     if unknown:
-        problems.append("has unknown columns " + ", ".join(repr(u) for u in unknown))
+        problems.append("has unknown columns " + ", ".join(repr(u[:100]) for u in unknown))
     if repeated:
         problems.append("repeats " + ", ".join(repeated))
     if problems:
@@ -97,8 +371,52 @@ class ParsedLanding:
     parser: str  # "arrow" or "python"
 
 
+def _may_hold(column: pa.ChunkedArray | pa.Array, *needles: bytes) -> bool:
+    """Whether a value of a string column may hold one of these bytes: a scan of the data buffers
+    (~30 ms for all columns of 1M rows); a sliced array's whole buffer is scanned, so a True may
+    be a false alarm, never a False."""
+    chunks = column.chunks if isinstance(column, pa.ChunkedArray) else [column]
+    for chunk in chunks:
+        data = chunk.buffers()[2] if len(chunk) else None
+        if data is not None and data.size:
+            body = data.to_pybytes()
+            if any(body.find(needle) >= 0 for needle in needles):
+                return True
+    return False
+
+
+def _ends_inside_quote(path: Path) -> bool:
+    """Whether the file's last line, when no line break ends it, leaves a quote open (pyarrow
+    takes such a quote as closed at the end of the file; `landing_rows` rejects the row)."""
+    with open(path, "rb") as raw:
+        pos = raw.seek(0, io.SEEK_END)
+        if not pos:
+            return False
+        raw.seek(pos - 1)
+        if raw.read(1) in (b"\n", b"\r"):
+            return False
+        tail = b""
+        while True:
+            step = min(64 << 10, pos)
+            pos -= step
+            raw.seek(pos)
+            tail = raw.read(step) + tail
+            cut = max(tail.rfind(b"\n"), tail.rfind(b"\r"))
+            if cut >= 0:
+                tail = tail[cut + 1:]
+                break
+            if not pos:
+                return False  # one line: the header
+    reader = csv.reader((tail.decode("utf-8", "surrogateescape"), ""), strict=False)
+    next(reader, None)
+    return reader.line_num > 1
+
+
 def _read_fast(path: Path, names: list[str]) -> pa.Table | None:
-    """pyarrow on all cores; None when the file has a malformed row or bytes that are no UTF-8."""
+    """pyarrow on all cores; None when the file has a malformed row or bytes that are no UTF-8, or
+    when a value holds a line break or the last line leaves a quote open: a quoted value may span
+    lines, and an unterminated quote also does (pyarrow reads on to the next quote or the end of the
+    file), so such files go to `landing_rows`, which tells the two apart."""
     placeholders = [f"c{i}" for i in range(len(names))]
     try:
         table = pacsv.read_csv(
@@ -113,6 +431,8 @@ def _read_fast(path: Path, names: list[str]) -> pa.Table | None:
             ),
         )
     except (pa.ArrowInvalid, UnicodeDecodeError):
+        return None
+    if any(_may_hold(column, b"\n", b"\r") for column in table.columns) or _ends_inside_quote(path):
         return None
     by_name = dict(zip(names, table.columns))
     return pa.table({c: by_name[c] for c in EVENT_COLUMNS})
@@ -130,7 +450,8 @@ def _structural_reject(number: int, fields: list[str], names: list[str], reason:
 
 
 def _read_tolerant(path: Path, names: list[str]) -> tuple[pa.Table, np.ndarray, list[dict], int]:
-    """Python's csv module, row by row: rows of the wrong width or with non-UTF-8 bytes are rejected."""
+    """`landing_rows`, row by row: rows it could not split, rows of the wrong width and rows with
+    non-UTF-8 bytes are rejected."""
     width = len(names)
     position = {n: i for i, n in enumerate(names)}
     order = [position[c] for c in EVENT_COLUMNS]
@@ -147,13 +468,12 @@ def _read_tolerant(path: Path, names: list[str]) -> tuple[pa.Table, np.ndarray, 
                 column.clear()
 
     with open(path, "rb") as raw:
-        text = io.TextIOWrapper(raw, encoding="utf-8-sig", errors="surrogateescape", newline="")
-        reader = csv.reader(text, strict=False)
-        next(reader, None)  # the header, checked by the caller
-        for fields in reader:
-            if not fields:
-                continue  # a blank line is no row
-            number += 1
+        text = _text(raw)
+        read_first_line(text)  # the header, checked by the caller
+        for number, fields, problem, problem_field in landing_rows(text, names):
+            if problem is not None:
+                rejects.append(_structural_reject(number, fields, names, problem, problem_field))
+                continue
             if len(fields) != width:
                 rejects.append(_structural_reject(
                     number, fields, names,
@@ -174,14 +494,40 @@ def _read_tolerant(path: Path, names: list[str]) -> tuple[pa.Table, np.ndarray, 
     return table, np.asarray(good_rows, dtype="int64"), rejects, number
 
 
+@contextlib.contextmanager
+def _plain_file(path: Path, day: dt.date) -> Iterator[Path]:
+    """`path` itself, or, when it holds gzip data (clients compress), its decompressed copy next
+    to it, removed afterwards. gzip data that does not decompress to its end refuses the file:
+    a cut-short upload would otherwise load as a smaller day that reconciles."""
+    with open(path, "rb") as raw:
+        if raw.read(2) != GZIP_MAGIC:
+            yield path
+            return
+    plain = path.with_name(path.name + ".plain")
+    try:
+        try:
+            with gzip.open(path, "rb") as packed, open(plain, "wb") as out:
+                shutil.copyfileobj(packed, out, 8 << 20)
+        except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
+            raise LandingRefused(day, f"the file is gzip-compressed but does not decompress ({exc}): it is damaged "
+                                      "or cut short, so nothing of it is loaded") from exc
+        yield plain
+    finally:
+        plain.unlink(missing_ok=True)
+
+
 def parse_landing(path: Path, day: dt.date) -> ParsedLanding:
-    """Parse one landing CSV; raises LandingRefused when its header can't be trusted."""
-    names = check_header(read_header(path), day)
-    table = _read_fast(path, names)
-    if table is not None:
-        return ParsedLanding(table, np.arange(1, table.num_rows + 1, dtype="int64"), [], table.num_rows, "arrow")
-    table, rows, rejects, records = _read_tolerant(path, names)
-    return ParsedLanding(table, rows, rejects, records, "python")
+    """Parse one landing file (CSV, or gzip-compressed CSV); raises LandingRefused when it is no
+    UTF-8 CSV text or its header can't be trusted."""
+    with _plain_file(path, day) as plain:
+        with open(plain, "rb") as raw:
+            check_encoding(raw.read(64 << 10), day)
+        names = check_header(read_header(plain), day)
+        table = _read_fast(plain, names)
+        if table is not None:
+            return ParsedLanding(table, np.arange(1, table.num_rows + 1, dtype="int64"), [], table.num_rows, "arrow")
+        table, rows, rejects, records = _read_tolerant(plain, names)
+        return ParsedLanding(table, rows, rejects, records, "python")
 
 
 def _raw_record(row: dict) -> dict:
@@ -231,11 +577,18 @@ _DECIMAL = r"^-?[0-9]{1,15}(\.[0-9]{1,15})?$"
 _DATE = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$"
 
 
-def _plain_text(column: pa.ChunkedArray) -> pa.ChunkedArray:
-    """Non-empty, nothing Python's strip() would remove, not a null token."""
+def _plain_text(column: pa.ChunkedArray, max_length: int | None = None) -> pa.ChunkedArray:
+    """Non-empty, nothing Python's strip() would remove, not a null token, no NUL character (which
+    validate_records rejects: PostgreSQL and Redshift refuse it) and at most `max_length` long."""
     trimmed = pc.utf8_trim(column, characters=_PY_WHITESPACE)
-    return pc.and_(pc.and_(pc.equal(trimmed, column), pc.greater(pc.utf8_length(column), 0)),
-                   pc.invert(pc.is_in(column, value_set=_NULL_SPELLINGS)))
+    length = pc.utf8_length(column)
+    plain = pc.and_(pc.and_(pc.equal(trimmed, column), pc.greater(length, 0)),
+                    pc.invert(pc.is_in(column, value_set=_NULL_SPELLINGS)))
+    if max_length is not None:
+        plain = pc.and_(plain, pc.less_equal(length, max_length))
+    if _may_hold(column, b"\x00"):  # a clean column costs one buffer scan, not a test per value
+        plain = pc.and_(plain, pc.invert(pc.match_substring(column, "\x00")))
+    return plain
 
 
 def _in_range(values: pa.ChunkedArray, spec) -> pa.ChunkedArray:
@@ -255,7 +608,9 @@ def fast_validate(table: pa.Table) -> tuple[pa.Table, np.ndarray]:
     for spec in FIELDS:
         column = table.column(spec.name)
         if spec.kind in ("str", "enum"):
-            good = pc.is_in(column, value_set=pa.array(spec.choices)) if spec.kind == "enum" else _plain_text(column)
+            # the contract's text limit (appdata.schema Field.max_length) is validate_records' to explain
+            good = (pc.is_in(column, value_set=pa.array(spec.choices)) if spec.kind == "enum"
+                    else _plain_text(column, getattr(spec, "max_length", None)))
             values = column
         elif spec.kind in ("int", "float"):
             pattern = _INT if spec.kind == "int" else _DECIMAL

@@ -18,6 +18,21 @@ def landing_key(day: dt.date) -> str:
     return f"landing/batch/download_date={day.isoformat()}/{LANDING_NAME}.csv"
 
 
+# A landing file is a CSV, or a gzip-compressed one (clients compress; the ETL also decompresses
+# any file that starts with gzip's magic bytes, whatever its name).
+LANDING_SUFFIXES = (".csv", ".csv.gz")
+
+
+def is_landing_file(key: str) -> bool:
+    return key.endswith(LANDING_SUFFIXES)
+
+
+def landing_drop_keys(day: dt.date) -> tuple[str, str]:
+    """The client's drop of the day: `<name>.csv`, or `<name>.csv.gz` when the client compresses."""
+    plain = landing_key(day)
+    return plain, plain + ".gz"
+
+
 LANDING_PREFIX = "landing/batch/"
 
 
@@ -26,8 +41,9 @@ def landing_prefix(day: dt.date) -> str:
 
 
 def landing_keys_by_day(client: Any, bucket: str, days: list[dt.date]) -> dict[dt.date, list[str]]:
-    """Every CSV under each day's landing prefix: the client's drop first, then the others (replays
-    of fixed dead letters, `replay-<hash>.csv`) in name order. One listing for the whole window.
+    """Every CSV (or .csv.gz) under each day's landing prefix: the client's drop first, then the
+    others (replays of fixed dead letters, `replay-<hash>.csv`) in name order. One listing for the
+    whole window.
 
     Keys of a day without the client's drop are still listed; the caller decides what that means.
     """
@@ -43,7 +59,7 @@ def landing_keys_by_day(client: Any, bucket: str, days: list[dt.date]) -> dict[d
             if key >= stop:
                 break
             match = _LANDING_DAY.match(key)
-            if not match or not key.endswith(".csv"):
+            if not match or not is_landing_file(key):
                 continue
             day = dt.date.fromisoformat(match.group(1))
             if day in wanted:
@@ -52,8 +68,8 @@ def landing_keys_by_day(client: Any, bucket: str, days: list[dt.date]) -> dict[d
             continue
         break
     for day, keys in found.items():
-        drop = landing_key(day)
-        keys.sort(key=lambda k: (k != drop, k))
+        drops = landing_drop_keys(day)
+        keys.sort(key=lambda k: (k not in drops, k))
     return found
 
 

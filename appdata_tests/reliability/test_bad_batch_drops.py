@@ -1,11 +1,12 @@
 """Bad batch drops through the real ETL: good rows loaded, bad rows quarantined with reasons,
-or the whole file refused with a clear error when its header can't be trusted; every loaded
-day still reconciles by event id (landing = curated + rejected = warehouse)."""
+or the whole file refused with a clear error when its header or encoding can't be trusted;
+every loaded day still reconciles by event id (landing = curated + rejected = warehouse)."""
 
 from __future__ import annotations
 
 import csv
 import datetime as dt
+import gzip
 import io
 import json
 
@@ -16,9 +17,14 @@ from appdata_tests.reliability.conftest import report
 
 pytestmark = pytest.mark.reliability
 
-DAYS = [(dt.date(2022, 2, 1) + dt.timedelta(days=i)).isoformat() for i in range(8)]
 CASES = ["byte order mark", "shifted rows", "reordered header", "excel dates", "truncated last line",
-         "non-utf8 bytes", "empty file", "missing header"]
+         "non-utf8 bytes", "unterminated quote", "oversize fields", "nul in a value", "gzip drop",
+         "empty file", "missing header", "semicolons", "tabs", "utf-16"]
+DAYS = [(dt.date(2022, 2, 1) + dt.timedelta(days=i)).isoformat() for i in range(len(CASES))]
+REFUSED = {"empty file": "the file is empty", "missing header": "the header is missing",
+           "semicolons": "the header is separated by ';', expected ','",
+           "tabs": "the header is separated by tabs, expected ','",
+           "utf-16": "the file is UTF-16 encoded, expected UTF-8"}
 
 
 def _landing_key(day: str) -> str:
@@ -59,10 +65,29 @@ def corrupt(case: str, clean: bytes) -> tuple[bytes, int]:
     if case == "non-utf8 bytes":
         data[5][col["name"]] = "@@BAD@@"
         return _csv([header] + data).encode().replace(b"@@BAD@@", b"Jos\xe9 \xff\xfe"), 1
+    if case == "unterminated quote":  # used to swallow every following row into one dead letter
+        data[2][col["app"]] = "@@QUOTE@@"
+        return _csv([header] + data).encode().replace(b"@@QUOTE@@", b'"Half quoted app'), 1
+    if case == "oversize fields":  # over csv's 131,072-character field limit, and over a 1 MiB line
+        data[1][col["name"]] = "n" * 200_000
+        data[4][col["app"]] = "a" * 1_100_000
+        del data[6][col["category"]]  # a shifted row too: the file takes the tolerant parser
+        return _csv([header] + data).encode(), 3
+    if case == "nul in a value":
+        data[3][col["name"]] = "Jo\x00e"
+        return _csv([header] + data).encode(), 1
+    if case == "gzip drop":
+        return gzip.compress(clean), 0
     if case == "empty file":
         return b"", -1
     if case == "missing header":
         return _csv(data).encode(), -1
+    if case == "semicolons":
+        return _csv(rows).replace(",", ";").encode(), -1
+    if case == "tabs":
+        return _csv(rows).replace(",", "\t").encode(), -1
+    if case == "utf-16":
+        return clean.decode().encode("utf-16"), -1
     raise AssertionError(case)
 
 
@@ -75,6 +100,9 @@ def test_bad_drops_load_good_rows_quarantine_bad_ones_or_refuse_the_file(batch_w
         key = _landing_key(day)
         clean = s3.get_object(Bucket=settings.bucket, Key=key)["Body"].read()
         spoiled, rejects = corrupt(case, clean)
+        if case == "gzip drop":  # the client's drop is users_app_batch_client_data.csv.gz instead
+            s3.delete_object(Bucket=settings.bucket, Key=key)
+            key += ".gz"
         s3.put_object(Bucket=settings.bucket, Key=key, Body=spoiled)
         expected_rejects[day] = rejects
 
@@ -84,8 +112,9 @@ def test_bad_drops_load_good_rows_quarantine_bad_ones_or_refuse_the_file(batch_w
     failed = batch_world.run([batch_world.curated, batch_world.warehouse], refused[0], refused[-1], ok=False)
     failure = failed.failure_data_for_node("curated_batch")
     message = failure.user_failure_data.description if failure.user_failure_data else failure.error.message
-    assert "2 landing file(s) refused" in message
-    assert f"{refused[0]}: the file is empty" in message and f"{refused[1]}: the header is missing" in message
+    assert f"{len(REFUSED)} landing file(s) refused" in message
+    for day in refused:
+        assert f"{day}: {REFUSED[CASES[DAYS.index(day)]]}" in message, (CASES[DAYS.index(day)], message)
 
     # Row-level damage: one run over the six days loads the good rows and quarantines the bad ones.
     batch_world.run([batch_world.curated, batch_world.warehouse], row_level[0], row_level[-1])
@@ -106,7 +135,21 @@ def test_bad_drops_load_good_rows_quarantine_bad_ones_or_refuse_the_file(batch_w
     assert "row has 19 fields, the header has 20" in joined
     assert joined.count("download_date: is not a date in YYYY-MM-DD form") >= 3
     assert "name: is not valid UTF-8 text" in joined
+    assert "app: a quote opened in this field is not closed on its line (an unterminated quote)" in joined
+    assert "name: is longer than" in joined and "app: the row is 1,048,576 characters long or more" in joined
+    assert "name: contains a NUL character" in joined
     assert all(reason for reason in reasons)
+
+    # Re-dropping the compressed day as CSV (landing_batch) replaces the .gz: one drop, reconciled.
+    gz_day = DAYS[CASES.index("gzip drop")]
+    batch_world.load(gz_day, gz_day)
+    listed = [o["Key"] for o in s3.list_objects_v2(Bucket=settings.bucket,
+                                                   Prefix=f"landing/batch/download_date={gz_day}/").get("Contents", [])]
+    assert listed == [_landing_key(gz_day)]
+    engine = batch_world.resources["warehouse"].get_engine()
+    (again,) = reconcile_batch(s3=s3, bucket=settings.bucket, engine=engine, days=[gz_day])
+    engine.dispose()
+    assert again.ok and again.counts["rejected"] == 0, again.describe()
     report("bad batch drops", cases=len(CASES), refused=len(refused),
            rows_quarantined=sum(expected_rejects[d] for d in row_level),
            rows_loaded=sum(r.counts["curated"] for r in results), days_reconciled=len(results))
