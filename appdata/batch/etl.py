@@ -269,25 +269,31 @@ def _gunzip_what_can_be(data: bytes) -> bytes:
     return b"".join(out)
 
 
+def _object_rows(data: bytes) -> tuple[list[str], Iterator[Row]]:
+    """(header names, rows) of a landing object held in memory, gzip or not."""
+    if data[:2] == GZIP_MAGIC:
+        data = _gunzip_what_can_be(data)
+    text = _text(io.BytesIO(data))
+    header = read_first_line(text)
+    if not header:
+        return [], iter(())
+    names = [_normalize(h) for h in header]
+    return names, landing_rows(text, names)
+
+
 def landing_records(data: bytes) -> list[dict[str, str]]:
     """Every data row of a landing object (CSV, or gzip-compressed CSV) as {header name: value},
     split exactly as the ETL splits it (`landing_rows`): rows the ETL rejects for their shape
     (wrong width, unterminated quote, over-long, bytes that are no UTF-8) count as rows too, since
     the ETL must account for each of them (curated or rejected). Bytes that are no UTF-8 become
     U+FFFD. A file without any line has no rows."""
-    if data[:2] == GZIP_MAGIC:
-        data = _gunzip_what_can_be(data)
-    text = _text(io.BytesIO(data))
-    header = read_first_line(text)
-    if not header:
-        return []
-    names = [_normalize(h) for h in header]
-    return [{n: _printable(v) for n, v in zip(names, fields)} for _, fields, _, _ in landing_rows(text, names)]
+    names, rows = _object_rows(data)
+    return [{n: _printable(v) for n, v in zip(names, fields)} for _, fields, _, _ in rows]
 
 
 def count_landing_rows(data: bytes) -> int:
     """Data rows of a landing object as the ETL counts them (see `landing_records`)."""
-    return len(landing_records(data))
+    return sum(1 for _ in _object_rows(data)[1])
 
 
 def read_header(path: Path) -> list[str] | None:
