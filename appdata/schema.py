@@ -4,6 +4,19 @@ A record is a catalogue row joined with a user and a download date. Every path t
 records (POST /v1/downloads, the Kinesis drain, the 23:00 batch ETL) validates them here, so a
 record rejected in one place is rejected for the same reason everywhere, and every rejection
 names the row and the field.
+
+The limits the sinks impose are part of the contract, so a record no sink could hold is
+refused at the door (a 4xx from the API) and dead-lettered on every other path instead of
+failing a whole drain range or load later:
+- integers within +-(2^53 - 1): pandas and every JSON reader carry them as float64, which past
+  2^53 silently changes digits (the warehouse's BIGINT would hold more; the path there cannot);
+- text of at most MAX_TEXT_CHARS characters (warehouse VARCHAR(1024)), event ids of at most
+  MAX_EVENT_ID_CHARS (DynamoDB's 1,024-byte sort key `DL#<date>#<event_id>`), no NUL character
+  (PostgreSQL and Redshift refuse it) and only valid Unicode; a typed record is therefore at
+  most a few tens of KB, far inside DynamoDB's 400 KB item and Kinesis' 1 MB record;
+- dates exactly YYYY-MM-DD (nothing after the day).
+JSON records (API, drain, replay) pass `loads` and `prepare_json_records` first: numbers no
+float can hold stay their literal text, so they get the verdict the same text gets in a CSV.
 """
 
 from __future__ import annotations
@@ -15,7 +28,7 @@ import math
 import re
 import uuid
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -24,6 +37,12 @@ EVENT_NAMESPACE = uuid.UUID("6f1c1d2e-3b7a-5c2d-9e4f-a1b2c3d4e5f6")
 
 # Strings that mean "no value" in CSVs and JSON written by hand or by pandas.
 NULL_TOKENS = frozenset({"", "nan", "none", "null", "na", "n/a", "<na>", "nat"})
+
+
+MAX_SAFE_INTEGER = 2**53 - 1
+MAX_TEXT_CHARS = 1024
+MAX_EVENT_ID_CHARS = 128
+MAX_JSON_DEPTH = 8  # of a dead letter's stored record: deeper structures are summarised
 
 
 @dataclass(frozen=True)
@@ -35,21 +54,24 @@ class Field:
     maximum: float | None = None
     choices: tuple[str, ...] = ()
     description: str = ""
+    max_length: int = MAX_TEXT_CHARS  # str and enum only
 
 
 FIELDS: tuple[Field, ...] = (
-    Field("event_id", "str", description="Deterministic id; the client's or derived from content"),
-    Field("user_id", "int", minimum=1, description="The downloading user"),
+    Field("event_id", "str", max_length=MAX_EVENT_ID_CHARS,
+          description="Deterministic id; the client's or derived from content"),
+    Field("user_id", "int", minimum=1, maximum=MAX_SAFE_INTEGER, description="The downloading user"),
     Field("name", "str", description="User's name (personal data: never logged)"),
     Field("location", "str", description="User's location (US state)"),
     Field("age", "int", minimum=13, maximum=120, description="User's age in years"),
     Field("app", "str", description="App name as in the Play Store catalogue"),
     Field("category", "str", description="Play Store category, e.g. GAME"),
     Field("rating", "float", minimum=1.0, maximum=5.0, description="Store rating 1-5"),
-    Field("reviews", "int", minimum=0, description="Number of reviews"),
+    Field("reviews", "int", minimum=0, maximum=MAX_SAFE_INTEGER, description="Number of reviews"),
     Field("size_mb", "float", required=False, minimum=0.0, maximum=10_000.0,
           description="App size in MB; null where it varies with device"),
-    Field("installs", "int", minimum=0, description="Install count lower bound (10,000+ -> 10000)"),
+    Field("installs", "int", minimum=0, maximum=MAX_SAFE_INTEGER,
+          description="Install count lower bound (10,000+ -> 10000)"),
     Field("type", "enum", choices=("Free", "Paid"), description="Free or Paid"),
     Field("price", "float", minimum=0.0, maximum=1000.0, description="Price in USD"),
     Field("content_rating", "str", description="e.g. Everyone, Teen"),
@@ -79,6 +101,26 @@ def _is_null(value: Any) -> bool:
     if isinstance(value, str) and value.strip().lower() in NULL_TOKENS:
         return True
     return False
+
+
+def _bound(limit: float) -> str:
+    """A range limit as a person writes it: 13, 4.5, 9007199254740991 (not 9.0072e+15)."""
+    return str(int(limit)) if float(limit).is_integer() else f"{limit:g}"
+
+
+def _not_unicode(value: Any) -> bool:
+    """Text holding lone surrogates (JSON "\\ud800"): no UTF-8 sink can store it."""
+    if not isinstance(value, str) or value.isascii():
+        return False
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+NOT_UNICODE = "is not valid Unicode text"
+HAS_NUL = "contains a NUL character"
 
 
 def _canonical(value: Any) -> Any:
@@ -140,6 +182,31 @@ def record_digest(record: dict[str, Any]) -> str:
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
+CONFLICT = "event_id: already accepted with other content (the first record of an event_id wins)"
+
+
+def conflicts(events: Sequence[dict[str, Any]], stored: Mapping[str, dict[str, Any]] | None = None) -> dict[int, str]:
+    """The one duplicate rule of every path: the first record of an event_id wins.
+
+    `events` are typed records in arrival order; `stored` the records a sink already holds, by
+    id. A later record with an id seen before and the same content is a repeat (a retried POST,
+    a re-drained range) that the sinks' idempotence absorbs; one with other content is a
+    conflict, returned by position with its reason so the caller rejects or dead-letters it,
+    and no sink ever holds a second version of an event.
+    """
+    first: dict[str, dict[str, Any]] = dict(stored or {})
+    found: dict[int, str] = {}
+    for position, event in enumerate(events):
+        earlier = first.setdefault(event["event_id"], event)
+        if earlier is not event and _content(earlier) != _content(event):
+            found[position] = CONFLICT
+    return found
+
+
+def _content(event: dict[str, Any]) -> dict[str, Any]:
+    return {c: _typed_canonical(FIELD_BY_NAME[c], event.get(c)) for c in CONTENT_COLUMNS}
+
+
 @dataclass
 class Validation:
     """Outcome of validating a frame: typed good rows, and one row per rejected record."""
@@ -162,6 +229,20 @@ def _null_mask(series: pd.Series) -> pd.Series:
 def _parse_column(spec: Field, raw: pd.Series) -> tuple[pd.Series, pd.Series]:
     """Return (parsed values, error reasons) for one column; reasons are "" where fine."""
     errors = pd.Series("", index=raw.index, dtype=object)
+    not_unicode = None
+    if raw.dtype == object:
+        try:
+            raw.astype("string")
+        except UnicodeEncodeError:  # rare: find the values, judge the rest as usual
+            not_unicode = raw.map(_not_unicode).astype(bool)
+            raw = raw.where(~not_unicode, "0")
+    values, errors = _parse_present(spec, raw, errors)
+    if not_unicode is not None:
+        errors[not_unicode] = NOT_UNICODE
+    return values, errors
+
+
+def _parse_present(spec: Field, raw: pd.Series, errors: pd.Series) -> tuple[pd.Series, pd.Series]:
     null = _null_mask(raw)
     if spec.required:
         errors[null] = "is required (null or empty)"
@@ -173,6 +254,11 @@ def _parse_column(spec: Field, raw: pd.Series) -> tuple[pd.Series, pd.Series]:
         if spec.kind == "enum":
             bad = present & ~parsed.isin(spec.choices).fillna(False)
             errors[bad] = f"must be one of {', '.join(spec.choices)}"
+        else:
+            long = present & (parsed.str.len() > spec.max_length).fillna(False)
+            errors[long] = f"is longer than {spec.max_length} characters"
+            nul = present & parsed.str.contains("\x00", regex=False).fillna(False)
+            errors[nul] = HAS_NUL
         return parsed.astype(object).where(present, None), errors
 
     if spec.kind in ("int", "float"):
@@ -186,18 +272,18 @@ def _parse_column(spec: Field, raw: pd.Series) -> tuple[pd.Series, pd.Series]:
         ok = present & (errors == "")
         if spec.minimum is not None:
             low = ok & (numbers < spec.minimum)
-            errors[low] = f"must be >= {spec.minimum:g}"
+            errors[low] = f"must be >= {_bound(spec.minimum)}"
         if spec.maximum is not None:
             high = ok & (numbers > spec.maximum)
-            errors[high] = f"must be <= {spec.maximum:g}"
+            errors[high] = f"must be <= {_bound(spec.maximum)}"
         return numbers, errors
 
     if spec.kind == "date":
         if pd.api.types.is_datetime64_any_dtype(raw.dtype):
             stamps = raw
         else:
-            as_text = raw.map(lambda v: v.isoformat() if isinstance(v, (dt.date, dt.datetime)) else v)
-            as_text = as_text.astype("string").str.strip().str.slice(0, 10)
+            as_text = raw.map(_date_text).astype("string").str.strip()
+            as_text = as_text.where(as_text.str.fullmatch(r"(?!0000)[0-9]{4}-[0-9]{2}-[0-9]{2}").fillna(False), pd.NA)
             stamps = pd.to_datetime(as_text, format="%Y-%m-%d", errors="coerce")
         bad = present & stamps.isna()
         errors[bad] = "is not a date in YYYY-MM-DD form"
@@ -207,6 +293,15 @@ def _parse_column(spec: Field, raw: pd.Series) -> tuple[pd.Series, pd.Series]:
         return stamps, errors
 
     raise ValueError(f"unknown field kind {spec.kind}")
+
+
+def _date_text(value: Any) -> Any:
+    """A date object as YYYY-MM-DD (a datetime by its day: it is a typed value, not text junk)."""
+    if isinstance(value, dt.datetime):
+        return value.date().isoformat()
+    if isinstance(value, dt.date):
+        return value.isoformat()
+    return value
 
 
 def validate_records(frame: pd.DataFrame, *, first_row: int = 1) -> Validation:
@@ -284,9 +379,8 @@ def _rejected_frame(rejected_rows: pd.DataFrame, fields: np.ndarray, reasons: np
 # outcome is certain are decided; anything else raises _Unusual and the whole frame goes to the
 # vectorized path. Certain means: numbers written plainly with at most 15 digits and an exponent
 # of at most 5 (pandas' parser is exact there; it can be 1 ulp off beyond), texts without any
-# digit (never a finite number), ISO dates of years 1-9999 in ASCII. Odd date texts
-# ("7-Jan-18", "2020-1-5") are parsed by pandas itself, value by value (format given, so each
-# value parses on its own).
+# digit (never a finite number), ISO dates of years 1-9999 in ASCII (any other date text is no
+# date on either path).
 
 SMALL_FRAME_ROWS = 2_000  # per-value ~30-60 us a row; pandas ~150 ms fixed + ~28 us a row
 
@@ -304,11 +398,6 @@ def _text_or_none(value: Any) -> str | None:
     """astype("string") for one value: None where pandas sees NA; _Unusual for unknown types."""
     kind = type(value)
     if kind is str:
-        if not value.isascii():
-            try:
-                value.encode("utf-8")
-            except UnicodeEncodeError:
-                raise _Unusual from None  # pandas raises; let it
         return value
     if value is None:
         return None
@@ -338,12 +427,6 @@ def _number_of(text: str) -> float:
     if text.isascii() and not any(c.isdigit() for c in text):
         return math.nan
     raise _Unusual
-
-
-def _dates_by_pandas(texts: list[Any]) -> list[Any]:
-    """The vectorized date parse for a few odd texts: Timestamp or NaT each."""
-    as_text = pd.Series(texts, dtype=object).astype("string").str.strip().str.slice(0, 10)
-    return list(pd.to_datetime(as_text, format="%Y-%m-%d", errors="coerce"))
 
 
 def _validate_small(frame: pd.DataFrame, first_row: int) -> Validation:
@@ -376,20 +459,21 @@ def _validate_small(frame: pd.DataFrame, first_row: int) -> Validation:
         raw_values = column.tolist()
         out: list[Any] = [None] * size
         kind = spec.kind
-        odd_dates: list[int] = []
         numeric = kind in ("int", "float")
         for row, raw in enumerate(raw_values):
+            if type(raw) is str and _not_unicode(raw):
+                fail(row, name, NOT_UNICODE)
+                continue
             if numeric and type(raw) is int and -_PLAIN_INT_LIMIT < raw < _PLAIN_INT_LIMIT:
                 number = float(raw)  # JSON numbers: str() then parse gives the same float
                 out[row] = number
                 if spec.minimum is not None and number < spec.minimum:
-                    fail(row, name, f"must be >= {spec.minimum:g}")
+                    fail(row, name, f"must be >= {_bound(spec.minimum)}")
                 elif spec.maximum is not None and number > spec.maximum:
-                    fail(row, name, f"must be <= {spec.maximum:g}")
+                    fail(row, name, f"must be <= {_bound(spec.maximum)}")
                 continue
             if kind == "date" and type(raw) in (dt.date, dt.datetime):
-                raw_text = raw.isoformat()
-                text = raw_text.strip()
+                raw_text = text = _date_text(raw)
             else:
                 raw_text = _text_or_none(raw)
                 text = None if raw_text is None else raw_text.strip()
@@ -401,6 +485,10 @@ def _validate_small(frame: pd.DataFrame, first_row: int) -> Validation:
                 continue
             if kind == "str":
                 out[row] = text
+                if len(text) > spec.max_length:
+                    fail(row, name, f"is longer than {spec.max_length} characters")
+                elif "\x00" in text:
+                    fail(row, name, HAS_NUL)
             elif kind == "enum":
                 out[row] = text
                 if text not in spec.choices:
@@ -413,35 +501,22 @@ def _validate_small(frame: pd.DataFrame, first_row: int) -> Validation:
                 elif kind == "int" and number % 1 != 0:
                     fail(row, name, "is not a whole number")
                 elif spec.minimum is not None and number < spec.minimum:
-                    fail(row, name, f"must be >= {spec.minimum:g}")
+                    fail(row, name, f"must be >= {_bound(spec.minimum)}")
                 elif spec.maximum is not None and number > spec.maximum:
-                    fail(row, name, f"must be <= {spec.maximum:g}")
-            else:  # date
-                head = text[:10]
-                match = _ISO_DATE_TEXT.match(head) if head.isascii() else None
-                if match is None or match.group(1) == "0000":
-                    odd_dates.append(row)
-                    out[row] = raw_text
-                    continue
+                    fail(row, name, f"must be <= {_bound(spec.maximum)}")
+            else:  # date: exactly YYYY-MM-DD, nothing after the day
+                match = _ISO_DATE_TEXT.match(text) if text.isascii() else None
                 try:
-                    day = dt.date(int(match.group(1)), int(match.group(2)), int(match.group(3)))
+                    day = dt.date(int(match.group(1)), int(match.group(2)), int(match.group(3))) if match else None
                 except ValueError:
+                    day = None
+                if day is None:
                     fail(row, name, "is not a date in YYYY-MM-DD form")
                     continue
                 out[row] = day
                 if day < MIN_DATE or day > latest:
                     fail(row, name, f"is outside {MIN_DATE.isoformat()}..today")
-        if odd_dates:
-            stamps = _dates_by_pandas([out[row] for row in odd_dates])
-            for row, stamp in zip(odd_dates, stamps):
-                out[row] = None
-                if stamp is pd.NaT:
-                    fail(row, name, "is not a date in YYYY-MM-DD form")
-                elif stamp < pd.Timestamp(MIN_DATE) or stamp > pd.Timestamp(latest):  # may be year 0
-                    fail(row, name, f"is outside {MIN_DATE.isoformat()}..today")
-                else:
-                    out[row] = stamp.date()
-        typed[name] = out  # odd dates were settled before the next field: reasons stay in FIELDS order
+        typed[name] = out
 
     good = [row for row in range(size) if errors[row] is None]
     valid_columns: dict[str, Any] = {}
@@ -497,3 +572,96 @@ def records_to_frame(records: Iterable[dict[str, Any]]) -> pd.DataFrame:
 def frame_to_records(frame: pd.DataFrame) -> list[dict[str, Any]]:
     """Typed events -> JSON-safe dicts (dates as YYYY-MM-DD, nulls as None)."""
     return [{k: _canonical(v) for k, v in rec.items()} for rec in frame.to_dict(orient="records")]
+
+
+# ---- JSON records (API, drain, replay) ------------------------------------------------------
+
+
+class JsonLiteral(str):
+    """A JSON number no float or int of ours can hold (Infinity, NaN, 1e400, 400 digits), kept
+    as its literal text: validation then judges it exactly as the same text in a CSV cell."""
+
+
+class JsonError(ValueError):
+    """Text that is not JSON we can read (syntax, nesting beyond the parser's recursion)."""
+
+
+def _int_literal(text: str) -> Any:
+    return JsonLiteral(text) if len(text.lstrip("-")) > 18 else int(text)
+
+
+def _float_literal(text: str) -> Any:
+    number = float(text)
+    return number if math.isfinite(number) else JsonLiteral(text)
+
+
+def loads(text: str | bytes) -> Any:
+    """json.loads for untrusted input: never an OverflowError, ValueError of int() or RecursionError."""
+    try:
+        return json.loads(text, parse_int=_int_literal, parse_float=_float_literal, parse_constant=JsonLiteral)
+    except RecursionError:
+        raise JsonError("nested too deeply") from None
+    except UnicodeDecodeError:
+        raise
+    except json.JSONDecodeError as exc:
+        raise JsonError(exc.msg) from None
+
+
+def json_value_problem(spec: Field, value: Any) -> str | None:
+    """What a JSON value can be that a CSV cell cannot: an object, a list or a boolean."""
+    if isinstance(value, (dict, list)):
+        return f"must be a single {spec.kind} value, not a JSON {'object' if isinstance(value, dict) else 'array'}"
+    if isinstance(value, bool):
+        return f"must be a {spec.kind}, not a boolean"
+    return None
+
+
+@dataclass
+class JsonRejection:
+    position: int
+    field: str
+    reason: str
+    record: Any
+
+
+def prepare_json_records(records: Iterable[Any]) -> tuple[list[tuple[int, dict[str, Any]]], list[JsonRejection]]:
+    """The JSON-only rules, then what every JSON path does before `validate_records`: keep the
+    event's fields (unknown ones are dropped), and give an event without an id the id derived
+    from its content, so a retried POST, a drained range and a replay all carry the same id.
+
+    Returns (position, record) candidates and the rejected records, both by input position.
+    """
+    candidates: list[tuple[int, dict[str, Any]]] = []
+    rejected: list[JsonRejection] = []
+    for position, record in enumerate(records):
+        if not isinstance(record, dict):
+            rejected.append(JsonRejection(position, "record", "record: is not a JSON object", record))
+            continue
+        problem = next(((spec.name, p) for spec in FIELDS if spec.name in record
+                        for p in [json_value_problem(spec, record[spec.name])] if p), None)
+        if problem:
+            rejected.append(JsonRejection(position, problem[0], f"{problem[0]}: {problem[1]}", record))
+            continue
+        event = {name: record[name] for name in EVENT_COLUMNS if name in record}
+        if _is_null(event.get("event_id")) and not _not_unicode(event.get("event_id")):
+            event["event_id"] = derive_event_id(event)
+        candidates.append((position, event))
+    return candidates, rejected
+
+
+def json_safe(value: Any, depth: int = 0) -> Any:
+    """A raw record as a dead letter can store it: literals as text, non-finite floats as null,
+    structures deeper than MAX_JSON_DEPTH summarised (never a RecursionError writing it)."""
+    if isinstance(value, JsonLiteral):
+        return str(value)
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, str) and _not_unicode(value):
+        return value.encode("utf-8", "backslashreplace").decode("ascii")
+    if isinstance(value, (dict, list)):
+        if depth >= MAX_JSON_DEPTH:
+            return f"<JSON {'object' if isinstance(value, dict) else 'array'} nested deeper than {MAX_JSON_DEPTH} levels>"
+        if isinstance(value, dict):
+            return {str(k): json_safe(v, depth + 1) for k, v in value.items()}
+        return [json_safe(v, depth + 1) for v in value]
+    return value

@@ -109,7 +109,7 @@ def test_invalid_records_rejected_per_record_and_kept(client, provisioned, api_k
     assert key.startswith("rejected/api/download_date=2024-01-02/") and key.endswith(".jsonl")
     assert line["source"] == "api" and line["field"] == "age" and line["record"]["app"] == "App 1"
     assert line["request_id"] == result["request_id"] and line["rejected_at"].endswith("Z")
-    assert by_row[2][1]["record"]["rating"] is None  # NaN stored as null: the file stays valid JSON
+    assert by_row[2][1]["record"]["rating"] == "NaN"  # the client's literal, as text: the file stays valid JSON
 
     kinesis = provisioned["kinesis"]
     assert len(read_stream(kinesis.get_client(), kinesis.stream_name)) == 2
@@ -309,3 +309,14 @@ def test_typed_records_agree_with_schema_frame_to_records():
     events[5]["rating"] = " 3.5 "
     valid = schema.validate_records(schema.records_to_frame(events)).valid
     assert typed_records(valid) == schema.frame_to_records(valid)
+
+
+def test_a_second_record_of_one_event_id_with_other_content_is_rejected_as_a_conflict(client, provisioned, api_key):
+    first = sample_event(0, event_id="evt-1")
+    events = [first, {**first, "app": "Other"}, dict(first), {**first, "event_id": " evt-1 ", "age": 70}, sample_event(1)]
+    response = client.post("/v1/downloads", json=events, headers=_auth(api_key))
+    assert response.status_code == 207, response.text
+    result = response.json()
+    assert result["accepted"] == 3  # the first, its identical repeat, and the other event
+    assert [(r["index"], r["field"], r["reason"]) for r in result["rejected"]] == [
+        (1, "event_id", schema.CONFLICT), (3, "event_id", schema.CONFLICT)]

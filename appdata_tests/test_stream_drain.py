@@ -11,6 +11,7 @@ import uuid
 import dagster as dg
 import pytest
 
+from appdata import schema
 from appdata.stream.assets import SHARD_TAG, stream_drain
 from appdata.stream.drain import drain_range, list_shards, read_shard
 from appdata.stream.sensor import kinesis_drain_sensor, shard_tag_value
@@ -249,3 +250,38 @@ def test_drain_refreshes_recommendations_of_the_users_it_touched(provisioned):
     assert meta["dynamodb_downloads"]["recommendations_refreshed"].value == 1
     after = recommended()
     assert before[0] not in after and len(after) == 10
+
+
+def test_one_event_id_with_other_content_is_a_conflict_and_every_sink_keeps_the_first(sinks):
+    """Within a range and across ranges (against the warehouse), the first record of an id wins
+    in the lake, DynamoDB and the warehouse; a resend with the same content is no conflict."""
+    first = make_event(1)
+    other_content = {**first, "app": "Another App"}  # same id, same day
+    other_day = {**first, "download_date": "2020-01-01"}  # same id: would be a second DynamoDB item
+    padded = {**first, "event_id": f"  {first['event_id']} ", "minutes_spent": 99}
+    one = put(sinks["kinesis"], sinks["stream"], [first, make_event(2), other_content, first])
+    result = drain(sinks, one[0]["ShardId"], one[0]["SequenceNumber"], one[-1]["SequenceNumber"])
+    assert (result.valid, result.rejected) == (3, 1)
+
+    two = put(sinks["kinesis"], sinks["stream"], [other_day, padded, first, make_event(3)])
+    result = drain(sinks, two[0]["ShardId"], two[0]["SequenceNumber"], two[-1]["SequenceNumber"])
+    assert (result.valid, result.rejected) == (2, 2)
+    again = drain(sinks, two[0]["ShardId"], two[0]["SequenceNumber"], two[-1]["SequenceNumber"])
+    assert (again.valid, again.rejected) == (2, 2)  # the verdict of a re-drained range is stable
+
+    stored = read_frame(sinks["engine"], "SELECT * FROM downloads_stream WHERE event_id = :e",
+                        {"e": first["event_id"]})
+    assert stored[["app", "minutes_spent"]].values.tolist() == [["App 1", first["minutes_spent"]]]
+    items = [i for i in dynamo_items(sinks["dynamodb"], sinks["table"]) if first["event_id"] in i["sk"]["S"]]
+    assert [(i["sk"]["S"], i["app"]["S"]) for i in items] == [(f"DL#{TODAY}#{first['event_id']}", "App 1")]
+    lake = [line for lines in lake_state(sinks["s3"], sinks["bucket"]).values() for line in lines
+            if line["event_id"] == first["event_id"]]
+    assert {(line["app"], line["minutes_spent"], line["download_date"]) for line in lake} == {
+        ("App 1", first["minutes_spent"], TODAY)}
+
+    letters = [json.loads(line) for page in sinks["s3"].get_paginator("list_objects_v2").paginate(
+        Bucket=sinks["bucket"], Prefix="rejected/stream/") for o in page.get("Contents", [])
+        for line in sinks["s3"].get_object(Bucket=sinks["bucket"], Key=o["Key"])["Body"].read().decode().splitlines()]
+    assert sorted((letter["record"].get("app"), letter["record"]["download_date"]) for letter in letters) == [
+        ("Another App", TODAY), ("App 1", "2020-01-01"), ("App 1", TODAY)]
+    assert {(letter["field"], letter["reason"]) for letter in letters} == {("event_id", schema.CONFLICT)}

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import datetime as dt
 import hmac
-import json
 import logging
 import os
 import threading
@@ -88,7 +87,7 @@ def _event_model() -> type[BaseModel]:
             kind = Literal[spec.choices]  # type: ignore[valid-type]
         else:
             kind = str
-            bounds = {"min_length": 1}
+            bounds = {"min_length": 1, "max_length": spec.max_length}
         if spec.name == "event_id":
             fields[spec.name] = (Optional[str], Field(None, description=spec.description +
                                  " (optional: derived from the content when absent)", **bounds))
@@ -214,12 +213,11 @@ def parse_records(body: bytes) -> list[Any]:
     if not body.strip():
         raise ApiError(400, "request body is empty; send one event, a JSON list or {\"records\": [...]}", "body")
     try:
-        payload = json.loads(body)
+        payload = schema.loads(body)
     except UnicodeDecodeError:
         raise ApiError(400, "request body is not UTF-8 text", "body") from None
-    except (json.JSONDecodeError, RecursionError) as exc:
-        message = exc.msg if isinstance(exc, json.JSONDecodeError) else "nested too deeply"
-        raise ApiError(400, f"request body is not valid JSON: {message}", "body") from None
+    except schema.JsonError as exc:
+        raise ApiError(400, f"request body is not valid JSON: {exc}", "body") from None
     if isinstance(payload, dict) and "records" in payload:
         records = payload["records"]
         if not isinstance(records, list):

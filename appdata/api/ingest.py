@@ -2,8 +2,8 @@
 
 Kept apart from the HTTP layer so the same functions serve the FastAPI route, the Lambda
 handler and direct tests. Every validation decision comes from `appdata.schema`, so the API
-rejects exactly what the batch ETL and the stream drain reject; the only checks added here
-are the ones a CSV cannot express (JSON objects, lists and booleans where a value belongs).
+rejects exactly what the batch ETL, the stream drain and a replay reject (JSON rules included:
+`schema.prepare_json_records`, shared with the drain and replay).
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ import datetime as dt
 import hashlib
 import json
 import logging
-import math
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,8 +24,6 @@ log = logging.getLogger("appdata.api")
 
 MAX_RECORDS_PER_REQUEST = 500
 KINESIS_CHUNK = 500  # PutRecords takes at most 500 records per call
-# Integers travel as float64 through pandas; past 2**53 they silently lose digits.
-MAX_SAFE_INTEGER = 2**53
 
 
 @dataclass
@@ -48,58 +45,12 @@ class Checked:
     rejected: list[Rejection] = field(default_factory=list)
 
 
-def _json_only_problem(spec: schema.Field, value: Any) -> str | None:
-    """Problems a JSON value can have that a CSV cell cannot; None when the value may go on."""
-    if isinstance(value, (dict, list)):
-        return f"must be a single {spec.kind} value, not a JSON {'object' if isinstance(value, dict) else 'array'}"
-    if isinstance(value, bool):
-        return f"must be a {spec.kind}, not a boolean"
-    if isinstance(value, str):
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError:
-            return "contains characters that are not valid Unicode text"
-        if "\x00" in value:
-            return "contains a NUL character"
-    if spec.kind == "int" and value is not None:
-        try:
-            number = float(value)
-        except (TypeError, ValueError):
-            return None  # the schema says "is not a whole number"
-        if math.isfinite(number) and abs(number) >= MAX_SAFE_INTEGER:
-            return "must be below 2^53 in magnitude"
-    return None
-
-
-def _precheck(index: int, record: Any) -> Rejection | None:
-    if not isinstance(record, dict):
-        return Rejection(index, "record", "is not a JSON object", record)
-    for spec in schema.FIELDS:
-        if spec.name in record:
-            problem = _json_only_problem(spec, record[spec.name])
-            if problem:
-                return Rejection(index, spec.name, f"{spec.name}: {problem}", record)
-    return None
-
-
-def _missing(value: Any) -> bool:
-    return value is None or (isinstance(value, str) and not value.strip()) or (
-        isinstance(value, float) and math.isnan(value)
-    )
-
-
 def check_records(records: list[Any]) -> Checked:
-    """Validate every record with `appdata.schema`; fill a content-derived event_id where absent."""
+    """Validate every record with `appdata.schema`: its JSON rules, `validate_records`, then the
+    duplicate rule (a second record of one event_id with other content is rejected)."""
     out = Checked()
-    candidates: list[tuple[int, dict[str, Any]]] = []
-    for index, record in enumerate(records):
-        problem = _precheck(index, record)
-        if problem:
-            out.rejected.append(problem)
-            continue
-        if _missing(record.get("event_id")):
-            record = {**record, "event_id": schema.derive_event_id(record)}
-        candidates.append((index, record))
+    candidates, json_rejected = schema.prepare_json_records(records)
+    out.rejected = [Rejection(r.position, r.field, r.reason, r.record) for r in json_rejected]
     if not candidates:
         return out
 
@@ -108,11 +59,16 @@ def check_records(records: list[Any]) -> Checked:
     for row in validation.rejected.itertuples(index=False):
         position = int(row.row)
         bad_positions.add(position)
-        index, record = candidates[position]
-        out.rejected.append(Rejection(index, row.field, row.reason, record))
+        index, candidate = candidates[position]
+        out.rejected.append(Rejection(index, row.field, row.reason, {**records[index], "event_id": candidate["event_id"]}))
     typed = typed_records(validation.valid)
     good = [c for position, c in enumerate(candidates) if position not in bad_positions]
-    out.accepted = [(index, rec) for (index, _), rec in zip(good, typed, strict=True)]
+    accepted = [(index, rec) for (index, _), rec in zip(good, typed, strict=True)]
+    conflicting = schema.conflicts([rec for _, rec in accepted])
+    for position, reason in conflicting.items():
+        index, rec = accepted[position]
+        out.rejected.append(Rejection(index, "event_id", reason, records[index]))
+    out.accepted = [item for position, item in enumerate(accepted) if position not in conflicting]
     out.rejected.sort(key=lambda r: r.index)
     return out
 
@@ -144,16 +100,6 @@ def request_id_for(body: bytes) -> str:
     return "req-" + hashlib.sha256(body).hexdigest()[:24]
 
 
-def _json_safe(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {str(k): _json_safe(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_json_safe(v) for v in value]
-    return value
-
-
 def _dead_letter_day(record: Any, today: str) -> str:
     raw = record.get("download_date") if isinstance(record, dict) else None
     if isinstance(raw, str):
@@ -178,7 +124,7 @@ def write_dead_letters(s3_client: Any, bucket: str, request_id: str, rejected: l
             "field": item.field,
             "reason": item.reason,
             "row": item.index,
-            "record": _json_safe(record),
+            "record": schema.json_safe(record),
             "rejected_at": now.isoformat().replace("+00:00", "Z"),
             "request_id": request_id,
         }

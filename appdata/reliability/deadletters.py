@@ -203,8 +203,8 @@ def read_fixed_file(path: str) -> list[dict[str, Any]]:
             if not line.strip():
                 continue
             try:
-                item = json.loads(line)
-            except json.JSONDecodeError as exc:
+                item = schema.loads(line)
+            except schema.JsonError as exc:
                 raise DeadLetterError(f"{path}:{number}: not a JSON object: {exc}") from exc
             if not isinstance(item, dict):
                 raise DeadLetterError(f"{path}:{number}: not a JSON object")
@@ -220,21 +220,19 @@ def prepare_records(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     Raises DeadLetterError naming each record, field and reason that still fails, so a user
     never replays a record that will only be rejected again.
     """
-    raw = []
-    for record in records:
-        record = {k: v for k, v in record.items() if k in schema.EVENT_COLUMNS}
-        if schema._is_null(record.get("event_id")):
-            record["event_id"] = schema.derive_event_id(record)
-        raw.append(record)
-    if not raw:
+    candidates, json_rejected = schema.prepare_json_records(records)
+    if not candidates and not json_rejected:
         raise DeadLetterError("nothing to replay")
-    validation = schema.validate_records(schema.records_to_frame(raw))
-    if len(validation.rejected):
-        problems = "; ".join(
-            f"record {int(r.row)}: {r.reason}" for r in validation.rejected.itertuples()
-        )
+    problems = [(r.position + 1, r.reason) for r in json_rejected]
+    if not candidates:
+        raise DeadLetterError(f"{len(problems)} record(s) still invalid, nothing replayed: "
+                              + "; ".join(f"record {n}: {reason}" for n, reason in problems))
+    validation = schema.validate_records(schema.records_to_frame(event for _, event in candidates))
+    problems += [(candidates[int(r.row) - 1][0] + 1, r.reason) for r in validation.rejected.itertuples()]
+    if problems:
+        listed = "; ".join(f"record {number}: {reason}" for number, reason in sorted(problems))
         raise DeadLetterError(
-            f"{len(validation.rejected)} record(s) still invalid, nothing replayed: {problems}. "
+            f"{len(problems)} record(s) still invalid, nothing replayed: {listed}. "
             "Fix them in a file and pass it with --fixed."
         )
     return schema.frame_to_records(validation.valid)

@@ -20,14 +20,15 @@ import logging
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Mapping
 
 import pandas as pd
 import sqlalchemy as sa
 from botocore.exceptions import ClientError
 
-from appdata.schema import derive_event_id, frame_to_records, records_to_frame, validate_records
-from appdata.warehouse.loader import insert_new
+from appdata import schema
+from appdata.schema import frame_to_records
+from appdata.warehouse.loader import events_by_id, insert_new
 
 log = logging.getLogger(__name__)
 
@@ -77,11 +78,6 @@ def list_shards(kinesis: Any, stream: str) -> list[dict]:
 
 def parents_of(shard: dict) -> list[str]:
     return [p for p in (shard.get("ParentShardId"), shard.get("AdjacentParentShardId")) if p]
-
-
-def is_closed(shard: dict) -> bool:
-    """A closed shard (after a split or merge) has an EndingSequenceNumber."""
-    return bool(shard.get("SequenceNumberRange", {}).get("EndingSequenceNumber"))
 
 
 def shard_order(shards: list[dict]) -> list[dict]:
@@ -226,7 +222,7 @@ def _arrival(record: dict) -> dt.datetime:
 def _dead_letter(*, shard_id: str, stream: str, record: dict, raw: Any, field_name: str | None, reason: str,
                  now: str, row: int) -> dict:
     return {
-        "source": "stream", "field": field_name, "reason": reason, "row": row, "record": raw,
+        "source": "stream", "field": field_name, "reason": reason, "row": row, "record": schema.json_safe(raw),
         "rejected_at": now, "stream": stream, "shard_id": shard_id,
         "sequence_number": record["SequenceNumber"],
         "partition_key": record.get("PartitionKey"),
@@ -234,48 +230,67 @@ def _dead_letter(*, shard_id: str, stream: str, record: dict, raw: Any, field_na
     }
 
 
-def decode_records(records: list[dict], *, shard_id: str, stream: str) -> Decoded:
-    """Kinesis records -> valid typed events and dead letters (undecodable or invalid)."""
+def decode_records(records: list[dict], *, shard_id: str, stream: str,
+                   stored: Callable[[list[str]], Mapping[str, dict]] | None = None) -> Decoded:
+    """Kinesis records -> valid typed events and dead letters (undecodable, invalid, conflicting).
+
+    The same contract as the API: `schema.loads`, `schema.prepare_json_records`, then
+    `schema.validate_records`; a record a producer wrote straight to Kinesis gets the verdict
+    (and the event id) it would have got through POST /v1/downloads. Then `schema.conflicts`
+    against the records of the range before it and `stored` (the events the warehouse already
+    holds, by id), so every sink keeps the first record of an event_id.
+    """
     now = dt.datetime.now(dt.timezone.utc).isoformat()
     rejected: list[dict] = []
-    events: list[dict] = []
-    sources: list[dict] = []  # the Kinesis record of each event
-    positions: list[int] = []  # its position in the range
+    payloads: list[Any] = []
+    sources: list[dict] = []  # the Kinesis record of each decoded payload
     for row, record in enumerate(records):
         data = record["Data"]
         try:
-            event = json.loads(data.decode("utf-8") if isinstance(data, (bytes, bytearray)) else data)
-            if not isinstance(event, dict):
-                raise ValueError(f"expected a JSON object, got {type(event).__name__}")
+            payloads.append(schema.loads(data.decode("utf-8") if isinstance(data, (bytes, bytearray)) else data))
+            sources.append(record)
         except (UnicodeDecodeError, ValueError) as exc:
-            raw = data.decode("utf-8", "replace") if isinstance(data, (bytes, bytearray)) else str(data)
-            if isinstance(data, (bytes, bytearray)):
-                try:
-                    data.decode("utf-8")
-                except UnicodeDecodeError:
-                    raw = {"data_base64": base64.b64encode(bytes(data)).decode()}
-            rejected.append(_dead_letter(shard_id=shard_id, stream=stream, record=record,
-                                         raw=raw if isinstance(raw, dict) else {"data": raw[:10_000]},
+            if isinstance(data, (bytes, bytearray)) and isinstance(exc, UnicodeDecodeError):
+                raw: dict = {"data_base64": base64.b64encode(bytes(data)).decode()}
+            else:
+                text = data.decode("utf-8") if isinstance(data, (bytes, bytearray)) else str(data)
+                raw = {"data": text[:10_000]}
+            rejected.append(_dead_letter(shard_id=shard_id, stream=stream, record=record, raw=raw,
                                          field_name=None, reason=f"undecodable record: {exc}", now=now, row=row))
-            continue
-        if not event.get("event_id"):
-            event = {**event, "event_id": derive_event_id(event)}  # as the API does for clients without ids
-        events.append(event)
-        sources.append(record)
-        positions.append(row)
-    if not events:
+    positions = {id(source): row for row, source in enumerate(records)}
+    candidates, json_rejected = schema.prepare_json_records(payloads)
+    for item in json_rejected:
+        source = sources[item.position]
+        rejected.append(_dead_letter(shard_id=shard_id, stream=stream, record=source, raw=item.record,
+                                     field_name=item.field, reason=item.reason, now=now, row=positions[id(source)]))
+    if not candidates:
         return Decoded(valid=pd.DataFrame(), rejected=rejected)
-    validation = validate_records(records_to_frame(events), first_row=0)
+    validation = schema.validate_records(schema.records_to_frame(event for _, event in candidates), first_row=0)
     for item in validation.rejected.itertuples(index=False):
-        record = sources[int(item.row)]
-        rejected.append(_dead_letter(shard_id=shard_id, stream=stream, record=record, raw=events[int(item.row)],
-                                     field_name=item.field, reason=item.reason, now=now,
-                                     row=positions[int(item.row)]))
+        position, event = candidates[int(item.row)]
+        source = sources[position]
+        rejected.append(_dead_letter(shard_id=shard_id, stream=stream, record=source,
+                                     raw={**payloads[position], "event_id": event["event_id"]},
+                                     field_name=item.field, reason=item.reason, now=now, row=positions[id(source)]))
     bad_rows = set(int(r) for r in validation.rejected["row"])
-    kept = [rec for i, rec in enumerate(sources) if i not in bad_rows]
-    valid = validation.valid.copy()
+    kept = [position for i, (position, _) in enumerate(candidates) if i not in bad_rows]
+    valid = validation.valid
+    if not valid.empty:
+        events = frame_to_records(valid)
+        conflicting = schema.conflicts(events, stored([e["event_id"] for e in events]) if stored else None)
+        for i, reason in conflicting.items():
+            source = sources[kept[i]]
+            rejected.append(_dead_letter(shard_id=shard_id, stream=stream, record=source, raw=payloads[kept[i]],
+                                         field_name="event_id", reason=reason, now=now, row=positions[id(source)]))
+        if conflicting:
+            keep = [i not in conflicting for i in range(len(kept))]
+            valid = valid[keep].reset_index(drop=True)
+            kept = [position for position, ok in zip(kept, keep) if ok]
+    kept = [sources[position] for position in kept]
+    valid = valid.copy()
     valid["_seq"] = [r["SequenceNumber"] for r in kept]
     valid["_arrival"] = [_arrival(r) for r in kept]
+    rejected.sort(key=lambda line: line["row"])
     return Decoded(valid=valid, rejected=rejected)
 
 
@@ -418,7 +433,8 @@ def drain_records(
     result = DrainResult(stream, shard_id, first_sequence, last_sequence, records=len(records))
     if records:
         result.newest_arrival = max(_arrival(r) for r in records)
-    decoded = decode_records(records, shard_id=shard_id, stream=stream)
+    stored = (lambda ids: events_by_id(engine, WAREHOUSE_TABLE, ids)) if engine is not None else None
+    decoded = decode_records(records, shard_id=shard_id, stream=stream, stored=stored)
     valid = decoded.valid
     result.rejected = len(decoded.rejected)
     result.rejected_objects = write_rejected(s3, bucket, shard_id, first_sequence, last_sequence, decoded.rejected)

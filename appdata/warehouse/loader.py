@@ -115,6 +115,18 @@ def insert_new(engine: sa.Engine, table: str, frame: pd.DataFrame, *, key: str =
         return bulk_insert(conn, table, fresh)
 
 
+def events_by_id(engine: sa.Engine, table: str, ids: Iterable[str]) -> dict[str, dict]:
+    """The stored events of `ids` (absent ids omitted), for the duplicate rule's first record."""
+    target = TABLES[table]
+    found: dict[str, dict] = {}
+    ids = list(dict.fromkeys(ids))
+    with engine.connect() as conn:
+        for chunk_start in range(0, len(ids), 5000):
+            rows = conn.execute(sa.select(target).where(target.c.event_id.in_(ids[chunk_start:chunk_start + 5000])))
+            found.update((row.event_id, dict(row._mapping)) for row in rows)
+    return found
+
+
 def count_rows(engine: sa.Engine, table: str, where: str = "", params: dict | None = None) -> int:
     sql = f'SELECT COUNT(*) FROM "{table}"' + (f" WHERE {where}" if where else "")
     with engine.connect() as conn:
