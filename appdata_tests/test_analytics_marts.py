@@ -10,7 +10,7 @@ import pytest
 import sqlalchemy as sa
 
 from appdata.analytics import marts
-from appdata.schema import EVENT_COLUMNS, coerce_event_frame
+from appdata.contract.schema import EVENT_COLUMNS, coerce_event_frame
 from appdata.warehouse.loader import create_schema, replace_all
 
 D = dt.date

@@ -13,7 +13,8 @@ import pytest
 
 from appdata.analytics import plots
 from appdata.analytics.demo import run_analytics_demo
-from appdata.analytics.report import REPORT_KEY, build_report, report_path, write_report
+from appdata.analytics.report import build_report, report_path, write_report
+from appdata.contract.layout import REPORT_KEY
 from appdata.warehouse.loader import replace_all
 from appdata_tests.test_analytics_marts import hand_made
 from appdata_tests.test_analytics_recommend import generated

@@ -10,7 +10,7 @@ import pytest
 from botocore.stub import Stubber
 from fastapi.testclient import TestClient
 
-from appdata import schema
+from appdata.contract import schema
 from appdata.api.app import create_app
 from appdata.api.ingest import put_records
 from appdata_tests.api_helpers import download_item, read_stream, sample_event

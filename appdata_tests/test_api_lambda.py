@@ -8,7 +8,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from appdata import schema
+from appdata.contract import schema
 from appdata.api.app import app as lazy_app
 from appdata.api.lambda_handler import handler
 from appdata_tests.api_helpers import download_item, proxy_event, read_stream, sample_event

@@ -19,7 +19,8 @@ from appdata.batch import demo, etl, lake
 from appdata.config import Settings
 from appdata.provision import ensure_bucket
 from appdata.resources import build_resources
-from appdata.schema import EVENT_COLUMNS
+from appdata.contract import layout
+from appdata.contract.schema import EVENT_COLUMNS
 from appdata.warehouse.loader import create_schema
 
 DAY = dt.date(2020, 3, 1)
@@ -75,7 +76,7 @@ def run_etl(tmp_path: Path, body: bytes, day: dt.date = DAY) -> etl.DayOutput:
     path = tmp_path / "landing.csv"
     path.write_bytes(body)
     work = etl.WindowETL(tmp_path)
-    work.add_day(day, lake.landing_key(day), etl.parse_landing(path, day))
+    work.add_day(day, layout.landing_key(day), etl.parse_landing(path, day))
     [out] = work.finish()
     return out
 
@@ -307,7 +308,7 @@ def test_curated_asset_writes_dead_letters_and_loads_only_good_rows(appdata_env,
     s3 = resources["s3"].get_client()
     bucket = resources["s3"].bucket
     body, expected = dirty_file()
-    s3.put_object(Bucket=bucket, Key=lake.landing_key(DAY), Body=body)
+    s3.put_object(Bucket=bucket, Key=layout.landing_key(DAY), Body=body)
 
     result = _materialize(resources, ["curated_batch", "downloads_batch"])
     assert result.success
@@ -319,7 +320,7 @@ def test_curated_asset_writes_dead_letters_and_loads_only_good_rows(appdata_env,
     assert {letter["row"] for _, letter in letters} == set(expected)
     for key, letter in letters:
         assert letter["source"] == "batch"
-        assert letter["landing_key"] == lake.landing_key(DAY)
+        assert letter["landing_key"] == layout.landing_key(DAY)
         assert expected[letter["row"]][1] in letter["reason"]
         assert dt.datetime.fromisoformat(letter["rejected_at"]).tzinfo is not None
         assert isinstance(letter["record"], dict)
@@ -331,7 +332,7 @@ def test_curated_asset_writes_dead_letters_and_loads_only_good_rows(appdata_env,
     assert loaded == 4
 
     # The client re-drops a clean file: the stale dead letters go, the warehouse day is replaced.
-    s3.put_object(Bucket=bucket, Key=lake.landing_key(DAY), Body=csv_bytes([good_row(i) for i in range(1, 6)]))
+    s3.put_object(Bucket=bucket, Key=layout.landing_key(DAY), Body=csv_bytes([good_row(i) for i in range(1, 6)]))
     assert _materialize(resources, ["curated_batch", "downloads_batch"]).success
     assert list(lake.list_keys(s3, bucket, "rejected/batch/")) == []
     with engine.connect() as conn:
@@ -346,7 +347,7 @@ def test_curated_asset_refuses_a_headerless_file_and_loads_nothing(appdata_env, 
     s3 = resources["s3"].get_client()
     bucket = resources["s3"].bucket
     headerless = csv_bytes([good_row(1), good_row(2)]).split(b"\n", 1)[1]
-    s3.put_object(Bucket=bucket, Key=lake.landing_key(DAY), Body=headerless)
+    s3.put_object(Bucket=bucket, Key=layout.landing_key(DAY), Body=headerless)
 
     result = _materialize(resources, ["curated_batch", "downloads_batch"])
     assert not result.success
@@ -376,7 +377,7 @@ def test_a_gzip_drop_is_loaded_and_reconciles_and_two_drops_are_refused(appdata_
     s3 = resources["s3"].get_client()
     bucket = resources["s3"].bucket
     body, expected = dirty_file()
-    plain_key, gz_key = lake.landing_drop_keys(DAY)
+    plain_key, gz_key = layout.landing_drop_keys(DAY)
     assert gz_key == plain_key + ".gz"
     s3.put_object(Bucket=bucket, Key=gz_key, Body=gzip.compress(body))
 
@@ -411,7 +412,7 @@ def test_nul_in_a_value_is_a_dead_letter_not_a_failed_postgresql_load(appdata_en
     bucket = resources["s3"].bucket
     rows = [good_row(i) for i in range(1, 6)]
     rows[2]["name"] = "Jo\x00e"
-    s3.put_object(Bucket=bucket, Key=lake.landing_key(DAY), Body=csv_bytes(rows))
+    s3.put_object(Bucket=bucket, Key=layout.landing_key(DAY), Body=csv_bytes(rows))
 
     result = _materialize(resources, ["curated_batch", "downloads_batch"])
     assert result.success
@@ -513,10 +514,10 @@ TRICKY = {
 
 def test_fast_prescreen_only_accepts_what_validate_records_accepts_with_the_same_values():
     """The vectorized pre-screen is an optimization: it must never accept a row, or type a value,
-    differently from appdata.schema.validate_records."""
+    differently from appdata.contract.schema.validate_records."""
     import pyarrow as pa
 
-    from appdata.schema import validate_records
+    from appdata.contract.schema import validate_records
 
     rows = []
     for fld, values in TRICKY.items():

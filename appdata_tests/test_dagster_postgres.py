@@ -88,7 +88,7 @@ def test_pipeline_runs_with_storage_on_postgres(appdata_env, provisioned, dagste
     monkeypatch.setenv("APPDATA_BATCH_ROWS_PER_DAY", "100")  # a few days of a small client
     from dagster._core.run_coordinator import QueuedRunCoordinator
 
-    from appdata import schema
+    from appdata.contract import schema
     from appdata.api.ingest import put_records
     from appdata.definitions import build_definitions
     from appdata.resources import build_resources

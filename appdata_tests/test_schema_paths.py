@@ -13,7 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from appdata import schema
+from appdata.contract import schema
 from appdata_tests.api_helpers import sample_event
 
 TODAY = dt.date.today()

@@ -15,7 +15,7 @@ from appdata.sources.assets import (
     users_batch,
     users_stream,
 )
-from appdata.schema import EVENT_COLUMNS, validate_records
+from appdata.contract.schema import EVENT_COLUMNS, validate_records
 
 SOURCES = [playstore_apps_raw, playstore_apps, users_batch, users_stream,
            users_app_batch_client_data, users_app_stream_client_data]

@@ -11,7 +11,7 @@ import uuid
 import dagster as dg
 import pytest
 
-from appdata import schema
+from appdata.contract import schema
 from appdata.stream.assets import SHARD_TAG, stream_drain
 from appdata.stream.drain import drain_range, list_shards, read_shard
 from appdata.stream.sensor import kinesis_drain_sensor, shard_tag_value

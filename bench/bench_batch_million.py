@@ -66,6 +66,7 @@ def main() -> None:
     from _common import BenchEnvironment
 
     from appdata.batch import demo, lake
+    from appdata.contract import layout
 
     bench = BenchEnvironment("million", {"APPDATA_BATCH_ROWS_PER_DAY": str(ROWS)})
     try:
@@ -78,7 +79,7 @@ def main() -> None:
         s3 = resources["s3"]
         with tempfile.TemporaryDirectory() as tmp:
             csv_path = Path(tmp) / "landing.csv"
-            size = lake.download(s3.get_client(), s3.bucket, lake.landing_key(DAY), csv_path)
+            size = lake.download(s3.get_client(), s3.bucket, layout.landing_key(DAY), csv_path)
             print(f"setup: {ROWS:,} client rows and a {size / 1e6:.0f} MB landing CSV in "
                   f"{time.monotonic() - started:.1f}s (not timed)")
             duck = _child(DUCKDB_CHILD, str(csv_path), str(Path(tmp) / "duck.parquet"))

@@ -20,7 +20,7 @@ sys.path.insert(0, str(REPO))
 
 import pandas as pd  # noqa: E402
 
-from appdata import schema  # noqa: E402
+from appdata.contract import schema  # noqa: E402
 from appdata_tests.api_helpers import sample_event  # noqa: E402
 
 

@@ -18,9 +18,8 @@ import sqlalchemy as sa
 
 from appdata.analytics import plots
 from appdata.analytics.marts import MARTS, read_mart
+from appdata.contract import layout
 
-REPORT_NAME = "appdata_report.html"
-REPORT_KEY = f"reports/{REPORT_NAME}"
 
 _CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem auto;max-width:1100px;color:#222}
@@ -92,7 +91,7 @@ def build_report(engine: sa.Engine, extra: dict[str, Any] | None = None) -> Repo
 
 
 def report_path(home: Path) -> Path:
-    return Path(home) / "reports" / REPORT_NAME
+    return Path(home) / layout.REPORT_KEY
 
 
 def write_report(report: Report, home: Path, s3_client: Any | None = None, bucket: str | None = None) -> dict[str, str]:
@@ -104,7 +103,7 @@ def write_report(report: Report, home: Path, s3_client: Any | None = None, bucke
     tmp.replace(path)
     where = {"path": str(path)}
     if s3_client is not None and bucket:
-        s3_client.put_object(Bucket=bucket, Key=REPORT_KEY, Body=report.html.encode("utf-8"),
+        s3_client.put_object(Bucket=bucket, Key=layout.REPORT_KEY, Body=report.html.encode("utf-8"),
                              ContentType="text/html; charset=utf-8")
-        where["s3_uri"] = f"s3://{bucket}/{REPORT_KEY}"
+        where["s3_uri"] = f"s3://{bucket}/{layout.REPORT_KEY}"
     return where

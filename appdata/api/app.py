@@ -30,14 +30,13 @@ from fastapi.security import APIKeyHeader
 from pydantic import BaseModel, Field, create_model
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from appdata import schema
 from appdata.api.ingest import MAX_RECORDS_PER_REQUEST, StoreUnavailable, ingest
 from appdata.config import Settings, api_keys_from_env, boto3_client
+from appdata.contract import layout, schema
 
 log = logging.getLogger("appdata.api")
 
 DEFAULT_MAX_BODY_BYTES = 1 << 20  # 1 MiB: 500 typical records are ~250 KiB
-REPORT_NAME = "appdata_report.html"
 API_KEY_HEADER = "x-api-key"
 
 
@@ -72,7 +71,7 @@ def _error(status: int, detail: str, field: str | None, **extra: Any) -> JSONRes
 def _event_model() -> type[BaseModel]:
     """A pydantic model of the event built from schema.FIELDS, so the docs never drift from it.
 
-    It documents the body; it does not decide: records are validated by appdata.schema.
+    It documents the body; it does not decide: records are validated by appdata.contract.schema.
     """
     fields: dict[str, Any] = {}
     for spec in schema.FIELDS:
@@ -95,7 +94,7 @@ def _event_model() -> type[BaseModel]:
             fields[spec.name] = (Optional[kind], Field(None, description=spec.description, **bounds))
         else:
             fields[spec.name] = (kind, Field(..., description=spec.description, **bounds))
-    return create_model("DownloadEvent", __doc__="One app-download event (see appdata/schema.py).", **fields)
+    return create_model("DownloadEvent", __doc__="One app-download event (see appdata/contract/schema.py).", **fields)
 
 
 DownloadEvent = _event_model()
@@ -425,11 +424,11 @@ def create_app(settings: Settings | None = None, *, api_keys: list[str] | None =
     def dashboard() -> HTMLResponse:
         """The analytics report (aggregates only, no personal data, so no key needed):
         APPDATA_HOME/reports/appdata_report.html, else s3://<bucket>/reports/appdata_report.html."""
-        local = Path(settings.home) / "reports" / REPORT_NAME
+        local = Path(settings.home) / layout.REPORT_KEY
         if local.is_file():
             return HTMLResponse(local.read_text(encoding="utf-8"))
         try:
-            obj = clients.s3.get_object(Bucket=settings.bucket, Key=f"reports/{REPORT_NAME}")
+            obj = clients.s3.get_object(Bucket=settings.bucket, Key=layout.REPORT_KEY)
             return HTMLResponse(obj["Body"].read().decode("utf-8"))
         except ClientError as exc:
             if exc.response.get("Error", {}).get("Code") not in ("NoSuchKey", "404", "NoSuchBucket"):
@@ -438,8 +437,8 @@ def create_app(settings: Settings | None = None, *, api_keys: list[str] | None =
         except BotoCoreError as exc:
             raise StoreUnavailable(f"could not read the report from s3://{settings.bucket}: "
                                    f"{type(exc).__name__}") from exc
-        return _error(404, f"no report built yet: looked in {local} and s3://{settings.bucket}/reports/"
-                           f"{REPORT_NAME}; materialize the analytics report assets first", None)
+        return _error(404, f"no report built yet: looked in {local} and s3://{settings.bucket}/"
+                           f"{layout.REPORT_KEY}; materialize the analytics report assets first", None)
 
     return app
 

@@ -1,7 +1,7 @@
 """The ingest path behind POST /v1/downloads: validate, dead-letter, put to Kinesis.
 
 Kept apart from the HTTP layer so the same functions serve the FastAPI route, the Lambda
-handler and direct tests. Every validation decision comes from `appdata.schema`, so the API
+handler and direct tests. Every validation decision comes from `appdata.contract.schema`, so the API
 rejects exactly what the batch ETL, the stream drain and a replay reject (JSON rules included:
 `schema.prepare_json_records`, shared with the drain and replay).
 """
@@ -18,7 +18,7 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from appdata import schema
+from appdata.contract import deadletters, schema
 
 log = logging.getLogger("appdata.api")
 
@@ -46,7 +46,7 @@ class Checked:
 
 
 def check_records(records: list[Any]) -> Checked:
-    """Validate every record with `appdata.schema`: its JSON rules, `validate_records`, then the
+    """Validate every record with `appdata.contract.schema`: its JSON rules, `validate_records`, then the
     duplicate rule (a second record of one event_id with other content is rejected)."""
     out = Checked()
     candidates, json_rejected = schema.prepare_json_records(records)
@@ -100,42 +100,14 @@ def request_id_for(body: bytes) -> str:
     return "req-" + hashlib.sha256(body).hexdigest()[:24]
 
 
-def _dead_letter_day(record: Any, today: str) -> str:
-    raw = record.get("download_date") if isinstance(record, dict) else None
-    if isinstance(raw, str):
-        try:
-            return dt.date.fromisoformat(raw.strip()[:10]).isoformat()
-        except ValueError:
-            pass
-    return today
-
-
 def write_dead_letters(s3_client: Any, bucket: str, request_id: str, rejected: list[Rejection]) -> list[str]:
-    """rejected/api/download_date=D/<request-id>.jsonl, one object per day, per the contract."""
-    if not rejected:
-        return []
+    """One dead-letter object per filing day, named after the request (a retried POST rewrites it)."""
     now = dt.datetime.now(dt.timezone.utc)
-    today = now.date().isoformat()
-    by_day: dict[str, list[str]] = {}
-    for item in rejected:
-        record = item.record if isinstance(item.record, dict) else {"value": item.record}
-        line = {
-            "source": "api",
-            "field": item.field,
-            "reason": item.reason,
-            "row": item.index,
-            "record": schema.json_safe(record),
-            "rejected_at": now.isoformat().replace("+00:00", "Z"),
-            "request_id": request_id,
-        }
-        by_day.setdefault(_dead_letter_day(item.record, today), []).append(json.dumps(line, default=str))
-    keys = []
-    for day, lines in sorted(by_day.items()):
-        key = f"rejected/api/download_date={day}/{request_id}.jsonl"
-        s3_client.put_object(Bucket=bucket, Key=key, Body=("\n".join(lines) + "\n").encode(),
-                             ContentType="application/x-ndjson")
-        keys.append(key)
-    return keys
+    rejected_at = now.isoformat().replace("+00:00", "Z")
+    letters = [deadletters.letter("api", field=item.field, reason=item.reason, row=item.index,
+                                  record=item.record if isinstance(item.record, dict) else {"value": item.record},
+                                  rejected_at=rejected_at, request_id=request_id) for item in rejected]
+    return deadletters.write(s3_client, bucket, "api", request_id, letters, lambda _: now.date().isoformat())
 
 
 def kinesis_entry(record: dict[str, Any]) -> dict[str, Any]:

@@ -23,7 +23,8 @@ from botocore.exceptions import ClientError
 from appdata.batch import etl, lake
 from appdata.config import Settings
 from appdata.resources import LakeS3Resource, WarehouseResource
-from appdata.schema import EVENT_COLUMNS
+from appdata.contract import deadletters, layout
+from appdata.contract.schema import EVENT_COLUMNS
 from appdata.sources.assets import client_batch_path, daily_partitions, partition_days, users_app_batch_client_data
 from appdata.warehouse import loader, redshift
 
@@ -113,9 +114,9 @@ def landing_batch(context: dg.AssetExecutionContext, s3: LakeS3Resource) -> dg.M
             table = pq.read_table(path).select(list(EVENT_COLUMNS))
             local = Path(tmp) / f"drop-{day.isoformat()}.csv"
             pacsv.write_csv(table, local)
-            key = lake.landing_key(day)
+            key = layout.landing_key(day)
             uploads.submit(lake.upload, client, s3.bucket, key, local, remove=True)
-            compressed = lake.landing_drop_keys(day)[1]
+            compressed = layout.landing_drop_keys(day)[1]
             if compressed in existing.get(day, []):  # an earlier compressed drop: this one replaces it
                 uploads.submit(client.delete_object, Bucket=s3.bucket, Key=compressed)
             per_day[day] = table.num_rows
@@ -149,7 +150,7 @@ def _check(name: str, description: str) -> dg.AssetCheckSpec:
     ],
     description="The ETL (what Glue did): every landing CSV of the day (the client's drop, plain or "
     "gzip-compressed `.csv.gz`, then replayed fixes `replay-<hash>.csv` in name order) validated row by row "
-    "(appdata.schema), "
+    "(appdata.contract.schema), "
     "deduplicated by event_id across those files and written as typed Parquet to s3://<bucket>/curated/batch/"
     "download_date=YYYY-MM-DD/part.parquet; rejected rows, with row number, field and reason, go to "
     "s3://<bucket>/rejected/batch/. A file whose header is missing or wrong, or that is no UTF-8 "
@@ -178,14 +179,14 @@ def curated_batch(context: dg.AssetExecutionContext, s3: LakeS3Resource) -> dg.M
         }
         if preview_valid is None and written.num_rows:
             preview_valid = next(pq.ParquetFile(out.parquet_path).iter_batches(batch_size=PREVIEW_ROWS)).to_pandas()
-        key = lake.curated_key(out.day)
+        key = layout.curated_key(out.day)
         uploads.submit(lake.upload, client, s3.bucket, key, out.parquet_path, remove=True)
         keys.append(key)
         fresh = set()
-        for filed_under, letters in etl.dead_letters(out, rejected_at).items():
-            rkey = lake.rejected_key(filed_under, out.day)
-            uploads.submit(client.put_object, Bucket=s3.bucket, Key=rkey, Body=etl.to_jsonl(letters),
-                           ContentType="application/x-ndjson")
+        letters = deadletters.objects("batch", layout.batch_rejected_name(out.day), etl.dead_letters(out, rejected_at),
+                                      lambda line: line["landing_day"])
+        for rkey, body in letters.items():
+            uploads.submit(client.put_object, Bucket=s3.bucket, Key=rkey, Body=body, ContentType="application/x-ndjson")
             keys.append(rkey)
             fresh.add(rkey)
         for old in sorted(stale_rejected.get(out.day, set()) - fresh):
@@ -196,10 +197,10 @@ def curated_batch(context: dg.AssetExecutionContext, s3: LakeS3Resource) -> dg.M
     landing_files = lake.landing_keys_by_day(client, s3.bucket, days)
     two_drops: dict[dt.date, str] = {}
     for day in days:
-        drops = [k for k in lake.landing_drop_keys(day) if k in landing_files.get(day, [])]
+        drops = [k for k in layout.landing_drop_keys(day) if k in landing_files.get(day, [])]
         if not drops:
             raise dg.Failure(description=f"no landing file for {day} at "
-                             f"{lake.s3_uri(s3.bucket, lake.landing_key(day))} (or .csv.gz); materialize "
+                             f"{lake.s3_uri(s3.bucket, layout.landing_key(day))} (or .csv.gz); materialize "
                              "landing_batch for this day first")
         if len(drops) > 1:  # which one is the client's current drop? reading both would mix two versions
             two_drops[day] = (f"the day has two client drops, {drops[0]} and {drops[1]}: delete the stale one "
@@ -232,7 +233,7 @@ def curated_batch(context: dg.AssetExecutionContext, s3: LakeS3Resource) -> dg.M
                     try:
                         files.append((key, etl.parse_landing(path, day)))
                     except etl.LandingRefused as exc:
-                        if key in lake.landing_drop_keys(day):
+                        if key in layout.landing_drop_keys(day):
                             raise
                         raise etl.LandingRefused(day, f"{key}: {exc.reason}") from exc
             except etl.LandingRefused as exc:
@@ -270,7 +271,7 @@ def curated_batch(context: dg.AssetExecutionContext, s3: LakeS3Resource) -> dg.M
     null_keys = sum(c["null_keys"] for c in checked.values())
     duplicates = sum(c["duplicates"] for c in checked.values())
     if rejects:
-        context.log.warning(f"{len(rejects):,} row(s) rejected; dead letters under {lake.s3_uri(s3.bucket, lake.REJECTED_PREFIX)}")
+        context.log.warning(f"{len(rejects):,} row(s) rejected; dead letters under {lake.s3_uri(s3.bucket, layout.rejected_prefix('batch'))}")
     reject_preview = pd.DataFrame([{k: r[k] for k in ("landing_day", "row", "field", "reason")} for r in rejects[:PREVIEW_ROWS]])
     return dg.MaterializeResult(
         metadata={
@@ -304,7 +305,7 @@ def _read_curated(client, bucket: str, days: list[dt.date], context: dg.AssetExe
     started = time.monotonic()
 
     def fetch(day: dt.date) -> bytes:
-        key = lake.curated_key(day)
+        key = layout.curated_key(day)
         try:
             return lake.get_bytes(client, bucket, key)
         except ClientError as exc:
@@ -314,7 +315,7 @@ def _read_curated(client, bucket: str, days: list[dt.date], context: dg.AssetExe
             raise
 
     for number, (day, body) in enumerate(zip(days, lake.prefetch(fetch, days, ahead=2)), start=1):
-        key = lake.curated_key(day)
+        key = layout.curated_key(day)
         table = pq.read_table(pa.BufferReader(body))
         tables.append(table)
         per_day[day] = table.num_rows
@@ -349,7 +350,7 @@ def downloads_batch(
     try:
         tables, per_day, sizes = _read_curated(client, s3.bucket, days, context)
         if warehouse.dialect == "redshift":
-            manifest_key = f"curated/_manifests/downloads_batch/{start.isoformat()}_{end.isoformat()}.manifest"
+            manifest_key = layout.curated_manifest_key(start, end)
             objects = [redshift.ParquetObject(lake.s3_uri(s3.bucket, k), n) for k, n in sizes.items()]
             client.put_object(Bucket=s3.bucket, Key=manifest_key, Body=redshift.manifest(objects).encode())
             redshift.copy_replace(engine, "downloads_batch", lake.s3_uri(s3.bucket, manifest_key), warehouse.copy_iam_role,

@@ -69,6 +69,7 @@ PARTITIONED = ["users_app_batch_client_data", "landing_batch", "curated_batch", 
 def stage_counts(settings: Settings, days: Sequence[dt.date], resources: dict[str, Any] | None = None) -> list[dict]:
     """Rows of each day at each stage, counted where they are stored."""
     from appdata.batch import etl, lake
+    from appdata.contract import layout
     from appdata.resources import build_resources
     from appdata.sources.assets import client_batch_path
     from appdata.warehouse import loader
@@ -78,8 +79,8 @@ def stage_counts(settings: Settings, days: Sequence[dt.date], resources: dict[st
     client = s3.get_client()
     wanted = set(days)
     rejected: dict[dt.date, int] = {d: 0 for d in wanted}
-    for obj in lake.list_keys(client, s3.bucket, lake.REJECTED_PREFIX):
-        landing_day = lake.landing_day_of_rejected_key(obj["Key"])
+    for obj in lake.list_keys(client, s3.bucket, layout.rejected_prefix("batch")):
+        landing_day = layout.landing_day_of_rejected_key(obj["Key"])
         if landing_day in wanted:
             rejected[landing_day] += sum(1 for line in lake.get_bytes(client, s3.bucket, obj["Key"]).splitlines() if line.strip())
 
@@ -94,11 +95,11 @@ def stage_counts(settings: Settings, days: Sequence[dt.date], resources: dict[st
             # landing: every CSV of the day, split as the ETL splits them (the drop + replayed fixes)
             per_file = {key: etl.count_landing_rows(lake.get_bytes(client, s3.bucket, key))
                         for key in landing_files.get(day, [])}
-            drop = next((k for k in lake.landing_drop_keys(day) if k in per_file), None)
+            drop = next((k for k in layout.landing_drop_keys(day) if k in per_file), None)
             row["dropped"] = per_file.get(drop)
             row["landing"] = sum(per_file.values()) if drop in per_file else None
             try:
-                body = lake.get_bytes(client, s3.bucket, lake.curated_key(day))
+                body = lake.get_bytes(client, s3.bucket, layout.curated_key(day))
                 row["curated"] = pq.ParquetFile(io.BytesIO(body)).metadata.num_rows
             except ClientError:
                 row["curated"] = None

@@ -9,7 +9,7 @@ pyarrow's result is also set aside when a value holds a line break or the last l
 a quote: only `landing_rows` tells a quoted value that spans lines from an unterminated quote.
 Reconciliation and `appdata demo` count landing rows with `landing_rows` too, so every reader
 of a landing file sees the same rows. Either way every row is validated by
-`appdata.schema.validate_records`, so a batch row is rejected for the same reason an API or
+`appdata.contract.schema.validate_records`, so a batch row is rejected for the same reason an API or
 stream record would be. Validation runs on batches of about CHUNK_ROWS rows gathered across
 days: one call per 100k rows, not one per day (a year of small days costs one call).
 
@@ -39,7 +39,8 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from appdata.schema import EVENT_COLUMNS, FIELDS, MIN_DATE, NULL_TOKENS, validate_records
+from appdata.contract import deadletters
+from appdata.contract.schema import EVENT_COLUMNS, FIELDS, MIN_DATE, NULL_TOKENS, validate_records
 
 CHUNK_ROWS = 100_000
 KEY_COLUMNS = ("event_id", "user_id", "download_date")
@@ -547,17 +548,6 @@ def _raw_record(row: dict) -> dict:
     return out
 
 
-def dead_letter_day(record: dict, fallback: dt.date) -> dt.date:
-    """The day a dead letter is filed under: the record's download_date if it parses, else `fallback`."""
-    value = record.get("download_date")
-    if isinstance(value, str):
-        try:
-            return dt.date.fromisoformat(value.strip()[:10])
-        except ValueError:
-            pass
-    return fallback
-
-
 # --- a vectorized pre-screen (pyarrow.compute) ---------------------------------------------------
 # validate_records is pandas and generic: 1M rows take ~35 s. Most rows are plainly fine, so
 # every value is first tested against patterns that validate_records is certain to accept with
@@ -614,7 +604,7 @@ def fast_validate(table: pa.Table) -> tuple[pa.Table, np.ndarray]:
     for spec in FIELDS:
         column = table.column(spec.name)
         if spec.kind in ("str", "enum"):
-            # the contract's text limit (appdata.schema Field.max_length) is validate_records' to explain
+            # the contract's text limit (appdata.contract.schema Field.max_length) is validate_records' to explain
             good = (pc.is_in(column, value_set=pa.array(spec.choices)) if spec.kind == "enum"
                     else _plain_text(column, getattr(spec, "max_length", None)))
             values = column
@@ -809,23 +799,9 @@ class WindowETL:
                 self._complete(out)
 
 
-def dead_letters(out: DayOutput, rejected_at: str) -> dict[dt.date, list[dict]]:
-    """The day's rejects as dead letters (the shared contract), grouped by the day they are filed under."""
-    grouped: dict[dt.date, list[dict]] = {}
-    for reject in out.rejects:
-        letter = {
-            "source": "batch",
-            "field": reject["field"],
-            "reason": reject["reason"],
-            "row": reject["row"],
-            "record": reject["record"],
-            "rejected_at": rejected_at,
-            "landing_key": reject.get("landing_key", out.landing_key),
-            "landing_day": out.day.isoformat(),
-        }
-        grouped.setdefault(dead_letter_day(reject["record"], out.day), []).append(letter)
-    return grouped
-
-
-def to_jsonl(letters: list[dict]) -> bytes:
-    return "".join(json.dumps(letter, default=str, ensure_ascii=False) + "\n" for letter in letters).encode()
+def dead_letters(out: DayOutput, rejected_at: str) -> list[dict]:
+    """The day's rejects as dead letters (`appdata.contract.deadletters`), in file and row order."""
+    return [deadletters.letter("batch", field=reject["field"], reason=reject["reason"], row=reject["row"],
+                               record=reject["record"], rejected_at=rejected_at,
+                               landing_key=reject.get("landing_key", out.landing_key), landing_day=out.day.isoformat())
+            for reject in out.rejects]

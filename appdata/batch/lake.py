@@ -1,43 +1,14 @@
-"""Where the batch path keeps its objects in the bucket (the shared S3 layout), and small S3 helpers."""
+"""The batch path's S3 work: listing its areas of the bucket (`appdata.contract.layout`), moving files."""
 
 from __future__ import annotations
 
 import datetime as dt
-import re
 from pathlib import Path
 from typing import Any, Iterable
 
 from botocore.exceptions import ClientError
 
-LANDING_NAME = "users_app_batch_client_data"
-REJECTED_PREFIX = "rejected/batch/"
-_REJECTED_NAME = re.compile(rf"^{REJECTED_PREFIX}download_date=[^/]+/{LANDING_NAME}-(\d{{4}}-\d{{2}}-\d{{2}})\.jsonl$")
-
-
-def landing_key(day: dt.date) -> str:
-    return f"landing/batch/download_date={day.isoformat()}/{LANDING_NAME}.csv"
-
-
-# A landing file is a CSV, or a gzip-compressed one (clients compress; the ETL also decompresses
-# any file that starts with gzip's magic bytes, whatever its name).
-LANDING_SUFFIXES = (".csv", ".csv.gz")
-
-
-def is_landing_file(key: str) -> bool:
-    return key.endswith(LANDING_SUFFIXES)
-
-
-def landing_drop_keys(day: dt.date) -> tuple[str, str]:
-    """The client's drop of the day: `<name>.csv`, or `<name>.csv.gz` when the client compresses."""
-    plain = landing_key(day)
-    return plain, plain + ".gz"
-
-
-LANDING_PREFIX = "landing/batch/"
-
-
-def landing_prefix(day: dt.date) -> str:
-    return f"{LANDING_PREFIX}download_date={day.isoformat()}/"
+from appdata.contract import layout
 
 
 def landing_keys_by_day(client: Any, bucket: str, days: list[dt.date]) -> dict[dt.date, list[str]]:
@@ -51,47 +22,23 @@ def landing_keys_by_day(client: Any, bucket: str, days: list[dt.date]) -> dict[d
     found: dict[dt.date, list[str]] = {}
     first, last = min(days), max(days)
     pages = client.get_paginator("list_objects_v2").paginate(
-        Bucket=bucket, Prefix=f"{LANDING_PREFIX}download_date=", StartAfter=f"{LANDING_PREFIX}download_date={first.isoformat()}")
-    stop = landing_prefix(last + dt.timedelta(days=1))
+        Bucket=bucket, Prefix=f"{layout.LANDING}download_date=", StartAfter=layout.partition(layout.LANDING, first)[:-1])
+    stop = layout.partition(layout.LANDING, last + dt.timedelta(days=1))
     for page in pages:
         for obj in page.get("Contents", []):
             key = obj["Key"]
             if key >= stop:
                 break
-            match = _LANDING_DAY.match(key)
-            if not match or not is_landing_file(key):
-                continue
-            day = dt.date.fromisoformat(match.group(1))
-            if day in wanted:
+            day = layout.landing_day_of(key)
+            if day in wanted and layout.is_landing_file(key):
                 found.setdefault(day, []).append(key)
         else:
             continue
         break
     for day, keys in found.items():
-        drops = landing_drop_keys(day)
+        drops = layout.landing_drop_keys(day)
         keys.sort(key=lambda k: (k not in drops, k))
     return found
-
-
-_LANDING_DAY = re.compile(rf"^{LANDING_PREFIX}download_date=(\d{{4}}-\d{{2}}-\d{{2}})/[^/]+$")
-
-
-def curated_key(day: dt.date) -> str:
-    return f"curated/batch/download_date={day.isoformat()}/part.parquet"
-
-
-def rejected_key(filed_under: dt.date, landing_day: dt.date) -> str:
-    """Dead letters of landing day `landing_day` whose records carry download_date `filed_under`.
-
-    The landing day in the name keeps the key deterministic (a re-run overwrites it) and tells
-    which run may delete it when a later run of that day has no rejects left.
-    """
-    return f"{REJECTED_PREFIX}download_date={filed_under.isoformat()}/{LANDING_NAME}-{landing_day.isoformat()}.jsonl"
-
-
-def landing_day_of_rejected_key(key: str) -> dt.date | None:
-    match = _REJECTED_NAME.match(key)
-    return dt.date.fromisoformat(match.group(1)) if match else None
 
 
 def list_keys(client: Any, bucket: str, prefix: str) -> Iterable[dict]:
@@ -102,8 +49,8 @@ def list_keys(client: Any, bucket: str, prefix: str) -> Iterable[dict]:
 def rejected_keys_by_landing_day(client: Any, bucket: str, days: set[dt.date]) -> dict[dt.date, set[str]]:
     """Existing batch dead-letter objects written for the given landing days (one listing per run)."""
     found: dict[dt.date, set[str]] = {}
-    for obj in list_keys(client, bucket, REJECTED_PREFIX):
-        landing_day = landing_day_of_rejected_key(obj["Key"])
+    for obj in list_keys(client, bucket, layout.rejected_prefix("batch")):
+        landing_day = layout.landing_day_of_rejected_key(obj["Key"])
         if landing_day in days:
             found.setdefault(landing_day, set()).add(obj["Key"])
     return found

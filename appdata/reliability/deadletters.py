@@ -22,31 +22,15 @@ from typing import Any, Iterable
 
 import pandas as pd
 
-from appdata import schema
+from appdata.contract import layout, schema
+from appdata.contract.deadletters import DeadLetter, parse, record_of
 
-REJECTED_PREFIX = "rejected/"
-REPLAYED_PREFIX = "rejected/_replayed/"
-SOURCES = ("api", "stream", "batch")
 PUT_RECORDS_LIMIT = 500
 API_BATCH_LIMIT = 500
 
 
 class DeadLetterError(Exception):
     """A dead letter that cannot be listed, shown or replayed; the message says why."""
-
-
-@dataclass(frozen=True)
-class DeadLetter:
-    """One rejected record as stored: where it is, why it was rejected, and the raw record."""
-
-    key: str
-    line: int
-    source: str
-    date: str
-    field: str | None
-    reason: str
-    record: dict[str, Any]
-    context: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -72,62 +56,11 @@ def normalize_key(key: str, bucket: str) -> str:
         key = key[len(prefix):]
     elif key.startswith("s3://"):
         raise DeadLetterError(f"{key} is not in bucket {bucket}")
-    if not key.startswith(REJECTED_PREFIX):
-        key = REJECTED_PREFIX + key.lstrip("/")
-    if key.startswith(REPLAYED_PREFIX):
+    if not key.startswith(layout.REJECTED):
+        key = layout.REJECTED + key.lstrip("/")
+    if key.startswith(layout.REPLAYED):
         raise DeadLetterError(f"{key} was already replayed")
     return key
-
-
-def _parse_key(key: str) -> tuple[str, str]:
-    """(source, date) from rejected/<source>/download_date=YYYY-MM-DD/name.jsonl."""
-    parts = key.split("/")
-    source = parts[1] if len(parts) > 1 else "?"
-    date = next((p.split("=", 1)[1] for p in parts if p.startswith("download_date=")), "?")
-    return source, date
-
-
-def _as_record(raw: Any) -> dict[str, Any]:
-    """The raw record of a dead letter: a dict, or a JSON string of one (pandas-written rows)."""
-    if isinstance(raw, dict):
-        return raw
-    if isinstance(raw, str):
-        try:
-            value = json.loads(raw)
-        except json.JSONDecodeError:
-            return {"_raw": raw}
-        return value if isinstance(value, dict) else {"_raw": value}
-    return {"_raw": raw}
-
-
-def parse_dead_letters(key: str, body: bytes) -> list[DeadLetter]:
-    """Every line of one rejected object; a line that is not JSON is shown as its own reason."""
-    source, date = _parse_key(key)
-    letters = []
-    for number, line in enumerate(body.decode("utf-8", errors="replace").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            item = json.loads(line)
-        except json.JSONDecodeError as exc:
-            letters.append(DeadLetter(key, number, source, date, None, f"dead letter line is not JSON: {exc}", {}))
-            continue
-        if not isinstance(item, dict):
-            item = {"record": item}
-        context = {k: v for k, v in item.items() if k not in ("source", "field", "reason", "record")}
-        letters.append(
-            DeadLetter(
-                key=key,
-                line=number,
-                source=str(item.get("source") or source),
-                date=date,
-                field=item.get("field"),
-                reason=str(item.get("reason") or ""),
-                record=_as_record(item.get("record")),
-                context=context,
-            )
-        )
-    return letters
 
 
 def _list_keys(client: Any, bucket: str, prefix: str) -> list[str]:
@@ -153,10 +86,6 @@ def _exists(client: Any, bucket: str, key: str) -> bool:
         raise
 
 
-def replayed_key(key: str) -> str:
-    return REPLAYED_PREFIX + key[len(REJECTED_PREFIX):]
-
-
 def list_dead_letters(
     client: Any, bucket: str, *, source: str | None = None, date: str | None = None
 ) -> list[DeadLetter]:
@@ -165,23 +94,23 @@ def list_dead_letters(
     A batch day re-run after a replay rejects the original bad row again (it is still in the
     client's landing file); records already replayed from the same object are left out.
     """
-    if source and source not in SOURCES:
-        raise DeadLetterError(f"unknown source {source!r}: expected one of {', '.join(SOURCES)}")
+    if source and source not in layout.DEAD_LETTER_SOURCES:
+        raise DeadLetterError(f"unknown source {source!r}: expected one of {', '.join(layout.DEAD_LETTER_SOURCES)}")
     if date:
         try:
             dt.date.fromisoformat(date)
         except ValueError as exc:
             raise DeadLetterError(f"--date must be YYYY-MM-DD, got {date!r}") from exc
-    prefixes = [f"{REJECTED_PREFIX}{s}/" + (f"download_date={date}/" if date else "") for s in ([source] if source else SOURCES)]
+    prefixes = [layout.rejected_prefix(s, date or None) for s in ([source] if source else layout.DEAD_LETTER_SOURCES)]
     letters: list[DeadLetter] = []
     for prefix in prefixes:
         for key in sorted(_list_keys(client, bucket, prefix)):
             if not key.endswith(".jsonl"):
                 continue
-            found = parse_dead_letters(key, _read(client, bucket, key))
-            done_key = replayed_key(key)
+            found = parse(key, _read(client, bucket, key))
+            done_key = layout.replayed_key(key)
             if _exists(client, bucket, done_key):
-                done = {schema.record_digest(d.record) for d in parse_dead_letters(done_key, _read(client, bucket, done_key))}
+                done = {schema.record_digest(d.record) for d in parse(done_key, _read(client, bucket, done_key))}
                 found = [d for d in found if schema.record_digest(d.record) not in done]
             letters.extend(found)
     letters.sort(key=lambda d: (d.date, d.source, d.key, d.line))
@@ -192,7 +121,7 @@ def show_dead_letters(client: Any, bucket: str, key: str) -> list[DeadLetter]:
     key = normalize_key(key, bucket)
     if not _exists(client, bucket, key):
         raise DeadLetterError(f"no dead letter s3://{bucket}/{key} (already replayed? see rejected/_replayed/)")
-    return parse_dead_letters(key, _read(client, bucket, key))
+    return parse(key, _read(client, bucket, key))
 
 
 def read_fixed_file(path: str) -> list[dict[str, Any]]:
@@ -208,7 +137,7 @@ def read_fixed_file(path: str) -> list[dict[str, Any]]:
                 raise DeadLetterError(f"{path}:{number}: not a JSON object: {exc}") from exc
             if not isinstance(item, dict):
                 raise DeadLetterError(f"{path}:{number}: not a JSON object")
-            records.append(_as_record(item["record"]) if "record" in item and "reason" in item else item)
+            records.append(record_of(item))
     if not records:
         raise DeadLetterError(f"{path} holds no records")
     return records
@@ -303,14 +232,14 @@ def _write_to_landing(client: Any, bucket: str, records: list[dict[str, Any]]) -
     for day, day_records in sorted(by_day.items()):
         body = batch_replay_csv(sorted(day_records, key=lambda r: r["event_id"]))
         digest = hashlib.sha256(body).hexdigest()[:16]
-        key = f"landing/batch/download_date={day}/replay-{digest}.csv"
+        key = layout.replay_landing_key(day, digest)
         client.put_object(Bucket=bucket, Key=key, Body=body, ContentType="text/csv")
         keys.append(key)
     return keys
 
 
 def _move_to_replayed(client: Any, bucket: str, key: str) -> str:
-    target = replayed_key(key)
+    target = layout.replayed_key(key)
     client.copy_object(Bucket=bucket, Key=target, CopySource={"Bucket": bucket, "Key": key})
     client.delete_object(Bucket=bucket, Key=key)
     return target
@@ -331,9 +260,9 @@ def replay(
     """Replay one dead-letter object (or the user's fixed version of its records)."""
     letters = show_dead_letters(s3_client, bucket, key)
     key = letters[0].key if letters else normalize_key(key, bucket)
-    source, _ = _parse_key(key)
-    if source not in SOURCES:
-        raise DeadLetterError(f"{key}: unknown source {source!r}")
+    source = layout.source_of_rejected_key(key)
+    if source is None:
+        raise DeadLetterError(f"{key}: not under rejected/<api|stream|batch>/")
     records = prepare_records(fixed_records if fixed_records is not None else [d.record for d in letters])
     landing_keys: list[str] = []
     if source == "batch":

@@ -23,13 +23,8 @@ from typing import Any, Iterable
 import pandas as pd
 import sqlalchemy as sa
 
-from appdata import schema
+from appdata.contract import deadletters, layout, schema
 
-LAKE_PREFIX = "lake/stream"
-LANDING_PREFIX = "landing/batch"
-CURATED_PREFIX = "curated/batch"
-REJECTED_BATCH_PREFIX = "rejected/batch"
-REJECTED_STREAM_PREFIXES = ("rejected/stream/", "rejected/_replayed/stream/")
 SHOWN_IDS = 20  # ids named in a description; metadata carries up to MAX_IDS
 MAX_IDS = 1000
 # A record is due in every sink this long after Kinesis accepted it (see `read_stream_reference`).
@@ -137,7 +132,7 @@ def _body(s3: Any, bucket: str, key: str) -> bytes:
 def lake_event_ids(s3: Any, bucket: str, day: str) -> Counter:
     """event_id -> copies in the lake objects of `day` (replays rewrite, so copies stay 1 per range)."""
     found: Counter = Counter()
-    for key in _keys(s3, bucket, f"{LAKE_PREFIX}/download_date={day}/"):
+    for key in _keys(s3, bucket, layout.partition(layout.LAKE, day)):
         for line in _body(s3, bucket, key).decode("utf-8").splitlines():
             if line.strip():
                 found[json.loads(line)["event_id"]] += 1
@@ -183,9 +178,9 @@ def dynamodb_event_ids_by_day(dynamodb: Any, table: str) -> dict[str, Counter]:
 
 
 def partition_days_under(s3: Any, bucket: str, prefix: str) -> set[str]:
-    """Days that have objects under <prefix>/download_date=YYYY-MM-DD/."""
+    """Days that have objects under <prefix>download_date=YYYY-MM-DD/."""
     days = set()
-    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=f"{prefix}/download_date=",
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=f"{prefix}download_date=",
                                                               Delimiter="/"):
         for common in page.get("CommonPrefixes", []):
             days.add(common["Prefix"].rstrip("/").split("download_date=", 1)[1])
@@ -237,7 +232,7 @@ def landing_event_ids(s3: Any, bucket: str, day: str) -> Counter:
     found: Counter = Counter()
     from appdata.batch.lake import is_landing_file
 
-    for key in _keys(s3, bucket, f"{LANDING_PREFIX}/download_date={day}/"):
+    for key in _keys(s3, bucket, layout.partition(layout.LANDING, day)):
         if is_landing_file(key):
             for record in landing_csv_records(_landing_object(s3, bucket, key)):
                 found[_record_id(record)] += 1
@@ -246,25 +241,23 @@ def landing_event_ids(s3: Any, bucket: str, day: str) -> Counter:
 
 def curated_event_ids(s3: Any, bucket: str, day: str) -> Counter:
     found: Counter = Counter()
-    for key in _keys(s3, bucket, f"{CURATED_PREFIX}/download_date={day}/"):
+    for key in _keys(s3, bucket, layout.partition(layout.CURATED, day)):
         if key.endswith(".parquet"):
             frame = pd.read_parquet(io.BytesIO(_body(s3, bucket, key)), columns=["event_id"])
             found.update(str(v) for v in frame["event_id"])
     return found
 
 
-def rejected_event_ids_by_landing_day(s3: Any, bucket: str, prefix: str = REJECTED_BATCH_PREFIX) -> dict[str, Counter]:
+def rejected_event_ids_by_landing_day(s3: Any, bucket: str, *, replayed: bool = False) -> dict[str, Counter]:
     """Batch dead letters grouped by the landing day they came from (one listing for all days).
 
     A dead letter is filed under its record's download_date when that parses, which may not be
     the landing file's day; its `landing_day` says where it came from (else the folder's day).
     """
-    from appdata.reliability.deadletters import parse_dead_letters
-
     by_day: dict[str, Counter] = {}
-    for key in _keys(s3, bucket, f"{prefix}/"):
+    for key in _keys(s3, bucket, layout.rejected_prefix("batch", replayed=replayed)):
         if key.endswith(".jsonl") and "/download_date=" in key:
-            for letter in parse_dead_letters(key, _body(s3, bucket, key)):
+            for letter in deadletters.parse(key, _body(s3, bucket, key)):
                 day = str(letter.context.get("landing_day") or letter.date)
                 by_day.setdefault(day, Counter())[_record_id(letter.record)] += 1
     return by_day
@@ -356,7 +349,7 @@ def reconcile_stream(
         return results
     by_day = dynamodb_event_ids_by_day(dynamodb, table)
     if days is None:
-        days = partition_days_under(s3, bucket, LAKE_PREFIX) | set(by_day) | warehouse_days(engine, "downloads_stream")
+        days = partition_days_under(s3, bucket, layout.LAKE) | set(by_day) | warehouse_days(engine, "downloads_stream")
     return [
         reconcile_stream_day(s3=s3, bucket=bucket, dynamodb=dynamodb, table=table, engine=engine, day=day,
                              dynamodb_ids=by_day.get(day, Counter()))
@@ -382,27 +375,15 @@ def _arrival_epoch(record: dict) -> float | None:
 
 def stream_dead_letter_positions(s3: Any, bucket: str) -> set[str]:
     """"<shard>/<sequence>" of every stream record the drain dead-lettered (waiting or replayed)."""
-    from appdata.reliability.deadletters import parse_dead_letters
-
     found: set[str] = set()
-    for prefix in REJECTED_STREAM_PREFIXES:
-        for key in _keys(s3, bucket, prefix):
+    for replayed in (False, True):
+        for key in _keys(s3, bucket, layout.rejected_prefix("stream", replayed=replayed)):
             if key.endswith(".jsonl"):
-                for letter in parse_dead_letters(key, _body(s3, bucket, key)):
+                for letter in deadletters.parse(key, _body(s3, bucket, key)):
                     shard, sequence = letter.context.get("shard_id"), letter.context.get("sequence_number")
                     if shard and sequence:
                         found.add(_position(str(shard), str(sequence)))
     return found
-
-
-def _rejected_day(line: dict) -> str:
-    """The day the drain files a dead letter under: the record's download_date when it parses,
-    else the day the record arrived (as `appdata.stream.drain.write_rejected` does)."""
-    raw = line.get("record") if isinstance(line.get("record"), dict) else {}
-    try:
-        return dt.date.fromisoformat(str(raw.get("download_date") or "")[:10]).isoformat()
-    except ValueError:
-        return str(line.get("approximate_arrival") or "")[:10] or "unknown"
 
 
 def _is_day(text: str) -> bool:
@@ -495,7 +476,7 @@ class StreamReference:
                 self.accepted.setdefault(day, {}).setdefault(event_id, position)
             for line in decoded.rejected:
                 position = _position(shard_id, str(line.get("sequence_number")))
-                self.rejected.setdefault(_rejected_day(line), {})[position] = position in self.letters
+                self.rejected.setdefault(deadletters.filing_day(line["record"], line["approximate_arrival"][:10]), {})[position] = position in self.letters
         if young:
             decoded = decode_records(young, shard_id=shard_id, stream=self.stream)
             for event_id, day, _ in _valid_rows(decoded.valid):
@@ -571,7 +552,7 @@ def reconcile_stream_against_source(
     reference = read_stream_reference(kinesis, stream, s3=s3, bucket=bucket, now=now, grace_seconds=grace_seconds)
     by_day = dynamodb_event_ids_by_day(dynamodb, table)
     if days is None:
-        days = (reference.days | partition_days_under(s3, bucket, LAKE_PREFIX) | set(by_day)
+        days = (reference.days | partition_days_under(s3, bucket, layout.LAKE) | set(by_day)
                 | warehouse_days(engine, "downloads_stream"))
     days = sorted(d for d in days if (first is None or d >= first) and (last is None or d <= last))
     if not days:
@@ -592,7 +573,7 @@ def batch_rejected_by_landing_day(s3: Any, bucket: str) -> dict[str, Counter]:
     when the day is re-run its dead letter is written again, hence max() and not a sum.
     """
     waiting = rejected_event_ids_by_landing_day(s3, bucket)
-    replayed = rejected_event_ids_by_landing_day(s3, bucket, prefix="rejected/_replayed/batch")
+    replayed = rejected_event_ids_by_landing_day(s3, bucket, replayed=True)
     for day, ids in replayed.items():
         merged = waiting.setdefault(day, Counter())
         for event_id, n in ids.items():
@@ -601,7 +582,7 @@ def batch_rejected_by_landing_day(s3: Any, bucket: str) -> dict[str, Counter]:
 
 
 def batch_days(s3: Any, bucket: str, engine: sa.Engine) -> set[str]:
-    return partition_days_under(s3, bucket, LANDING_PREFIX) | warehouse_days(engine, "downloads_batch")
+    return partition_days_under(s3, bucket, layout.LANDING) | warehouse_days(engine, "downloads_batch")
 
 
 def reconcile_batch_day(
@@ -635,9 +616,9 @@ def _batch_day(day: str, landing: Counter, curated: Counter, rejected: Counter, 
 
 def _keys_by_day(s3: Any, bucket: str, prefix: str, first: str, last: str,
                  suffix: str | tuple[str, ...]) -> dict[str, list[str]]:
-    """Keys ending in `suffix` under <prefix>/download_date=D/ for first <= D <= last: one listing."""
+    """Keys ending in `suffix` under <prefix>download_date=D/ for first <= D <= last: one listing."""
     found: dict[str, list[str]] = {}
-    start = f"{prefix}/download_date="
+    start = f"{prefix}download_date="
     pages = s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=start, StartAfter=f"{start}{first}")
     for page in pages:
         for obj in page.get("Contents", []):
@@ -681,10 +662,8 @@ def reconcile_batch(
     if not days:
         return []
     first, last = days[0], days[-1]
-    from appdata.batch.lake import LANDING_SUFFIXES
-
-    landing_keys = _keys_by_day(s3, bucket, LANDING_PREFIX, first, last, LANDING_SUFFIXES)
-    curated_keys = _keys_by_day(s3, bucket, CURATED_PREFIX, first, last, ".parquet")
+    landing_keys = _keys_by_day(s3, bucket, layout.LANDING, first, last, layout.LANDING_SUFFIXES)
+    curated_keys = _keys_by_day(s3, bucket, layout.CURATED, first, last, ".parquet")
     rows_by_day = warehouse_event_ids_by_day(engine, "downloads_batch", first, last)
 
     def read_day(day: str) -> tuple[Counter, Counter]:

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 from faker import Faker
 
-from appdata.schema import EVENT_COLUMNS, client_event_ids
+from appdata.contract.schema import EVENT_COLUMNS, client_event_ids
 
 BATCH_USERS = 200
 STREAM_USERS = 1_000

@@ -17,6 +17,7 @@ import uuid
 from typing import Any
 
 from appdata.config import Settings
+from appdata.contract import layout
 
 INVALID_KINDS = (
     ("age", None),              # null required field
@@ -73,7 +74,7 @@ def lake_event_ids(s3: Any, bucket: str, days: set[str], since: dt.datetime) -> 
     ids: set[str] = set()
     paginator = s3.get_paginator("list_objects_v2")
     for day in days:
-        for page in paginator.paginate(Bucket=bucket, Prefix=f"lake/stream/download_date={day}/"):
+        for page in paginator.paginate(Bucket=bucket, Prefix=layout.partition(layout.LAKE, day)):
             for obj in page.get("Contents", []):
                 if obj["LastModified"] < since:
                     continue

@@ -18,7 +18,6 @@ import gzip
 import json
 import logging
 import time
-from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Mapping
 
@@ -26,14 +25,12 @@ import pandas as pd
 import sqlalchemy as sa
 from botocore.exceptions import ClientError
 
-from appdata import schema
-from appdata.schema import frame_to_records
+from appdata.contract import deadletters, layout, schema
+from appdata.contract.schema import frame_to_records
 from appdata.warehouse.loader import events_by_id, insert_new
 
 log = logging.getLogger(__name__)
 
-LAKE_PREFIX = "lake/stream"
-REJECTED_PREFIX = "rejected/stream"
 WAREHOUSE_TABLE = "downloads_stream"
 GET_RECORDS_LIMIT = 10_000  # Kinesis's own maximum per GetRecords call
 RETRYABLE_READ = ("ProvisionedThroughputExceededException", "LimitExceededException", "KMSThrottlingException")
@@ -221,13 +218,10 @@ def _arrival(record: dict) -> dt.datetime:
 
 def _dead_letter(*, shard_id: str, stream: str, record: dict, raw: Any, field_name: str | None, reason: str,
                  now: str, row: int) -> dict:
-    return {
-        "source": "stream", "field": field_name, "reason": reason, "row": row, "record": schema.json_safe(raw),
-        "rejected_at": now, "stream": stream, "shard_id": shard_id,
-        "sequence_number": record["SequenceNumber"],
-        "partition_key": record.get("PartitionKey"),
-        "approximate_arrival": _arrival(record).isoformat(),
-    }
+    return deadletters.letter("stream", field=field_name, reason=reason, row=row, record=raw, rejected_at=now,
+                              stream=stream, shard_id=shard_id, sequence_number=record["SequenceNumber"],
+                              partition_key=record.get("PartitionKey"),
+                              approximate_arrival=_arrival(record).isoformat())
 
 
 def decode_records(records: list[dict], *, shard_id: str, stream: str,
@@ -311,7 +305,7 @@ def write_lake(s3: Any, bucket: str, shard_id: str, valid: pd.DataFrame) -> list
     keys: list[str] = []
     for (day, hour), group in frame.groupby([frame["download_date"].map(str), hours], sort=True):
         seqs = sorted(group["_seq"], key=seq_int)
-        key = f"{LAKE_PREFIX}/download_date={day}/hour={hour}/{shard_id}-{seqs[0]}-{seqs[-1]}.jsonl.gz"
+        key = layout.lake_key(day, hour, shard_id, seqs[0], seqs[-1])
         lines = frame_to_records(group.drop(columns=["_seq", "_arrival"]))
         for line, seq, arrival in zip(lines, group["_seq"], group["_arrival"]):
             line["sequence_number"] = seq
@@ -323,32 +317,15 @@ def write_lake(s3: Any, bucket: str, shard_id: str, valid: pd.DataFrame) -> list
 
 
 def write_rejected(s3: Any, bucket: str, shard_id: str, first_seq: str, last_seq: str, rejected: list[dict]) -> list[str]:
-    """Dead letters, one .jsonl per day, named from shard and range (a replay rewrites it).
-
-    The day is the record's download_date when parseable, else its arrival day (the day it
-    was first rejected; stable across replays, unlike the replay's own date).
-    """
-    by_day: dict[str, list[dict]] = defaultdict(list)
-    for line in rejected:
-        raw = line["record"] if isinstance(line["record"], dict) else {}
-        day = str(raw.get("download_date") or "")[:10]
-        try:
-            dt.date.fromisoformat(day)
-        except ValueError:
-            day = line["approximate_arrival"][:10]
-        by_day[day].append(line)
-    keys = []
-    for day, lines in sorted(by_day.items()):
-        key = f"{REJECTED_PREFIX}/download_date={day}/{shard_id}-{first_seq}-{last_seq}.jsonl"
-        body = "".join(json.dumps(line, default=str) + "\n" for line in lines).encode("utf-8")
-        s3.put_object(Bucket=bucket, Key=key, Body=body, ContentType="application/x-ndjson")
-        keys.append(key)
-    return keys
+    """Dead letters of one range, filed by download_date, else by the day the record arrived (the
+    day it was first rejected: stable across replays, unlike the replay's own date)."""
+    return deadletters.write(s3, bucket, "stream", layout.range_name(shard_id, first_seq, last_seq), rejected,
+                             lambda line: line["approximate_arrival"][:10])
 
 
 def dynamo_item(event: dict) -> dict:
     """A download item per the contract: pk user_id (S), sk DL#<date>#<event_id>, fields typed."""
-    from appdata.schema import FIELD_BY_NAME
+    from appdata.contract.schema import FIELD_BY_NAME
 
     item: dict[str, dict] = {
         "user_id": {"S": str(event["user_id"])},
@@ -449,7 +426,7 @@ def drain_records(
 
             result.warehouse_inserted = copy_insert_new(
                 engine, WAREHOUSE_TABLE, s3, bucket, result.lake_objects, copy_iam_role,
-                manifest_key=f"manifests/stream/{shard_id}-{first_sequence}-{last_sequence}.manifest",
+                manifest_key=layout.stream_manifest_key(shard_id, first_sequence, last_sequence),
             )
         elif engine is not None:
             result.warehouse_inserted = insert_new(engine, WAREHOUSE_TABLE, valid.drop(columns=["_seq", "_arrival"]))

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-from appdata.schema import FIELDS
+from appdata.contract.schema import FIELDS
 
 metadata = sa.MetaData()
 

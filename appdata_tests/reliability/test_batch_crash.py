@@ -35,7 +35,7 @@ LOAD_SCRIPT = """
 import datetime as dt, json, os, sys, time
 import psycopg2.extensions
 import sqlalchemy as sa
-from appdata import schema
+from appdata.contract import schema
 from appdata.warehouse.loader import create_schema, replace_range
 sys.path.insert(0, sys.argv[3])
 from appdata_tests.reliability.conftest import make_record

@@ -16,6 +16,7 @@ import sqlalchemy as sa
 from click.testing import CliRunner
 
 from appdata.batch import lake
+from appdata.contract import layout
 from appdata.reliability.checks import batch_reconciled
 from appdata.reliability.commands import rejected
 from appdata.reliability.reconcile import reconcile_batch
@@ -78,7 +79,7 @@ def test_fixed_batch_row_replayed_is_loaded_once_and_the_day_reconciles(batch_wo
     batch_world.run([batch_world.client, batch_world.landing], DAY, DAY, config=batch_world.client_config())
 
     # The client's drop has one bad row (an age that is no number).
-    drop_key = lake.landing_key(dt.date.fromisoformat(DAY))
+    drop_key = layout.landing_key(dt.date.fromisoformat(DAY))
     rows = list(csv.reader(io.StringIO(s3.get_object(Bucket=bucket, Key=drop_key)["Body"].read().decode())))
     header, data = rows[0], rows[1:]
     col = {name: i for i, name in enumerate(header)}

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
-from appdata import schema
+from appdata.contract import schema
 from appdata.reliability.commands import rejected
 from appdata_tests.reliability.conftest import make_record, put_dead_letter, report
 

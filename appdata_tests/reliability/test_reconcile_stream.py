@@ -73,7 +73,7 @@ def test_stream_check_green_after_drain_and_red_naming_the_deleted_event(provisi
 
     # Delete one DynamoDB item: red, naming the day and the event.
     victim = records[3]
-    from appdata.schema import derive_event_id
+    from appdata.contract.schema import derive_event_id
 
     victim_id = derive_event_id(victim)
     dynamodb = provisioned["dynamodb"].get_client()
@@ -105,7 +105,7 @@ def test_reconcile_names_an_event_missing_from_the_warehouse_or_the_lake(provisi
                 last_sequence=last, s3=s3, bucket=appdata_env.bucket, dynamodb=dynamodb, table=appdata_env.table,
                 engine=engine)
     common = dict(s3=s3, bucket=appdata_env.bucket, dynamodb=dynamodb, table=appdata_env.table, engine=engine)
-    from appdata.schema import derive_event_id
+    from appdata.contract.schema import derive_event_id
 
     accepted = [derive_event_id(r) for r in records]
     assert reconcile_stream_day(day=DAYS[0], accepted=accepted, **common).ok
@@ -182,7 +182,7 @@ def _newest_arrival(kinesis, stream: str) -> float:
 
 def test_check_red_naming_the_event_missing_from_every_sink_and_green_after_the_range_is_drained_again(
         provisioned, appdata_env):
-    from appdata.schema import derive_event_id
+    from appdata.contract.schema import derive_event_id
 
     kinesis = provisioned["kinesis"].get_client()
     records = [make_record(300 + i, day=DAYS[i % 2]) for i in range(30)]
@@ -229,7 +229,7 @@ def test_check_red_naming_the_event_missing_from_every_sink_and_green_after_the_
 def test_events_in_flight_are_not_judged_until_due(provisioned, appdata_env):
     """Records put and not drained: in flight until `grace` after their arrival, then named."""
     from appdata.reliability.reconcile import STREAM_GRACE_SECONDS, reconcile_stream_against_source
-    from appdata.schema import derive_event_id
+    from appdata.contract.schema import derive_event_id
 
     kinesis = provisioned["kinesis"].get_client()
     records = [make_record(400 + i, day=DAYS[0]) for i in range(6)]
@@ -293,7 +293,7 @@ def _cli(*args: str, code: int = 0) -> str:
 def test_appdata_drain_and_reconcile_red_when_an_event_is_deleted_from_every_sink(provisioned, appdata_env):
     import json
 
-    from appdata.schema import derive_event_id
+    from appdata.contract.schema import derive_event_id
 
     kinesis = provisioned["kinesis"].get_client()
     records = [make_record(600 + i, day=DAYS[i % 2]) for i in range(42)] + [make_record(700, day=DAYS[0], age=7)]

@@ -94,7 +94,7 @@ def test_replay_through_the_api_sends_a_fixed_record_once(local_api, sinks, tmp_
     for shard, first, last in shard_ranges(sinks["kinesis"], settings.stream):
         _drain(sinks, shard, first, last)
     # The dead letter's event_id (the API derived it on arrival) is kept: a replay is the same event.
-    from appdata.schema import derive_event_id
+    from appdata.contract.schema import derive_event_id
 
     kept = shown[0]["record"].get("event_id") or derive_event_id(shown[0]["record"])
     accepted.add(kept)

@@ -657,11 +657,11 @@ def json_safe(value: Any, depth: int = 0) -> Any:
     if isinstance(value, float) and not math.isfinite(value):
         return None
     if isinstance(value, str) and _not_unicode(value):
-        return value.encode("utf-8", "backslashreplace").decode("ascii")
+        return value.encode("utf-8", "backslashreplace").decode("utf-8")
     if isinstance(value, (dict, list)):
         if depth >= MAX_JSON_DEPTH:
             return f"<JSON {'object' if isinstance(value, dict) else 'array'} nested deeper than {MAX_JSON_DEPTH} levels>"
         if isinstance(value, dict):
-            return {str(k): json_safe(v, depth + 1) for k, v in value.items()}
+            return {json_safe(str(k), depth): json_safe(v, depth + 1) for k, v in value.items()}
         return [json_safe(v, depth + 1) for v in value]
     return value
