@@ -285,3 +285,29 @@ def test_one_event_id_with_other_content_is_a_conflict_and_every_sink_keeps_the_
     assert sorted((letter["record"].get("app"), letter["record"]["download_date"]) for letter in letters) == [
         ("Another App", TODAY), ("App 1", "2020-01-01"), ("App 1", TODAY)]
     assert {(letter["field"], letter["reason"]) for letter in letters} == {("event_id", schema.CONFLICT)}
+
+
+def test_isolate_finds_each_refused_record_by_halving_and_writes_the_rest():
+    from botocore.exceptions import ClientError
+
+    from appdata.stream.drain import _dynamodb_refusal, isolate
+
+    written: list[str] = []
+
+    def write(part: list[str]) -> None:
+        if any(item.startswith("poison") for item in part):
+            raise ClientError({"Error": {"Code": "ValidationException", "Message": f"{len(part)} items: too big"}},
+                              "BatchWriteItem")
+        written.extend(part)
+
+    items = ["a", "poison-1", "b", "c", "d", "poison-2", "e"]
+    refused = isolate(write, items, _dynamodb_refusal, key=str)
+    assert sorted(written) == ["a", "b", "c", "d", "e"]
+    assert refused == [("poison-1", "DynamoDB refused the item: 1 items: too big"),
+                       ("poison-2", "DynamoDB refused the item: 1 items: too big")]
+
+    def down(part: list[str]) -> None:  # a sink that is down refuses every record alike: the range fails
+        raise ClientError({"Error": {"Code": "ResourceNotFoundException", "Message": "no table"}}, "BatchWriteItem")
+
+    with pytest.raises(ClientError):
+        isolate(down, items, _dynamodb_refusal, key=str)

@@ -147,7 +147,7 @@ def _typed_canonical(spec: Field, value: Any) -> Any:
             return int(float(value))
         if spec.kind == "float":
             return round(float(value), 6)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # "9" * 4000: no float holds it
         return value
     if spec.kind == "date":
         return str(value)[:10]

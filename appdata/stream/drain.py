@@ -413,13 +413,13 @@ def drain_records(
     stored = (lambda ids: events_by_id(engine, WAREHOUSE_TABLE, ids)) if engine is not None else None
     decoded = decode_records(records, shard_id=shard_id, stream=stream, stored=stored)
     valid = decoded.valid
-    result.rejected = len(decoded.rejected)
-    result.rejected_objects = write_rejected(s3, bucket, shard_id, first_sequence, last_sequence, decoded.rejected)
+    rejected = decoded.rejected
     if not valid.empty:
-        result.valid = len(valid)
         result.lake_objects = write_lake(s3, bucket, shard_id, valid)
         events = frame_to_records(valid.drop(columns=["_seq", "_arrival"]))
-        result.dynamodb_items = batch_write(dynamodb, table, [dynamo_item(e) for e in events])
+        items = [dynamo_item(e) for e in events]
+        refused = dict(isolate(lambda part: batch_write(dynamodb, table, part), items, _dynamodb_refusal,
+                               key=lambda item: item["sk"]["S"].split("#", 2)[2]))
         if engine is not None and engine.dialect.name == "redshift":
             # Redshift ingests through COPY from S3: the lake objects just written are the source.
             from appdata.warehouse.redshift import copy_insert_new
@@ -429,10 +429,80 @@ def drain_records(
                 manifest_key=layout.stream_manifest_key(shard_id, first_sequence, last_sequence),
             )
         elif engine is not None:
-            result.warehouse_inserted = insert_new(engine, WAREHOUSE_TABLE, valid.drop(columns=["_seq", "_arrival"]))
+            rows = valid.drop(columns=["_seq", "_arrival"])
+            rows = rows[~rows["event_id"].isin(refused)]
+            inserted: list[int] = []
+            by_warehouse = dict(isolate(lambda part: inserted.append(insert_new(engine, WAREHOUSE_TABLE, part)), rows,
+                                        _warehouse_refusal, key=lambda part: part["event_id"].iloc[0]))
+            result.warehouse_inserted = sum(inserted)
+            for event_id in by_warehouse:  # DynamoDB took them: take them back, so the sinks agree
+                item = next(i for i in items if i["sk"]["S"].split("#", 2)[2] == event_id)
+                dynamodb.delete_item(TableName=table, Key={"user_id": item["user_id"], "sk": item["sk"]})
+            refused.update(by_warehouse)
+        if refused:
+            valid, rejected = _dead_letter_refused(valid, refused, records, rejected, shard_id=shard_id, stream=stream)
+            rewritten = write_lake(s3, bucket, shard_id, valid)
+            for key in sorted(set(result.lake_objects) - set(rewritten)):
+                s3.delete_object(Bucket=bucket, Key=key)
+            result.lake_objects = rewritten
+        result.dynamodb_items = len({i["sk"]["S"] for i in items if i["sk"]["S"].split("#", 2)[2] not in refused})
+        result.valid = len(valid)
         result.users = set(int(u) for u in valid["user_id"])
         result.event_ids = set(valid["event_id"])
+    result.rejected = len(rejected)
+    result.rejected_objects = write_rejected(s3, bucket, shard_id, first_sequence, last_sequence, rejected)
     return result
+
+
+def isolate(write: Callable[[Any], Any], items: Any, refusal: Callable[[Exception], str | None], *,
+            key: Callable[[Any], str]) -> list[tuple[str, str]]:
+    """Write `items` (a list or a frame); when the sink refuses them for a reason one record can
+    cause (`refusal` names it), find the refused records by halving, write the rest, and return
+    (key of each refused record, the sink's reason). Any other error propagates: the range fails
+    and is retried, since a sink that is down or throttling refuses every record alike."""
+    try:
+        write(items)
+        return []
+    except Exception as exc:  # noqa: BLE001 - `refusal` decides, everything else is re-raised
+        reason = refusal(exc)
+        if reason is None:
+            raise
+        if len(items) == 1:
+            return [(key(items[0] if isinstance(items, list) else items), reason)]
+    half = len(items) // 2
+    first = items[:half] if isinstance(items, list) else items.iloc[:half]
+    rest = items[half:] if isinstance(items, list) else items.iloc[half:]
+    return isolate(write, first, refusal, key=key) + isolate(write, rest, refusal, key=key)
+
+
+def _dynamodb_refusal(exc: Exception) -> str | None:
+    if error_code(exc) == "ValidationException":
+        return f"DynamoDB refused the item: {exc.response['Error'].get('Message', '')}"
+    return None
+
+
+def _warehouse_refusal(exc: Exception) -> str | None:
+    """A row the warehouse refuses for its content: PEP 249's DataError or IntegrityError, raised
+    by the driver itself on the bulk paths (COPY, DuckDB's frame insert) or wrapped by SQLAlchemy."""
+    driver_error = getattr(exc, "orig", None) or exc
+    if {"DataError", "IntegrityError"} & {cls.__name__ for cls in type(driver_error).__mro__}:
+        return f"the warehouse refused the row: {str(driver_error).strip().splitlines()[0]}"
+    return None
+
+
+def _dead_letter_refused(valid: pd.DataFrame, refused: dict[str, str], records: list[dict], rejected: list[dict], *,
+                         shard_id: str, stream: str) -> tuple[pd.DataFrame, list[dict]]:
+    """Move the events a sink refused from `valid` to the range's dead letters, with the sink's reason."""
+    now = dt.datetime.now(dt.timezone.utc).isoformat()
+    row_of = {record["SequenceNumber"]: row for row, record in enumerate(records)}
+    out = valid["event_id"].isin(refused)
+    for event_id, sequence in zip(valid.loc[out, "event_id"], valid.loc[out, "_seq"]):
+        row = row_of[sequence]
+        raw = schema.loads(records[row]["Data"])
+        rejected.append(_dead_letter(shard_id=shard_id, stream=stream, record=records[row], raw=raw, field_name="record",
+                                     reason=refused[event_id], now=now, row=row))
+    rejected.sort(key=lambda line: line["row"])
+    return valid[~out].reset_index(drop=True), rejected
 
 
 def drain_range(

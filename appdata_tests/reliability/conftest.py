@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import json
 import os
 from typing import Any
 
@@ -50,11 +49,12 @@ def make_record(n: int, *, day: str | None = None, user_id: int | None = None, *
 
 
 def put_dead_letter(s3_client, bucket: str, source: str, day: str, name: str, letters: list[dict]) -> str:
-    """Write a rejected object exactly as the pipeline's contract says (JSON lines)."""
-    key = f"rejected/{source}/download_date={day}/{name}.jsonl"
-    body = "".join(json.dumps({"source": source, "row": i, "rejected_at": "2024-01-01T00:00:00Z", **letter}) + "\n"
-                   for i, letter in enumerate(letters, start=1))
-    s3_client.put_object(Bucket=bucket, Key=key, Body=body.encode())
+    """Write a rejected object with the pipeline's own dead-letter writer."""
+    from appdata.contract import deadletters
+
+    lines = [deadletters.letter(source, row=i, rejected_at="2024-01-01T00:00:00Z", **letter)
+             for i, letter in enumerate(letters, start=1)]
+    (key,) = deadletters.write(s3_client, bucket, source, name, lines, lambda _: day)
     return key
 
 
