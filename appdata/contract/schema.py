@@ -561,12 +561,17 @@ def coerce_event_frame(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def records_to_frame(records: Iterable[dict[str, Any]]) -> pd.DataFrame:
-    """JSON records -> raw frame with every event column present (missing ones as None)."""
-    frame = pd.DataFrame.from_records(list(records))
-    for column in EVENT_COLUMNS:
-        if column not in frame.columns:
-            frame[column] = None
-    return frame.astype(object)
+    """JSON records -> raw frame with every event column present (missing ones as None).
+
+    Built column by column as object arrays: pandas' own inference would turn a column of
+    strings into Arrow strings, which raise on a lone surrogate before validation can name it."""
+    records = list(records)
+    columns = list(dict.fromkeys([*(name for record in records for name in record), *EVENT_COLUMNS]))
+    values = {name: np.empty(len(records), dtype=object) for name in columns}
+    for row, record in enumerate(records):
+        for name in columns:
+            values[name][row] = record.get(name)
+    return pd.DataFrame(values, columns=columns, index=pd.RangeIndex(len(records)), dtype=object)
 
 
 def frame_to_records(frame: pd.DataFrame) -> list[dict[str, Any]]:
@@ -578,8 +583,10 @@ def frame_to_records(frame: pd.DataFrame) -> list[dict[str, Any]]:
 
 
 class JsonLiteral(str):
-    """A JSON number no float or int of ours can hold (Infinity, NaN, 1e400, 400 digits), kept
-    as its literal text: validation then judges it exactly as the same text in a CSV cell."""
+    """A JSON number kept as its literal text (every fraction or exponent, Infinity, NaN, integers
+    of over 18 digits, -0): validation then judges it, and a text field stores it, exactly as the
+    same text in a CSV cell ("1.0e2" stays "1.0e2", never "100.0"). Plain integers stay ints:
+    their text is exact and prints back as it came."""
 
 
 class JsonError(ValueError):
@@ -587,18 +594,13 @@ class JsonError(ValueError):
 
 
 def _int_literal(text: str) -> Any:
-    return JsonLiteral(text) if len(text.lstrip("-")) > 18 else int(text)
-
-
-def _float_literal(text: str) -> Any:
-    number = float(text)
-    return number if math.isfinite(number) else JsonLiteral(text)
+    return JsonLiteral(text) if len(text.lstrip("-")) > 18 or text == "-0" else int(text)
 
 
 def loads(text: str | bytes) -> Any:
     """json.loads for untrusted input: never an OverflowError, ValueError of int() or RecursionError."""
     try:
-        return json.loads(text, parse_int=_int_literal, parse_float=_float_literal, parse_constant=JsonLiteral)
+        return json.loads(text, parse_int=_int_literal, parse_float=JsonLiteral, parse_constant=JsonLiteral)
     except RecursionError:
         raise JsonError("nested too deeply") from None
     except UnicodeDecodeError:
@@ -642,7 +644,8 @@ def prepare_json_records(records: Iterable[Any]) -> tuple[list[tuple[int, dict[s
         if problem:
             rejected.append(JsonRejection(position, problem[0], f"{problem[0]}: {problem[1]}", record))
             continue
-        event = {name: record[name] for name in EVENT_COLUMNS if name in record}
+        event = {name: str(value) if isinstance(value, JsonLiteral) else value
+                 for name in EVENT_COLUMNS if name in record for value in [record[name]]}
         if _is_null(event.get("event_id")) and not _not_unicode(event.get("event_id")):
             event["event_id"] = derive_event_id(event)
         candidates.append((position, event))
@@ -650,10 +653,15 @@ def prepare_json_records(records: Iterable[Any]) -> tuple[list[tuple[int, dict[s
 
 
 def json_safe(value: Any, depth: int = 0) -> Any:
-    """A raw record as a dead letter can store it: literals as text, non-finite floats as null,
+    """A raw record as a dead letter can store it: a literal as the number it reads as when that
+    prints back the same ("4.2"), else as its text ("1e400", "1.0e2"); non-finite floats as null;
     structures deeper than MAX_JSON_DEPTH summarised (never a RecursionError writing it)."""
     if isinstance(value, JsonLiteral):
-        return str(value)
+        try:
+            number = float(value)
+        except ValueError:
+            return str(value)
+        return number if math.isfinite(number) and repr(number) == value else str(value)
     if isinstance(value, float) and not math.isfinite(value):
         return None
     if isinstance(value, str) and _not_unicode(value):
