@@ -5,8 +5,11 @@ and run workers are reached too) and writes everything to `$APPDATA_HOME/logs/<n
 The terminal gets only what a person should read: one line per run start and end, warnings
 and errors (each distinct one once), tracebacks, and 5xx answers of the API; `--verbose`
 passes every line through. SIGTERM (systemd, a container stop) and SIGINT (Ctrl-C) stop every
-group, the emulator last so it can write its snapshot; a child that dies on its own stops
-the rest and makes the exit code non-zero.
+group, the emulator last so it can write its snapshot: each leader is asked to stop first
+(`dagster dev` then stops its daemon, so no new run launches, and its webserver), the runs
+already going are given time to finish, and only what is left is killed. While stopping, the
+terminal shows run ends only (the rest is in the logs). A child that dies on its own stops the
+rest and makes the exit code non-zero.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ ACCESS_5XX = re.compile(r'" 5\d\d\b')
 # (they stay in the log files): library lifecycle notices, not problems of this stack.
 KNOWN_WARNINGS = frozenset({"BetaWarning", "PreviewWarning", "SupersessionWarning", "DeprecationWarning",
                             "ExperimentalWarning"})
+RUN_LINE = re.compile(r"^\d\d:\d\d:\d\d run ")
 RUN_WORDS = {"RUN_START": "started", "RUN_SUCCESS": "succeeded", "RUN_FAILURE": "FAILED", "RUN_CANCELED": "canceled"}
 
 
@@ -108,6 +112,7 @@ class Supervisor:
         self.verbose = verbose
         self.echo = echo or (lambda text: print(text, flush=True))
         self.children: list[Child] = []
+        self.stopping = False
         log_dir.mkdir(parents=True, exist_ok=True)
 
     def start(self, name: str, args: list[str]) -> subprocess.Popen:
@@ -135,6 +140,8 @@ class Supervisor:
                 log.write(line)
                 log.flush()
                 text = f"[{name}] {line.rstrip()}" if self.verbose else show(line)
+                if self.stopping and not self.verbose and text is not None and not RUN_LINE.match(text):
+                    continue  # interruptions of a stop we asked for: in the log, not on the terminal
                 if text is not None:
                     self.echo(text)
 
@@ -143,21 +150,43 @@ class Supervisor:
         return next((c for c in self.children if c.proc.poll() is not None), None)
 
     def stop(self, timeout: float = 30.0) -> None:
-        """Stop every child's process group: all but the emulator first, then the emulator."""
+        """Stop every child: all but the emulator first, then the emulator. Each leader gets
+        SIGINT; once it is gone, what it left in its group (a run worker finishing its run) gets
+        the rest of `timeout` to end on its own before the group is killed."""
+        self.stopping = True
         first = [c for c in self.children if c.name != "emulator"]
         last = [c for c in self.children if c.name == "emulator"]
         for group in (first, last):
             for child in group:
-                _signal_group(child.proc, signal.SIGINT)
+                _signal(child.proc, signal.SIGINT)
             deadline = time.monotonic() + timeout
             for child in group:
                 try:
                     child.proc.wait(timeout=max(0.1, deadline - time.monotonic()))
                 except subprocess.TimeoutExpired:
                     self.echo(f"[{child.name}] did not stop within {timeout:.0f}s: killed")
-                # whatever the leader left behind in its group (run workers, code servers)
+                while _group_alive(child.proc) and time.monotonic() < deadline:
+                    time.sleep(0.2)
                 _signal_group(child.proc, signal.SIGKILL)
                 child.reader.join(timeout=5)
+
+
+def _signal(proc: subprocess.Popen, sig: int) -> None:
+    try:
+        proc.send_signal(sig)
+    except ProcessLookupError:
+        pass
+
+
+def _group_alive(proc: subprocess.Popen) -> bool:
+    """Whether any process of the child's group (start_new_session: its pid) still runs."""
+    try:
+        os.killpg(proc.pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _signal_group(proc: subprocess.Popen, sig: int) -> None:

@@ -226,6 +226,18 @@ def test_a_quoted_value_may_span_lines(tmp_path):
     assert curated.column("current_ver").to_pylist()[5] == "1.0\r\n(beta)"
 
 
+@pytest.mark.parametrize("name", ["Alice\nforged-1,7,Mallory", "Great\nfun, simple, free"])
+def test_a_line_of_a_quoted_value_that_looks_like_a_row_stays_in_its_value(tmp_path, name):
+    """The second line of a real multi-line value may hold as many commas as a row: the value
+    closes its quote and its row has the header's width, so it is one row, never a forged one."""
+    rows = [good_row(i) for i in range(1, 4)]
+    rows[1]["name"] = name
+    out = run_etl(tmp_path, csv_bytes(rows))
+    assert (out.landing_rows, out.curated_rows, out.rejected_rows) == (3, 3, 0)
+    assert pq.read_table(out.parquet_path).column("name").to_pylist()[1] == name
+    assert _landing_ids(csv_bytes(rows)) == sorted(r["event_id"] for r in rows)
+
+
 def test_no_field_size_crashes_the_parsers_or_the_reconciliation(tmp_path):
     """Over csv's 131,072-character field limit (which crashed the tolerant parser and
     batch_reconciled), and over the parser's own 1 MiB line cap, each row is rejected alone,

@@ -107,13 +107,6 @@ def _fields_of(line: str) -> list[str]:
     return next(csv.reader((line.rstrip("\r\n"),), strict=False), [])
 
 
-def _is_row_of(line: str, width: int) -> bool:
-    """Whether `line` alone is a complete CSV row (no quote left open) of `width` fields."""
-    reader = csv.reader((line, ""), strict=False)
-    fields = next(reader, [])
-    return reader.line_num == 1 and len(fields) == width
-
-
 class _RanOn(Exception):
     """The record being read runs past its first line in a way no quoted value does."""
 
@@ -129,9 +122,8 @@ class _Lines:
     read are kept (`take`), so that a record found to be an unterminated quote can be taken apart
     and its lines after the first read again as rows (`reread`)."""
 
-    def __init__(self, text: IO[str], width: int):
+    def __init__(self, text: IO[str]):
         self._readline = text.readline
-        self._width = width
         self._again: deque = deque()
         self._first: str | None = None  # the record's first line
         self._more: list | None = None  # its further lines, if csv asked for any
@@ -165,7 +157,7 @@ class _Lines:
         if not line or line.__class__ is not str:
             raise _RanOn()  # the file ends, or an over-long line comes, inside the quote
         self._chars += len(line)
-        if self._chars >= MAX_LINE_CHARS or _is_row_of(line, self._width):
+        if self._chars >= MAX_LINE_CHARS:
             raise _RanOn()
         return line
 
@@ -193,17 +185,16 @@ def landing_rows(text: IO[str], names: list[str]) -> Iterator[Row]:
 
     A quoted value may hold a line break, so a record may span lines; an unterminated quote also
     makes csv read on, and would swallow every following row into one (as it did: 3 rows counted
-    for a 6-line file). A record that spans lines is taken for an unterminated quote when one of
-    the lines it swallows is on its own a complete row of the header's width, when it ends with
-    the file still inside the quote, when it grows to MAX_LINE_CHARS, or when its width is not the
-    header's; then its first line alone is a rejected row and the next lines are read again as
-    rows. A real value spanning lines ends a row of the right width and its later lines are never
-    full rows on their own (they hold the rest of the value and the fields after it), so it stays
-    one row; the cost is that a row with a multi-line value AND a wrong width counts as 2+ rows,
-    each rejected.
+    for a 6-line file). A record that spans lines is taken for an unterminated quote when it ends
+    with the file still inside the quote, when it grows to MAX_LINE_CHARS, or when its width is
+    not the header's; then its first line alone is a rejected row and the next lines are read
+    again as rows. A real value spanning lines closes its quote and ends a row of the right width,
+    so it stays one row, whatever its later lines look like on their own (a line of a name may
+    well hold as many commas as a row); the cost is that a row with a multi-line value AND a
+    wrong width counts as 2+ rows, each rejected.
     """
     width = len(names)
-    lines = _Lines(text, width)
+    lines = _Lines(text)
     reader = csv.reader(lines, strict=False)
     number = 0
 

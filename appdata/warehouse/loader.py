@@ -56,13 +56,13 @@ def bulk_insert(conn: Connection, table: str, frame: pd.DataFrame) -> int:
         finally:
             raw.unregister(view)
     elif dialect == "postgresql":
+        # CSV's own NULL (an unquoted empty field; the contract admits no empty text), so the
+        # text \N is data; CRLF row ends, so csv quotes a value holding a bare CR or LF.
         buffer = io.StringIO()
-        frame.to_csv(buffer, index=False, header=False, na_rep="\\N", quoting=csv.QUOTE_MINIMAL)
+        frame.to_csv(buffer, index=False, header=False, na_rep="", quoting=csv.QUOTE_MINIMAL, lineterminator="\r\n")
         buffer.seek(0)
         cursor = conn.connection.driver_connection.cursor()
-        cursor.copy_expert(
-            f'COPY "{table}" ({columns}) FROM STDIN WITH (FORMAT csv, NULL \'\\N\')', buffer
-        )
+        cursor.copy_expert(f'COPY "{table}" ({columns}) FROM STDIN WITH (FORMAT csv)', buffer)
     else:
         raise NotImplementedError(
             f"bulk_insert from a local frame is not offered on {dialect}; "
