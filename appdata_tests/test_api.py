@@ -180,6 +180,9 @@ MALFORMED = [
     (b'{"records": {"a": 1}}', 422, "records"),
     (b"[]", 422, "records"),
     (b"[" * 100000 + b"]" * 100000, 400, "body"),
+    ('[{"user_id": 1}]'.encode("utf-16"), 400, "body"),  # the drain and the batch take UTF-8 only
+    (b"\xef\xbb\xbf" + b'[{"user_id": 1}]', 400, "body"),  # a BOM is no JSON
+    (b'[{"name": "\xed\xa0\x80"}]', 400, "body"),  # an encoded surrogate is no UTF-8
 ]
 
 

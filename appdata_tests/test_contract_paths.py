@@ -145,6 +145,7 @@ SPECIAL = [
     2**53 - 1, 2**53, 2**53 + 1, -(2**53 - 1), -(2**53), -(2**53) - 1, 2**63 - 1, 2**63, -(2**63) - 1, 10**20,
     Literal("9" * 400), Literal("9" * 4_400), Literal("-" + "1" * 30), Literal("1e400"), Literal("-1e400"),
     Literal("Infinity"), Literal("-Infinity"), Literal("NaN"), Literal("1.0e2"), Literal("0.1e-400"),
+    1e-300, Literal("1e-200"), "5e-131", 1e-130, "-0", Literal("-0"), -0.0,
     "inf", "-inf", "Infinity", "nan", "NaN", " NaN ", "1e400", "9" * 40, "", " ", "null", "None",
     {"a": 1}, [1], [], {}, True, False, None, 0, 1, -1, 1.5, 13, 120, 121, 4.1, 5.0, 5.01, 1e16, "12",
     "a\x00b", "\ud800", "x\udfffy", "é\ud83d", "ünïcödé",

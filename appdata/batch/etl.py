@@ -40,7 +40,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from appdata.contract import deadletters
-from appdata.contract.schema import EVENT_COLUMNS, FIELDS, MIN_DATE, NULL_TOKENS, validate_records
+from appdata.contract.schema import DYNAMODB_SMALLEST, EVENT_COLUMNS, FIELDS, MIN_DATE, NULL_TOKENS, validate_records
 
 CHUNK_ROWS = 100_000
 KEY_COLUMNS = ("event_id", "user_id", "download_date")
@@ -579,7 +579,7 @@ def _plain_text(column: pa.ChunkedArray, max_length: int | None = None) -> pa.Ch
 
 
 def _in_range(values: pa.ChunkedArray, spec) -> pa.ChunkedArray:
-    ok = pc.is_valid(values)
+    ok = pc.and_(pc.is_valid(values), pc.or_(pc.equal(values, 0), pc.greater_equal(pc.abs(values), DYNAMODB_SMALLEST)))
     if spec.minimum is not None:
         ok = pc.and_(ok, pc.greater_equal(values, spec.minimum))
     if spec.maximum is not None:

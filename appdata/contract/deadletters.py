@@ -82,8 +82,8 @@ def _as_record(raw: Any) -> dict[str, Any]:
         return raw
     if isinstance(raw, str):
         try:
-            value = json.loads(raw)
-        except json.JSONDecodeError:
+            value = schema.loads(raw)
+        except schema.JsonError:
             return {"_raw": raw}
         return value if isinstance(value, dict) else {"_raw": value}
     return {"_raw": raw}
@@ -98,8 +98,8 @@ def parse(key: str, body: bytes) -> list[DeadLetter]:
         if not line.strip():
             continue
         try:
-            item = json.loads(line)
-        except json.JSONDecodeError as exc:
+            item = schema.loads(line)
+        except schema.JsonError as exc:
             letters.append(DeadLetter(key, number, source, date, None, f"dead letter line is not JSON: {exc}", {}))
             continue
         if not isinstance(item, dict):

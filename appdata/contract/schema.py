@@ -119,6 +119,21 @@ def _not_unicode(value: Any) -> bool:
     return False
 
 
+DYNAMODB_SMALLEST = 1e-130  # a DynamoDB number is 0 or of magnitude 1e-130 .. 9.99e125
+TOO_SMALL = "must be 0 or at least 1e-130 in magnitude (DynamoDB's smallest number)"
+
+
+def _range_problem(spec: Field, number: float) -> str | None:
+    """The range rules of a number, in the order the vectorized path applies them."""
+    if spec.maximum is not None and number > spec.maximum:
+        return f"must be <= {_bound(spec.maximum)}"
+    if spec.minimum is not None and number < spec.minimum:
+        return f"must be >= {_bound(spec.minimum)}"
+    if number != 0 and abs(number) < DYNAMODB_SMALLEST:
+        return TOO_SMALL
+    return None
+
+
 NOT_UNICODE = "is not valid Unicode text"
 HAS_NUL = "contains a NUL character"
 
@@ -146,7 +161,7 @@ def _typed_canonical(spec: Field, value: Any) -> Any:
         if spec.kind == "int":
             return int(float(value))
         if spec.kind == "float":
-            return round(float(value), 6)
+            return round(float(value), 6) + 0.0  # + 0.0: -0.0 is 0.0
     except (TypeError, ValueError, OverflowError):  # "9" * 4000: no float holds it
         return value
     if spec.kind == "date":
@@ -204,7 +219,8 @@ def conflicts(events: Sequence[dict[str, Any]], stored: Mapping[str, dict[str, A
 
 
 def _content(event: dict[str, Any]) -> dict[str, Any]:
-    return {c: _typed_canonical(FIELD_BY_NAME[c], event.get(c)) for c in CONTENT_COLUMNS}
+    """Every stored value exactly (4.1234561 and 4.1234564 differ), nulls as None."""
+    return {c: _canonical(event.get(c)) for c in CONTENT_COLUMNS}
 
 
 @dataclass
@@ -270,6 +286,7 @@ def _parse_present(spec: Field, raw: pd.Series, errors: pd.Series) -> tuple[pd.S
             not_whole = present & ~bad_type & (numbers.fillna(0) % 1 != 0)
             errors[not_whole] = "is not a whole number"
         ok = present & (errors == "")
+        errors[ok & (numbers != 0) & (numbers.abs() < DYNAMODB_SMALLEST)] = TOO_SMALL
         if spec.minimum is not None:
             low = ok & (numbers < spec.minimum)
             errors[low] = f"must be >= {_bound(spec.minimum)}"
@@ -467,10 +484,9 @@ def _validate_small(frame: pd.DataFrame, first_row: int) -> Validation:
             if numeric and type(raw) is int and -_PLAIN_INT_LIMIT < raw < _PLAIN_INT_LIMIT:
                 number = float(raw)  # JSON numbers: str() then parse gives the same float
                 out[row] = number
-                if spec.minimum is not None and number < spec.minimum:
-                    fail(row, name, f"must be >= {_bound(spec.minimum)}")
-                elif spec.maximum is not None and number > spec.maximum:
-                    fail(row, name, f"must be <= {_bound(spec.maximum)}")
+                problem = _range_problem(spec, number)
+                if problem:
+                    fail(row, name, problem)
                 continue
             if kind == "date" and type(raw) in (dt.date, dt.datetime):
                 raw_text = text = _date_text(raw)
@@ -500,10 +516,8 @@ def _validate_small(frame: pd.DataFrame, first_row: int) -> Validation:
                     fail(row, name, f"is not a {'whole number' if kind == 'int' else 'number'}")
                 elif kind == "int" and number % 1 != 0:
                     fail(row, name, "is not a whole number")
-                elif spec.minimum is not None and number < spec.minimum:
-                    fail(row, name, f"must be >= {_bound(spec.minimum)}")
-                elif spec.maximum is not None and number > spec.maximum:
-                    fail(row, name, f"must be <= {_bound(spec.maximum)}")
+                elif problem := _range_problem(spec, number):
+                    fail(row, name, problem)
             else:  # date: exactly YYYY-MM-DD, nothing after the day
                 match = _ISO_DATE_TEXT.match(text) if text.isascii() else None
                 try:
@@ -598,7 +612,12 @@ def _int_literal(text: str) -> Any:
 
 
 def loads(text: str | bytes) -> Any:
-    """json.loads for untrusted input: never an OverflowError, ValueError of int() or RecursionError."""
+    """json.loads for untrusted input: never an OverflowError, ValueError of int() or RecursionError.
+
+    Bytes must be UTF-8 (UnicodeDecodeError otherwise): json.loads would also take UTF-16 or
+    UTF-32, which the drain and the batch refuse; a BOM is no JSON either."""
+    if isinstance(text, (bytes, bytearray)):
+        text = bytes(text).decode("utf-8")
     try:
         return json.loads(text, parse_int=_int_literal, parse_float=JsonLiteral, parse_constant=JsonLiteral)
     except RecursionError:

@@ -127,8 +127,12 @@ def show_dead_letters(client: Any, bucket: str, key: str) -> list[DeadLetter]:
 def read_fixed_file(path: str) -> list[dict[str, Any]]:
     """Records from a user's fixed file: bare records, or dead-letter lines as `show` prints them."""
     records = []
-    with open(path, encoding="utf-8-sig") as handle:
-        for number, line in enumerate(handle, start=1):
+    with open(path, "rb") as handle:
+        for number, raw in enumerate(handle, start=1):
+            try:
+                line = raw.decode("utf-8-sig" if number == 1 else "utf-8")
+            except UnicodeDecodeError as exc:
+                raise DeadLetterError(f"{path}:{number}: not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
             if not line.strip():
                 continue
             try:
@@ -158,13 +162,17 @@ def prepare_records(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
                               + "; ".join(f"record {n}: {reason}" for n, reason in problems))
     validation = schema.validate_records(schema.records_to_frame(event for _, event in candidates))
     problems += [(candidates[int(r.row) - 1][0] + 1, r.reason) for r in validation.rejected.itertuples()]
+    typed = schema.frame_to_records(validation.valid)
+    invalid = set(validation.rejected["row"])
+    good = [position for i, (position, _) in enumerate(candidates) if i + 1 not in invalid]
+    problems += [(good[i] + 1, reason) for i, reason in schema.conflicts(typed).items()]
     if problems:
         listed = "; ".join(f"record {number}: {reason}" for number, reason in sorted(problems))
         raise DeadLetterError(
             f"{len(problems)} record(s) still invalid, nothing replayed: {listed}. "
             "Fix them in a file and pass it with --fixed."
         )
-    return schema.frame_to_records(validation.valid)
+    return typed
 
 
 def _put_to_kinesis(client: Any, stream: str, records: list[dict[str, Any]], attempts: int = 8) -> None:

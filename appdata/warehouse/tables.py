@@ -10,7 +10,8 @@ from appdata.contract.schema import FIELDS
 metadata = sa.MetaData()
 
 _TYPES = {
-    "str": sa.String(1024),
+    # 1,024 characters: Redshift counts VARCHAR in bytes, so it gets room for 4-byte UTF-8.
+    "str": sa.String(1024).with_variant(sa.String(4096), "redshift"),
     "enum": sa.String(16),
     "int": sa.BigInteger(),
     "float": sa.Float(53),

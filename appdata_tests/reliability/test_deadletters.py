@@ -122,3 +122,25 @@ def test_batch_replay_lands_one_csv_per_day_and_is_idempotent(s3, appdata_env, t
     again = s3.list_objects_v2(Bucket=appdata_env.bucket, Prefix=f"landing/batch/download_date={DAY}/")["Contents"]
     assert [o["Key"] for o in again] == [landing[0]["Key"]]
     report("batch dead letter replayed to landing", records=1, replays=2, landing_objects=1)
+
+
+def test_replay_refuses_a_conflict_a_non_utf8_file_and_reads_a_dead_letter_of_deep_json(s3, appdata_env, tmp_path):
+    from appdata.contract import deadletters
+    from appdata.reliability.deadletters import DeadLetterError, prepare_records, read_fixed_file
+
+    first = make_record(1, event_id="evt-1")
+    with pytest.raises(DeadLetterError, match="record 2: event_id: already accepted with other content"):
+        prepare_records([first, {**first, "age": 50}])
+    assert len(prepare_records([first, dict(first)])) == 2  # an identical repeat is no conflict
+
+    latin = tmp_path / "fixed.jsonl"
+    latin.write_bytes(json.dumps(make_record(2)).encode() + b"\n" + '{"name": "José"}'.encode("latin-1") + b"\n")
+    with pytest.raises(DeadLetterError, match=r"fixed.jsonl:2: not UTF-8 text"):
+        read_fixed_file(str(latin))
+
+    deep = "[" * 50_000 + "]" * 50_000  # what the drain keeps of a record that is no JSON object
+    key = put_dead_letter(s3, appdata_env.bucket, "stream", DAY, "shard-deep",
+                          [{"field": "record", "reason": "record: is not a JSON object", "record": deep}])
+    (letter,) = deadletters.parse(key, s3.get_object(Bucket=appdata_env.bucket, Key=key)["Body"].read())
+    assert letter.record == {"_raw": deep} and letter.field == "record"
+    assert key in _run("list")
