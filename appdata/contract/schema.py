@@ -633,7 +633,7 @@ def json_value_problem(spec: Field, value: Any) -> str | None:
     if isinstance(value, (dict, list)):
         return f"must be a single {spec.kind} value, not a JSON {'object' if isinstance(value, dict) else 'array'}"
     if isinstance(value, bool):
-        return f"must be a {spec.kind}, not a boolean"
+        return f"must be {'an' if spec.kind[0] in 'aeiou' else 'a'} {spec.kind}, not a boolean"
     return None
 
 
