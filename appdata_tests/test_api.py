@@ -323,3 +323,9 @@ def test_a_second_record_of_one_event_id_with_other_content_is_rejected_as_a_con
     assert result["accepted"] == 3  # the first, its identical repeat, and the other event
     assert [(r["index"], r["field"], r["reason"]) for r in result["rejected"]] == [
         (1, "event_id", schema.CONFLICT), (3, "event_id", schema.CONFLICT)]
+
+
+def test_an_event_with_a_field_named_records_is_one_event(client, provisioned, api_key):
+    event = {**sample_event(3), "records": "not the envelope"}
+    response = client.post("/v1/downloads", json=event, headers=_auth(api_key))
+    assert response.status_code == 200 and response.json()["accepted"] == 1, response.text

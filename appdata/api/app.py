@@ -217,7 +217,9 @@ def parse_records(body: bytes) -> list[Any]:
         raise ApiError(400, "request body is not UTF-8 text", "body") from None
     except schema.JsonError as exc:
         raise ApiError(400, f"request body is not valid JSON: {exc}", "body") from None
-    if isinstance(payload, dict) and "records" in payload:
+    # {"records": [...]} is the envelope; an event that merely has a field named "records"
+    # (not a list, beside other fields) is one event, as the drain would read it.
+    if isinstance(payload, dict) and "records" in payload and (isinstance(payload["records"], list) or len(payload) == 1):
         records = payload["records"]
         if not isinstance(records, list):
             raise ApiError(422, "records must be a JSON list of events", "records")
