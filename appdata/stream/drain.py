@@ -417,9 +417,9 @@ def drain_records(
     if not valid.empty:
         result.lake_objects = write_lake(s3, bucket, shard_id, valid)
         events = frame_to_records(valid.drop(columns=["_seq", "_arrival"]))
-        items = [dynamo_item(e) for e in events]
-        refused = dict(isolate(lambda part: batch_write(dynamodb, table, part), items, _dynamodb_refusal,
-                               key=lambda item: item["sk"]["S"].split("#", 2)[2]))
+        items = {event["event_id"]: dynamo_item(event) for event in events}  # a repeat is one item
+        refused = dict(isolate(lambda part: batch_write(dynamodb, table, [item for _, item in part]),
+                               list(items.items()), _dynamodb_refusal, key=lambda pair: pair[0]))
         if engine is not None and engine.dialect.name == "redshift":
             # Redshift ingests through COPY from S3: the lake objects just written are the source.
             from appdata.warehouse.redshift import copy_insert_new
@@ -436,7 +436,7 @@ def drain_records(
                                         _warehouse_refusal, key=lambda part: part["event_id"].iloc[0]))
             result.warehouse_inserted = sum(inserted)
             for event_id in by_warehouse:  # DynamoDB took them: take them back, so the sinks agree
-                item = next(i for i in items if i["sk"]["S"].split("#", 2)[2] == event_id)
+                item = items[event_id]
                 dynamodb.delete_item(TableName=table, Key={"user_id": item["user_id"], "sk": item["sk"]})
             refused.update(by_warehouse)
         if refused:
@@ -445,7 +445,7 @@ def drain_records(
             for key in sorted(set(result.lake_objects) - set(rewritten)):
                 s3.delete_object(Bucket=bucket, Key=key)
             result.lake_objects = rewritten
-        result.dynamodb_items = len({i["sk"]["S"] for i in items if i["sk"]["S"].split("#", 2)[2] not in refused})
+        result.dynamodb_items = len(items.keys() - refused.keys())
         result.valid = len(valid)
         result.users = set(int(u) for u in valid["user_id"])
         result.event_ids = set(valid["event_id"])
