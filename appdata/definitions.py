@@ -1,32 +1,19 @@
-"""The code location: every concern's definitions assembled explicitly, plus resources.
+"""The code location: every Dagster object under `appdata/defs/`, found by Dagster's own loader.
 
-Each concern (sources, batch, stream, analytics, api, reliability) owns a `defs()` that returns
-its assets, checks, jobs, schedules and sensors; nothing here does I/O at import time. (The
-warehouse package holds no assets: its tables are written by `downloads_batch`, the stream
-drain and the marts.)
+`[tool.dg]` in pyproject.toml names `appdata.defs` as the defs module, so `dagster dev`,
+`dg check defs`, `dg list defs` and `appdata up` all load the same tree. Pure libraries live
+beside it (`appdata/contract`, `appdata/batch`, ...) and import no Dagster; nothing here does
+AWS or warehouse I/O at load time.
 """
+
+from pathlib import Path
 
 import dagster as dg
 
-from appdata.analytics import defs as analytics
-from appdata.api import defs as api
-from appdata.batch import defs as batch
-from appdata.reliability import defs as reliability
-from appdata.resources import build_resources
-from appdata.sources import defs as sources
-from appdata.stream import defs as stream
-
 
 def build_definitions() -> dg.Definitions:
-    return dg.Definitions.merge(
-        sources.defs(),
-        batch.defs(),
-        stream.defs(),
-        analytics.defs(),
-        api.defs(),
-        reliability.defs(),
-        dg.Definitions(resources=build_resources()),
-    )
+    """Load the defs folder; resources are built from the environment at this moment."""
+    return dg.load_from_defs_folder(path_within_project=Path(__file__).parent)
 
 
 defs = build_definitions()

@@ -14,8 +14,8 @@ import pytest
 import sqlalchemy as sa
 
 from appdata.config import Settings
-from appdata.emulator import emulator_process
-from appdata.resources import build_resources
+from appdata.local.emulator import emulator_process
+from appdata.defs.resources import build_resources
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 REAL_CATALOGUE = REPO_ROOT.parent / "shared" / "data" / "googleplaystore.csv"
@@ -92,7 +92,7 @@ def appdata_env(tmp_path: Path, emulator_endpoint: str, monkeypatch: pytest.Monk
 @pytest.fixture()
 def provisioned(appdata_env: Settings) -> dict:
     """Resources for this test's names, with bucket, stream, table and warehouse created."""
-    from appdata.provision import provision
+    from appdata.local.provision import provision
 
     resources = build_resources(appdata_env)
     provision(resources)

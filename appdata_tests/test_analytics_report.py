@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from appdata.analytics import plots
-from appdata.analytics.demo import run_analytics_demo
+from appdata.local.analytics_demo import run_analytics_demo
 from appdata.analytics.report import build_report, report_path, write_report
 from appdata.contract.layout import REPORT_KEY
 from appdata.warehouse.loader import replace_all

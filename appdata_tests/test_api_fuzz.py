@@ -22,8 +22,8 @@ from hypothesis import HealthCheck, settings
 
 from appdata.api.app import create_app
 from appdata.config import Settings
-from appdata.provision import ensure_bucket, ensure_stream, ensure_table
-from appdata.resources import build_resources
+from appdata.local.provision import ensure_bucket, ensure_stream, ensure_table
+from appdata.defs.resources import build_resources
 
 FULL_RUN = bool(os.environ.get("APPDATA_FUZZ_EXAMPLES"))
 EXAMPLES = int(os.environ.get("APPDATA_FUZZ_EXAMPLES") or "25")

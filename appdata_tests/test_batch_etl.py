@@ -17,8 +17,8 @@ import sqlalchemy as sa
 
 from appdata.batch import demo, etl, lake
 from appdata.config import Settings
-from appdata.provision import ensure_bucket
-from appdata.resources import build_resources
+from appdata.local.provision import ensure_bucket
+from appdata.defs.resources import build_resources
 from appdata.contract import layout
 from appdata.contract.schema import EVENT_COLUMNS
 from appdata.warehouse.loader import create_schema
@@ -446,7 +446,7 @@ def test_progress_lines_and_metadata_count_the_rows_really_processed(appdata_env
     import pyarrow as pa
 
     from appdata.batch import assets
-    from appdata.sources.assets import client_batch_path
+    from appdata.sources.client_files import batch_day_path
 
     monkeypatch.setenv("APPDATA_WAREHOUSE_URL", duckdb_url)
     monkeypatch.setattr(assets, "PROGRESS_EVERY", 2)
@@ -465,7 +465,7 @@ def test_progress_lines_and_metadata_count_the_rows_really_processed(appdata_env
         if index == 3:
             rows[4]["rating"] = "7"  # out of range
             rows[6]["event_id"] = rows[5]["event_id"]  # duplicate
-        path = client_batch_path(day, settings.client_dir)
+        path = batch_day_path(settings.client_dir, day)
         path.parent.mkdir(parents=True, exist_ok=True)
         pq.write_table(pa.table({c: [r[c] for r in rows] for c in EVENT_COLUMNS}), path)
         landing.append(len(rows))

@@ -13,11 +13,11 @@ import pytest
 import sqlalchemy as sa
 
 from appdata.batch import demo
-from appdata.batch.schedules import SCHEDULE_NAME, partition_key_at
+from appdata.defs.batch.schedules import SCHEDULE_NAME, partition_key_at
 from appdata.config import Settings
-from appdata.provision import ensure_bucket
-from appdata.resources import build_resources
-from appdata.sources.assets import client_batch_path
+from appdata.local.provision import ensure_bucket
+from appdata.defs.resources import build_resources
+from appdata.sources.client_files import batch_day_path
 from appdata.warehouse.loader import create_schema
 
 WEEK = [dt.date(2020, 3, 1) + dt.timedelta(days=i) for i in range(7)]
@@ -28,7 +28,7 @@ SOURCES = ["playstore_apps_raw", "playstore_apps", "users_batch"]
 def sources_instance():
     """One instance holding the catalogue and batch users (the slow, unpartitioned part), built once."""
     instance = dg.DagsterInstance.ephemeral()
-    from appdata.sources.assets import assets as source_assets
+    from appdata.defs.sources import assets as source_assets
 
     dg.materialize([a for a in source_assets if a.key.to_user_string() in SOURCES], instance=instance)
     yield instance
@@ -45,7 +45,7 @@ def _resources(settings: Settings) -> dict:
 
 
 def _client_rows(settings: Settings, days) -> dict[str, list[str]]:
-    return {d.isoformat(): sorted(pq.read_table(client_batch_path(d, settings.client_dir)).column("event_id").to_pylist())
+    return {d.isoformat(): sorted(pq.read_table(batch_day_path(settings.client_dir, d)).column("event_id").to_pylist())
             for d in days}
 
 
@@ -120,7 +120,7 @@ def test_landing_missing_for_a_day_fails_with_a_clear_message(appdata_env, duckd
 
 def test_schedule_fires_at_23_for_that_days_partition(appdata_env, monkeypatch):
     monkeypatch.setenv("APPDATA_TIMEZONE", "Europe/Paris")
-    from appdata.batch.schedules import build_batch_schedule
+    from appdata.defs.batch.schedules import build_batch_schedule
 
     schedule = build_batch_schedule(Settings.from_env())
     assert schedule.name == SCHEDULE_NAME

@@ -91,8 +91,8 @@ def test_pipeline_runs_with_storage_on_postgres(appdata_env, provisioned, dagste
     from appdata.contract import schema
     from appdata.api.ingest import put_records
     from appdata.definitions import build_definitions
-    from appdata.resources import build_resources
-    from appdata.stream.sensor import kinesis_drain_sensor
+    from appdata.defs.resources import build_resources
+    from appdata.defs.stream.sensor import kinesis_drain_sensor
     from appdata.warehouse.loader import count_rows
     from appdata_tests.api_helpers import sample_event
 

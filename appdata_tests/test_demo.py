@@ -3,7 +3,7 @@
 import subprocess
 import sys
 
-from appdata.emulator import free_port
+from appdata.local.emulator import free_port
 
 
 def test_demo_reconciles_every_stage_and_builds_the_report(tmp_path):

@@ -5,8 +5,8 @@ import concurrent.futures as cf
 import sqlalchemy as sa
 
 from appdata.config import is_loopback_endpoint
-from appdata.provision import provision
-from appdata.resources import build_resources
+from appdata.local.provision import provision
+from appdata.defs.resources import build_resources
 
 
 def test_provision_creates_everything_and_is_idempotent(appdata_env):

@@ -183,8 +183,8 @@ def _deploy_data_stores(settings: Settings, stack: str) -> dict[str, str]:
 def test_stack_deploys_into_emulator_and_pipeline_runs_on_its_names(appdata_env, monkeypatch):
     from appdata.api.app import app as lazy_app
     from appdata.cli import main
-    from appdata.infra_commands import stack_env
-    from appdata.resources import build_resources
+    from appdata.cli.infra import stack_env
+    from appdata.defs.resources import build_resources
     from appdata.stream.drain import drain_records, read_shard
     from appdata.warehouse.loader import count_rows
 
@@ -264,7 +264,7 @@ def test_stack_deploys_into_emulator_and_pipeline_runs_on_its_names(appdata_env,
 def test_deploy_commands_register_on_the_cli_group():
     import click
 
-    from appdata.infra_commands import register
+    from appdata.cli.infra import register
 
     group = click.Group("appdata")
     register(group)

@@ -49,7 +49,7 @@ def _interpreter(version: str) -> str | None:
 
 
 def test_package_builds_fits_and_serves_from_the_zip_alone(appdata_env, provisioned, tmp_path):
-    from appdata.infra_commands import package_lambda
+    from appdata.cli.infra import package_lambda
 
     output = tmp_path / "dist" / "lambda.zip"
     result = CliRunner().invoke(package_lambda, ["--output", str(output)], catch_exceptions=False)

@@ -20,7 +20,7 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
-from appdata.emulator import free_port
+from appdata.local.emulator import free_port
 from appdata_tests.api_helpers import sample_event
 
 pytestmark = pytest.mark.slow

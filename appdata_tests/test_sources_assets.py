@@ -5,16 +5,8 @@ import datetime as dt
 import dagster as dg
 import pandas as pd
 
-from appdata.sources.assets import (
-    client_batch_path,
-    client_stream_path,
-    playstore_apps,
-    playstore_apps_raw,
-    users_app_batch_client_data,
-    users_app_stream_client_data,
-    users_batch,
-    users_stream,
-)
+from appdata.defs.sources import playstore_apps, playstore_apps_raw, users_app_batch_client_data, users_app_stream_client_data, users_batch, users_stream
+from appdata.sources.client_files import batch_day_path, stream_csv_path
 from appdata.contract.schema import EVENT_COLUMNS, validate_records
 
 SOURCES = [playstore_apps_raw, playstore_apps, users_batch, users_stream,
@@ -43,7 +35,7 @@ def test_sources_materialize_with_row_counts(appdata_env):
         assert clean_meta["exact_duplicates_dropped"].value > 0
         assert clean_meta["null_ratings_after_fill"].value == 0
 
-        stream = pd.read_csv(client_stream_path(appdata_env.client_dir), dtype=str, keep_default_na=False)
+        stream = pd.read_csv(stream_csv_path(appdata_env.client_dir), dtype=str, keep_default_na=False)
         assert tuple(stream.columns) == EVENT_COLUMNS
         checked = validate_records(stream)
         assert len(checked.rejected) == 0, checked.rejected.head().to_dict()
@@ -59,13 +51,13 @@ def test_batch_client_data_single_run_over_a_week_is_deterministic(appdata_env):
                                selection=[users_app_batch_client_data])
         assert first.success
         days = [dt.date(2020, 3, d) for d in range(1, 8)]
-        frames = [pd.read_parquet(client_batch_path(day, appdata_env.client_dir)) for day in days]
+        frames = [pd.read_parquet(batch_day_path(appdata_env.client_dir, day)) for day in days]
         assert all(len(f) > 0 for f in frames)
         assert all(set(f["download_date"].astype(str)) == {str(day)} for f, day in zip(frames, days))
         again = dg.materialize(SOURCES[:3] + [users_app_batch_client_data], instance=instance, tags=tags,
                                selection=[users_app_batch_client_data])
         assert again.success
         for frame, day in zip(frames, days):
-            pd.testing.assert_frame_equal(frame, pd.read_parquet(client_batch_path(day, appdata_env.client_dir)))
+            pd.testing.assert_frame_equal(frame, pd.read_parquet(batch_day_path(appdata_env.client_dir, day)))
         total = sum(len(f) for f in frames)
         assert _row_count(first, "users_app_batch_client_data") == total

@@ -15,9 +15,9 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
-from appdata.emulator import free_port
+from appdata.local.emulator import free_port
 from appdata.stream.client import send_next_batch
-from appdata.stream.demo import run_stream_demo
+from appdata.local.stream_demo import run_stream_demo
 from appdata.stream.drain import drain_available
 from appdata_tests.test_stream_drain import make_event
 
@@ -86,10 +86,10 @@ def test_schedule_cursor_never_resends(api_url, appdata_env, tmp_path):
 
 
 def test_schedule_skips_when_api_is_down(appdata_env, monkeypatch):
-    from appdata.sources.assets import client_stream_path
-    from appdata.stream.schedule import stream_client_every_minute
+    from appdata.sources.client_files import stream_csv_path
+    from appdata.defs.stream.client_schedule import stream_client_every_minute
 
-    path = client_stream_path(appdata_env.client_dir)
+    path = stream_csv_path(appdata_env.client_dir)
     path.parent.mkdir(parents=True)
     write_csv(path, 3)
     monkeypatch.setenv("APPDATA_API_URL", f"http://127.0.0.1:{free_port()}")  # nobody listens
@@ -112,16 +112,16 @@ def test_demo_straight_to_kinesis_reconciles(provisioned, appdata_env):
 
 CLIENT_RUN = """
 import json
-from appdata.stream.schedule import stream_client_job
+from appdata.defs.stream.client_schedule import stream_client_job
 result = stream_client_job.execute_in_process()
 print(json.dumps(result.output_for_node("post_next_client_batch")))
 """
 
 
 def _client_csv(settings, n: int) -> list[dict]:
-    from appdata.sources.assets import client_stream_path
+    from appdata.sources.client_files import stream_csv_path
 
-    path = client_stream_path(settings.client_dir)
+    path = stream_csv_path(settings.client_dir)
     path.parent.mkdir(parents=True, exist_ok=True)
     write_csv(path, n)
     return [make_event(i) for i in range(n)]
@@ -147,13 +147,13 @@ def test_client_job_in_two_processes_sends_rows_1_100_then_101_200(api_url, appd
 
 def test_delivery_check_turns_red_while_accepted_events_are_not_in_the_warehouse(api_url, appdata_env, provisioned):
     from appdata.definitions import build_definitions
-    from appdata.sources.assets import client_stream_path
-    from appdata.stream.schedule import cursor_path, ledger_path
+    from appdata.sources.client_files import stream_csv_path
+    from appdata.sources.client_files import stream_cursor_path, stream_ledger_path
 
     rows = _client_csv(appdata_env, 30)
     key = os.environ["APPDATA_API_KEYS"]
-    send_next_batch(client_stream_path(appdata_env.client_dir), cursor_path(appdata_env), api_url=api_url, key=key,
-                    batch_size=30, ledger_path=ledger_path(appdata_env))
+    send_next_batch(stream_csv_path(appdata_env.client_dir), stream_cursor_path(appdata_env.client_dir), api_url=api_url, key=key,
+                    batch_size=30, ledger_path=stream_ledger_path(appdata_env.client_dir))
     job = build_definitions().resolve_job_def("stream_delivery_check_job")
 
     def check() -> dg.AssetCheckEvaluation:
@@ -165,7 +165,7 @@ def test_delivery_check_turns_red_while_accepted_events_are_not_in_the_warehouse
     fresh = check()  # just accepted: on its way, not late
     assert fresh.passed and fresh.metadata["pending"].value == 30 and fresh.metadata["due"].value == 0
 
-    ledger = ledger_path(appdata_env)  # let the clock run: the entries are now an hour old
+    ledger = stream_ledger_path(appdata_env.client_dir)  # let the clock run: the entries are now an hour old
     ledger.write_text("".join(json.dumps({**json.loads(line), "at": time.time() - 3600}) + "\n"
                               for line in ledger.read_text().splitlines()))
     stalled = check()

@@ -12,9 +12,9 @@ import dagster as dg
 import pytest
 
 from appdata.contract import schema
-from appdata.stream.assets import SHARD_TAG, stream_drain
+from appdata.defs.stream.drain import SHARD_TAG, stream_drain
 from appdata.stream.drain import drain_range, list_shards, read_shard
-from appdata.stream.sensor import kinesis_drain_sensor, shard_tag_value
+from appdata.defs.stream.sensor import kinesis_drain_sensor, shard_tag_value
 from appdata.warehouse.loader import count_rows, read_frame
 
 TODAY = dt.date.today().isoformat()

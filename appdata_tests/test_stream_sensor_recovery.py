@@ -9,8 +9,8 @@ import json
 import dagster as dg
 
 from appdata.definitions import build_definitions
-from appdata.provision import provision
-from appdata.stream.sensor import ATTEMPT_TAG, plan_requests, retry_delay, stream_identity
+from appdata.local.provision import provision
+from appdata.defs.stream.sensor import ATTEMPT_TAG, plan_requests, retry_delay, stream_identity
 from appdata.warehouse.loader import count_rows
 from appdata_tests.test_stream_drain import dynamo_items, lake_state, make_event, put
 
@@ -99,7 +99,7 @@ def test_a_re_created_stream_is_reported_and_read_from_its_start(provisioned):
 
 
 def test_sensor_saves_the_stream_identity_in_its_cursor(provisioned):
-    from appdata.stream.sensor import kinesis_drain_sensor
+    from appdata.defs.stream.sensor import kinesis_drain_sensor
 
     kinesis = provisioned["kinesis"]
     with dg.instance_for_test() as instance:

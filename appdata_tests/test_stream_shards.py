@@ -12,7 +12,7 @@ import pytest
 from botocore.stub import ANY, Stubber
 
 from appdata.stream.drain import Backoff, read_shard, shard_order
-from appdata.stream.sensor import load_cursor, plan_requests
+from appdata.defs.stream.sensor import load_cursor, plan_requests
 
 STREAM = "s"
 ARRIVAL = dt.datetime(2024, 5, 1, 12, 30, tzinfo=dt.timezone.utc)

@@ -15,7 +15,7 @@ class BenchEnvironment:
     """Emulator in its own process (its CPU and memory are not the pipeline's), a temp home."""
 
     def __init__(self, name: str, extra_env: dict[str, str] | None = None):
-        from appdata.emulator import emulator_process
+        from appdata.local.emulator import emulator_process
 
         self.home = Path(tempfile.mkdtemp(prefix=f"appdata-{name}-"))
         self._stack = contextlib.ExitStack()
@@ -36,8 +36,8 @@ class BenchEnvironment:
 
     def provision(self) -> dict:
         from appdata.config import Settings
-        from appdata.provision import ensure_bucket
-        from appdata.resources import build_resources
+        from appdata.local.provision import ensure_bucket
+        from appdata.defs.resources import build_resources
         from appdata.warehouse.loader import create_schema
 
         resources = build_resources(Settings.from_env())

@@ -30,9 +30,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from appdata.config import Settings  # noqa: E402
-from appdata.emulator import emulator_process, free_port  # noqa: E402
-from appdata.provision import ensure_bucket, ensure_stream, ensure_table  # noqa: E402
-from appdata.resources import build_resources  # noqa: E402
+from appdata.local.emulator import emulator_process, free_port  # noqa: E402
+from appdata.local.provision import ensure_bucket, ensure_stream, ensure_table  # noqa: E402
+from appdata.defs.resources import build_resources  # noqa: E402
 from appdata.contract.schema import client_event_ids  # noqa: E402
 from appdata_tests.api_helpers import sample_event  # noqa: E402
 

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from appdata.sources.assets import daily_partitions
+from appdata.defs.partitions import daily_partitions
 
 FIRST, LAST = dt.date(2020, 1, 1), dt.date(2020, 12, 31)
 BATCH = ["landing_batch", "curated_batch", "downloads_batch"]

@@ -30,7 +30,7 @@ PIPELINE_CHILD = textwrap.dedent("""
     import dagster as dg
     from appdata.batch import demo
     from appdata.config import Settings
-    from appdata.resources import build_resources
+    from appdata.defs.resources import build_resources
     day = dt.date.fromisoformat(sys.argv[1])
     started = time.monotonic()
     with dg.DagsterInstance.ephemeral() as instance:

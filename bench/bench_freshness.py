@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import httpx  # noqa: E402
 
-from appdata.emulator import emulator_process, free_port  # noqa: E402
+from appdata.local.emulator import emulator_process, free_port  # noqa: E402
 
 TARGET_P95 = 30.0
 
@@ -87,7 +87,7 @@ def measure(api: str, key: str, duration: float, interval: float, label: str) ->
 
 def measure_running_stack(args: argparse.Namespace) -> None:
     """Against `appdata up`: its API, its sensor, its drain runs launched by the Dagster daemon."""
-    from appdata.cli import local_environment
+    from appdata.local.commands import local_environment
 
     from appdata.config import Settings
 
@@ -107,8 +107,8 @@ def measure_in_process(args: argparse.Namespace) -> None:
 
         from appdata.api.app import create_app
         from appdata.config import Settings
-        from appdata.provision import provision
-        from appdata.resources import build_resources
+        from appdata.local.provision import provision
+        from appdata.defs.resources import build_resources
         from appdata.stream.drain import drain_available
 
         settings = Settings.from_env()

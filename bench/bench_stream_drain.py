@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import pandas as pd  # noqa: E402
 
-from appdata.emulator import emulator_process  # noqa: E402
+from appdata.local.emulator import emulator_process  # noqa: E402
 
 
 def events(n: int, tag: str) -> list[dict]:
@@ -108,8 +108,8 @@ def main() -> None:
         home = tempfile.mkdtemp(prefix="bench-stream-")
         os.environ.update(APPDATA_HOME=home, APPDATA_AWS_ENDPOINT_URL=endpoint)
         from appdata.config import Settings
-        from appdata.provision import provision
-        from appdata.resources import build_resources, WarehouseResource
+        from appdata.local.provision import provision
+        from appdata.defs.resources import build_resources, WarehouseResource
         from appdata.stream.drain import drain_available, drain_range
         from appdata.warehouse.loader import create_schema
 

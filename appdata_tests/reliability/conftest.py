@@ -78,9 +78,9 @@ class BatchWorld:
     def __init__(self, settings, instance):
         import dagster as dg
 
-        from appdata.batch.assets import curated_batch, downloads_batch, landing_batch
-        from appdata.resources import build_resources
-        from appdata.sources.assets import playstore_apps, playstore_apps_raw, users_app_batch_client_data, users_batch
+        from appdata.defs.batch.assets import curated_batch, downloads_batch, landing_batch
+        from appdata.defs.resources import build_resources
+        from appdata.defs.sources import playstore_apps, playstore_apps_raw, users_app_batch_client_data, users_batch
 
         self.dg = dg
         self.settings = settings
@@ -114,8 +114,8 @@ def module_env(tmp_path_factory, emulator_endpoint):
     import uuid
 
     from appdata.config import Settings
-    from appdata.provision import provision
-    from appdata.resources import build_resources
+    from appdata.local.provision import provision
+    from appdata.defs.resources import build_resources
 
     suffix = uuid.uuid4().hex[:8]
     home = tmp_path_factory.mktemp("reliability") / "home"
@@ -156,7 +156,7 @@ class LocalApi:
         import uvicorn
 
         from appdata.api.app import create_app
-        from appdata.emulator import free_port
+        from appdata.local.emulator import free_port
 
         self.key = key
         port = free_port()

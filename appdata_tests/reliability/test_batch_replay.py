@@ -17,8 +17,8 @@ from click.testing import CliRunner
 
 from appdata.batch import lake
 from appdata.contract import layout
-from appdata.reliability.checks import batch_reconciled
-from appdata.reliability.commands import rejected
+from appdata.defs.reliability import batch_reconciled
+from appdata.cli.reliability import rejected
 from appdata.reliability.reconcile import reconcile_batch
 from appdata_tests.reliability.conftest import report
 

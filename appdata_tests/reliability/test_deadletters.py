@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from appdata.contract import schema
-from appdata.reliability.commands import rejected
+from appdata.cli.reliability import rejected
 from appdata_tests.reliability.conftest import make_record, put_dead_letter, report
 
 pytestmark = pytest.mark.reliability

@@ -16,13 +16,13 @@ import dagster as dg
 import pytest
 
 from appdata.config import Settings
-from appdata.emulator import free_port, wait_until_up
-from appdata.provision import provision
+from appdata.local.emulator import free_port, wait_until_up
+from appdata.local.provision import provision
 from appdata.reliability.reconcile import reconcile_stream_day
-from appdata.resources import build_resources
+from appdata.defs.resources import build_resources
 from appdata.contract.schema import derive_event_id
 from appdata.stream import defs as stream_defs
-from appdata.stream.assets import drain_run_config
+from appdata.defs.stream.drain import drain_run_config
 from appdata_tests.reliability.conftest import make_record, report
 
 pytestmark = pytest.mark.reliability

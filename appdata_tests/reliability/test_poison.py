@@ -17,9 +17,9 @@ from appdata.api.app import create_app
 from appdata.config import Settings
 from appdata.contract import deadletters, layout, schema
 from appdata.definitions import build_definitions
-from appdata.provision import provision
-from appdata.resources import build_resources
-from appdata.stream.sensor import plan_requests, retry_delay, stream_identity
+from appdata.local.provision import provision
+from appdata.defs.resources import build_resources
+from appdata.defs.stream.sensor import plan_requests, retry_delay, stream_identity
 from appdata.warehouse.loader import read_frame
 from appdata_tests.reliability.conftest import make_record, report
 from appdata_tests.reliability.test_reconcile_stream import _cli

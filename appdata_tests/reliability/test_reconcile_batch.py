@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
-from appdata.reliability.checks import batch_reconciled
+from appdata.defs.reliability import batch_reconciled
 from appdata.reliability.reconcile import reconcile_batch
 from appdata_tests.reliability.conftest import report
 
@@ -89,11 +89,11 @@ def test_user_names_never_reach_the_dagster_event_log_of_a_batch_run(batch_world
     """Security: the run's whole event log (messages and metadata, previews included) holds no name."""
     from dagster._serdes import serialize_value
 
-    from appdata.sources.assets import client_batch_path
+    from appdata.sources.client_files import batch_day_path
 
     day = "2021-08-01"
     result = batch_world.load(day, day)
-    names = set(pd.read_parquet(client_batch_path(pd.Timestamp(day).date(), batch_world.settings.client_dir))["name"])
+    names = set(pd.read_parquet(batch_day_path(batch_world.settings.client_dir, pd.Timestamp(day).date()))["name"])
     assert len(names) > 10
     log = "\n".join(serialize_value(entry) for entry in batch_world.instance.all_logs(result.run_id))
     assert "download_date" in log  # the log is really there, with its metadata

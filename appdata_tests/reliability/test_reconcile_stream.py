@@ -8,11 +8,11 @@ import dagster as dg
 import pytest
 import sqlalchemy as sa
 
-from appdata.reliability.checks import stream_reconciled
+from appdata.defs.reliability import stream_reconciled
 from appdata.reliability.reconcile import reconcile_stream, reconcile_stream_day
-from appdata.resources import build_resources
+from appdata.defs.resources import build_resources
 from appdata.stream import defs as stream_defs
-from appdata.stream.assets import drain_run_config
+from appdata.defs.stream.drain import drain_run_config
 from appdata_tests.reliability.conftest import make_record, report
 
 pytestmark = pytest.mark.reliability
@@ -335,7 +335,7 @@ def test_appdata_drain_and_reconcile_red_when_an_event_is_deleted_from_every_sin
 
 
 def test_appdata_drain_exits_non_zero_naming_the_range_a_sink_refused_then_delivers_it(provisioned, appdata_env):
-    from appdata.provision import provision
+    from appdata.local.provision import provision
 
     kinesis = provisioned["kinesis"].get_client()
     shard, first, last = _put(kinesis, appdata_env.stream, [make_record(800 + i, day=DAYS[0]) for i in range(8)])

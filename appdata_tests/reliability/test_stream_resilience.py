@@ -27,7 +27,7 @@ pytestmark = pytest.mark.reliability
 
 @pytest.fixture(scope="module")
 def sinks(module_env):
-    from appdata.resources import build_resources
+    from appdata.defs.resources import build_resources
 
     resources = build_resources(module_env)
     engine = resources["warehouse"].get_engine()
@@ -69,7 +69,7 @@ def test_api_keys_never_appear_in_logs(local_api, caplog):
 
 
 def test_replay_through_the_api_sends_a_fixed_record_once(local_api, sinks, tmp_path, monkeypatch):
-    from appdata.reliability.commands import rejected
+    from appdata.cli.reliability import rejected
 
     settings = sinks["settings"]
     monkeypatch.setenv("APPDATA_API_URL", local_api.url)
@@ -138,7 +138,7 @@ DRAIN_SCRIPT = """
 import json, os, sys, time
 import sqlalchemy as sa
 from appdata.config import Settings
-from appdata.resources import build_resources
+from appdata.defs.resources import build_resources
 from appdata.stream.drain import drain_range
 
 # Kill point chosen by the test: "<point>:<n>" = os._exit(%(killed)d) right after the n-th occurrence of <point>
@@ -265,7 +265,7 @@ uvicorn.run(create_app(), host="127.0.0.1", port=int(sys.argv[1]), log_level="wa
 @pytest.fixture()
 def api_process(module_env):
     """The API in its own uvicorn process (as `appdata api` serves it), so clients don't share its GIL."""
-    from appdata.emulator import free_port
+    from appdata.local.emulator import free_port
     from appdata_tests.reliability.conftest import LocalApi
 
     port = free_port()

@@ -13,11 +13,11 @@ import click
 def send(csv_path, rate, batch_size, limit, start, show_rejected):
     """Post a client CSV (default: the stream client's data) to the ingest API in batches."""
     from appdata.config import Settings
-    from appdata.sources.assets import client_stream_path
+    from appdata.sources.client_files import stream_csv_path
     from appdata.stream.client import ApiUnavailable, api_key, load_client_records, send_records
 
     settings = Settings.from_env()
-    path = csv_path or client_stream_path(settings.client_dir)
+    path = csv_path or stream_csv_path(settings.client_dir)
     if not csv_path and not path.exists():
         raise click.ClickException(f"no client data at {path}: materialize users_app_stream_client_data "
                                    "or pass a CSV path")
@@ -57,7 +57,7 @@ def drain(max_records):
     from botocore.exceptions import ClientError
 
     from appdata.config import Settings
-    from appdata.resources import build_resources
+    from appdata.defs.resources import build_resources
     from appdata.stream.drain import drain_range, error_code, list_shards, parents_of, read_shard, shard_order
 
     settings = Settings.from_env()

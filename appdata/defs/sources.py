@@ -2,41 +2,18 @@
 
 
 import datetime as dt
-from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import dagster as dg
 import pandas as pd
 
 from appdata.config import Settings
+from appdata.defs.partitions import daily_partitions, partition_days
 from appdata.sources.catalogue import clean_catalogue, load_catalogue
+from appdata.sources.client_files import batch_day_path, stream_csv_path
 from appdata.sources.users import BATCH_FIRST_ID, BATCH_USERS, STREAM_FIRST_ID, STREAM_USERS, downloads_for_day, make_users
 
 GROUP = "sources"
-settings = Settings.from_env()
-
-daily_partitions = dg.DailyPartitionsDefinition(
-    start_date=settings.batch_start_date,
-    timezone=settings.timezone,
-    end_offset=1,  # include today, so the 23:00 run has a partition to fill
-)
-
-
-def partition_days(context: dg.AssetExecutionContext) -> list[dt.date]:
-    """Every day in the run's partition window (one day, or a whole single-run backfill)."""
-    window = context.partition_time_window
-    start = window.start.date()
-    days = (window.end.date() - start).days
-    return [start + dt.timedelta(days=i) for i in range(days)]
-
-
-def client_batch_path(day: dt.date, home: Path | None = None) -> Path:
-    home = home or Settings.from_env().client_dir
-    return home / "batch" / f"download_date={day.isoformat()}" / "users_app_batch_client_data.parquet"
-
-
-def client_stream_path(home: Path | None = None) -> Path:
-    return (home or Settings.from_env().client_dir) / "stream" / "users_app_stream_client_data.csv"
 
 
 def _preview(frame: pd.DataFrame, rows: int = 5) -> dg.MetadataValue:
@@ -134,7 +111,7 @@ def users_app_batch_client_data(
     for number, day in enumerate(days, start=1):
         frame = downloads_for_day(playstore_apps, users_batch, day, source="batch", seed=current.seed,
                                   rows=rows, mode=current.preferences)
-        path = client_batch_path(day, current.client_dir)
+        path = batch_day_path(current.client_dir, day)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
         frame.to_parquet(tmp, index=False)
@@ -161,7 +138,7 @@ def users_app_stream_client_data(
     today = dt.datetime.now(ZoneInfo(current.timezone)).date()
     frame = downloads_for_day(playstore_apps, users_stream, today, source="stream", seed=current.seed,
                               rows=len(playstore_apps), mode=current.preferences)
-    path = client_stream_path(current.client_dir)
+    path = stream_csv_path(current.client_dir)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     frame.to_csv(tmp, index=False)
@@ -172,6 +149,3 @@ def users_app_stream_client_data(
                   "download_date": str(today), "preview": _preview(frame.drop(columns=["name"]))}
     )
 
-
-assets = [playstore_apps_raw, playstore_apps, users_batch, users_stream,
-          users_app_batch_client_data, users_app_stream_client_data]

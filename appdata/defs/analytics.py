@@ -12,7 +12,7 @@ from appdata.analytics.marts import MARTS, build_mart, read_mart
 from appdata.analytics.recommend import evaluate, refresh_all_recommendations
 from appdata.analytics.report import build_report, write_report
 from appdata.config import Settings
-from appdata.resources import DynamoDBResource, LakeS3Resource, WarehouseResource
+from appdata.defs.resources import DynamoDBResource, LakeS3Resource, WarehouseResource
 
 GROUP = "analytics"
 POOL = "warehouse"
@@ -112,4 +112,13 @@ def analytics_report(context: dg.AssetExecutionContext, warehouse: WarehouseReso
     return dg.MaterializeResult(metadata=metadata)
 
 
-assets = [*mart_assets, user_recommendations, analytics_report]
+
+analytics_job = dg.define_asset_job(
+    "analytics_job", selection=dg.AssetSelection.groups(GROUP),
+    description="Rebuild the marts, every user's recommendations and the HTML report.",
+)
+analytics_nightly = dg.ScheduleDefinition(
+    name="analytics_nightly", job=analytics_job, cron_schedule="45 23 * * *",
+    execution_timezone=Settings.from_env().timezone, default_status=dg.DefaultScheduleStatus.RUNNING,
+    description="After the 23:00 batch drop has been loaded; stream users are refreshed by each drain.",
+)

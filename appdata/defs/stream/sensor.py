@@ -16,8 +16,8 @@ from dataclasses import dataclass
 import dagster as dg
 from botocore.exceptions import ClientError
 
-from appdata.resources import KinesisResource
-from appdata.stream.assets import SHARD_TAG, drain_run_config, stream_drain_job
+from appdata.defs.resources import KinesisResource
+from appdata.defs.stream.drain import SHARD_TAG, drain_run_config, stream_drain_job
 from appdata.stream.drain import error_code, list_shards, parents_of, read_shard, shard_order
 
 MAX_RECORDS_PER_RUN = 10_000

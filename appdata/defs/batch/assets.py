@@ -22,10 +22,12 @@ from botocore.exceptions import ClientError
 
 from appdata.batch import etl, lake
 from appdata.config import Settings
-from appdata.resources import LakeS3Resource, WarehouseResource
+from appdata.defs.resources import LakeS3Resource, WarehouseResource
 from appdata.contract import deadletters, layout
 from appdata.contract.schema import EVENT_COLUMNS
-from appdata.sources.assets import client_batch_path, daily_partitions, partition_days, users_app_batch_client_data
+from appdata.defs.partitions import daily_partitions, partition_days
+from appdata.defs.sources import users_app_batch_client_data
+from appdata.sources.client_files import batch_day_path
 from appdata.warehouse import loader, redshift
 
 GROUP = "batch"
@@ -104,7 +106,7 @@ def landing_batch(context: dg.AssetExecutionContext, s3: LakeS3Resource) -> dg.M
     existing = lake.landing_keys_by_day(client, s3.bucket, days)
     with tempfile.TemporaryDirectory(prefix="appdata-landing-") as tmp, lake.BackgroundIO() as uploads:
         for number, day in enumerate(days, start=1):
-            path = client_batch_path(day, settings.client_dir)
+            path = batch_day_path(settings.client_dir, day)
             if not path.exists():
                 raise dg.Failure(
                     description=f"the batch client has no data for {day} (expected {path}); materialize "
@@ -398,5 +400,3 @@ def downloads_batch(
         ],
     )
 
-
-assets = [landing_batch, curated_batch, downloads_batch]

@@ -115,7 +115,7 @@ def run_stream_demo(
     via_api: POST to the ingest API at `api_url` (default settings.api_url, started by the
     caller); otherwise records go straight into Kinesis and the drain does the rejecting.
     """
-    from appdata.resources import build_resources
+    from appdata.defs.resources import build_resources
     from appdata.stream.drain import drain_available
 
     settings = settings or Settings.from_env()

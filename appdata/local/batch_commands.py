@@ -25,7 +25,7 @@ def register(group: click.Group) -> None:
         Runs against the current configuration (emulator or AWS, embedded DuckDB or the configured
         warehouse); exits 1 when client, landing, curated + rejected and warehouse disagree.
         """
-        from appdata.batch.demo import format_table, reconcile, run_batch_demo, to_json
+        from appdata.local.batch_demo import format_table, reconcile, run_batch_demo, to_json
         from appdata.config import Settings
 
         first = _day(start)

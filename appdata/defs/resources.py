@@ -129,3 +129,8 @@ def build_resources(settings: Settings | None = None) -> dict[str, Any]:
         "dynamodb": DynamoDBResource(table_name=settings.table, **aws),
         "warehouse": WarehouseResource(url=settings.warehouse_url, password=password, copy_iam_role=copy_role),
     }
+
+
+@dg.definitions
+def resources() -> dg.Definitions:
+    return dg.Definitions(resources=build_resources())

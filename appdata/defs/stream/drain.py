@@ -7,7 +7,7 @@ It writes the warehouse, hence pool "warehouse".
 
 import dagster as dg
 
-from appdata.resources import DynamoDBResource, KinesisResource, LakeS3Resource, WarehouseResource
+from appdata.defs.resources import DynamoDBResource, KinesisResource, LakeS3Resource, WarehouseResource
 from appdata.stream.drain import drain_range
 
 GROUP = "stream"

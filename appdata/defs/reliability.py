@@ -1,4 +1,7 @@
-"""Reconciliation as Dagster asset checks, one result covering each day the run touched.
+"""Reconciliation as Dagster asset checks, one result covering each day the run touched, with
+the jobs and schedules that run them on their own (hourly reconciliation, stopped by default:
+on real AWS each run scans the DynamoDB table once; the stream client's delivery check every
+5 minutes, on by default: cheap, and what turns red when the client posts but nothing drains).
 
 stream (on `downloads_stream`): what the Kinesis stream accepted (read from TRIM_HORIZON and
 decoded as the drain decodes it, records over 5 minutes old) = distinct events in the lake =
@@ -10,13 +13,12 @@ day and the missing, extra or duplicated event ids; its metadata lists them per 
 """
 
 import datetime as dt
-import json
 import time
 
 import dagster as dg
 from pydantic import Field
 
-from appdata.resources import DynamoDBResource, KinesisResource, LakeS3Resource, WarehouseResource
+from appdata.defs.resources import DynamoDBResource, KinesisResource, LakeS3Resource, WarehouseResource
 from appdata.reliability.reconcile import (
     STREAM_GRACE_SECONDS,
     DayReconciliation,
@@ -145,10 +147,10 @@ def stream_client_delivered(context: dg.AssetCheckExecutionContext, warehouse: W
                             ) -> dg.AssetCheckResult:
     from appdata.config import Settings
     from appdata.stream.client import read_accepted
-    from appdata.stream.schedule import ledger_path
+    from appdata.sources.client_files import stream_ledger_path
 
     now = time.time()
-    entries = read_accepted(ledger_path(Settings.from_env()), since=now - DELIVERY_WINDOW_SECONDS)
+    entries = read_accepted(stream_ledger_path(Settings.from_env().client_dir), since=now - DELIVERY_WINDOW_SECONDS)
     engine = warehouse.get_engine()
     try:
         delivery = client_delivery(entries, engine, now=now, grace_seconds=DELIVERY_GRACE_SECONDS)
@@ -163,5 +165,24 @@ def stream_client_delivered(context: dg.AssetCheckExecutionContext, warehouse: W
     )
 
 
-def reconciliation_report(results: list[DayReconciliation]) -> str:
-    return json.dumps([r.as_dict() for r in results], indent=2)
+reconciliation_job = dg.define_asset_job(
+    "reconciliation_job",
+    selection=dg.AssetSelection.checks(stream_reconciled, batch_reconciled),
+    description="Reconcile every stream day and every batch day with landing data, by event id.",
+)
+stream_delivery_check_job = dg.define_asset_job(
+    "stream_delivery_check_job",
+    selection=dg.AssetSelection.checks(stream_client_delivered),
+    executor_def=dg.in_process_executor,
+    description="Is every event the stream client had accepted in downloads_stream?",
+)
+reconciliation_hourly = dg.ScheduleDefinition(
+    name="reconciliation_hourly", job=reconciliation_job, cron_schedule="30 * * * *",
+    default_status=dg.DefaultScheduleStatus.STOPPED,
+    description="Hourly reconciliation of every sink (turn on in the UI).",
+)
+stream_delivery_every_5_minutes = dg.ScheduleDefinition(
+    name="stream_delivery_every_5_minutes", job=stream_delivery_check_job, cron_schedule="*/5 * * * *",
+    default_status=dg.DefaultScheduleStatus.RUNNING,
+    description="The stream client's accepted events must reach downloads_stream.",
+)

@@ -11,13 +11,13 @@ from typing import Any
 import dagster as dg
 
 from appdata.config import Settings
-from appdata.instance import local_instance
+from appdata.local.instance import local_instance
 
 
 def run_analytics_demo(settings: Settings | None = None, instance: dg.DagsterInstance | None = None) -> dict[str, Any]:
-    from appdata.analytics.assets import assets
+    from appdata.defs.analytics import assets
     from appdata.analytics.report import report_path
-    from appdata.resources import build_resources
+    from appdata.defs.resources import build_resources
 
     settings = settings or Settings.from_env()
     resources = build_resources(settings)

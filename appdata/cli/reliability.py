@@ -9,7 +9,7 @@ import click
 
 def _s3_and_settings():
     from appdata.config import Settings
-    from appdata.resources import build_resources
+    from appdata.defs.resources import build_resources
 
     settings = Settings.from_env()
     resources = build_resources(settings)

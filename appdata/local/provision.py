@@ -11,7 +11,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from appdata.resources import DynamoDBResource, KinesisResource, LakeS3Resource, WarehouseResource
+from appdata.defs.resources import DynamoDBResource, KinesisResource, LakeS3Resource, WarehouseResource
 from appdata.warehouse.loader import create_schema
 
 log = logging.getLogger(__name__)

@@ -1,12 +1,11 @@
-"""The `appdata` command: emulator, provision, catalog, up, and each concern's own commands.
+"""`appdata` commands of the local stack: emulator, provision, up, and the demos.
 
-Subcommands that belong to a concern (send, api, demo, rejected, ...) live beside it in
-`appdata/<concern>/commands.py` and are registered here explicitly.
+Registered through the `appdata.commands` entry point (pyproject.toml), so the pipeline's own
+CLI never imports the local stack.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import secrets
 import signal
@@ -19,13 +18,17 @@ import click
 from appdata.config import Settings
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(package_name="appdata")
-def main() -> None:
-    """appdata: stream and batch pipeline for app-download analytics."""
+def register(main: click.Group) -> None:
+    """Add the local stack's commands to the `appdata` group."""
+    from appdata.local import batch_commands, demo
+
+    for command in (emulator, provision, up):
+        main.add_command(command)
+    batch_commands.register(main)
+    demo.register(main)
 
 
-@main.command()
+@click.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Interface to bind (keep it loopback).")
 @click.option("--port", type=int, default=None, help="Port (default APPDATA_EMULATOR_PORT or 4566).")
 @click.option("--log-requests", is_flag=True, help="Log one line per request.")
@@ -33,7 +36,7 @@ def main() -> None:
               help="Keep S3, Kinesis and DynamoDB across restarts in this directory (default: memory only).")
 def emulator(host: str, port: int | None, log_requests: bool, state_dir: Path | None) -> None:
     """Serve S3, Kinesis and DynamoDB locally (moto, one request at a time)."""
-    from appdata.emulator import make_emulator, serve_until_signalled
+    from appdata.local.emulator import make_emulator, serve_until_signalled
 
     port = port if port is not None else Settings.from_env().emulator_port
     server = make_emulator(host, port, log_requests=log_requests, state_dir=state_dir)
@@ -42,12 +45,12 @@ def emulator(host: str, port: int | None, log_requests: bool, state_dir: Path | 
     serve_until_signalled(server)
 
 
-@main.command()
+@click.command()
 @click.option("--shards", type=int, default=1, show_default=True, help="Kinesis shards when creating the stream.")
 def provision(shards: int) -> None:
     """Create bucket, stream, table and warehouse schema (idempotent; real AWS included)."""
-    from appdata.provision import provision as run_provision
-    from appdata.resources import build_resources
+    from appdata.local.provision import provision as run_provision
+    from appdata.defs.resources import build_resources
 
     settings = Settings.from_env()
     report = run_provision(build_resources(settings), shards=shards)
@@ -55,32 +58,6 @@ def provision(shards: int) -> None:
     click.echo(f"provisioned against {target}:")
     for what, state in report.items():
         click.echo(f"  {what}: {state}")
-
-
-@main.command()
-@click.argument("path", type=click.Path(exists=True, dir_okay=False))
-@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
-def catalog(path: str, as_json: bool) -> None:
-    """Print the cleaning report of a Play Store catalogue CSV (touches no AWS)."""
-    from appdata.sources.catalogue import CatalogueError, clean_catalogue, read_raw_catalogue
-
-    try:
-        _, report = clean_catalogue(read_raw_catalogue(path))
-    except CatalogueError as exc:
-        raise click.ClickException(str(exc)) from exc
-    data = report.as_dict()
-    if as_json:
-        click.echo(json.dumps(data, indent=2, default=str))
-        return
-    click.echo(f"catalogue: {path}")
-    for key, value in data.items():
-        if key in ("rules", "quarantined", "repaired"):
-            continue
-        click.echo(f"  {key:32s} {value}")
-    for item in data["repaired"]:
-        click.echo(f"  repaired line {item['line']}: {item['app']!r}: {item['reason']}")
-    for item in data["quarantined"]:
-        click.echo(f"  quarantined line {item['line']}: {item['app']!r}: {item['reason']}")
 
 
 def _local_api_key(settings: Settings) -> str:
@@ -105,7 +82,7 @@ def local_environment(settings: Settings) -> dict[str, str]:
     return env
 
 
-@main.command()
+@click.command()
 @click.option("--dagster-port", type=int, default=3000, show_default=True)
 @click.option("--no-ui", is_flag=True, help="Run emulator, provisioning and API only.")
 @click.option("--verbose", is_flag=True, help="Every line of every process (default: runs, warnings, errors).")
@@ -116,9 +93,9 @@ def up(dagster_port: int, no_ui: bool, verbose: bool) -> None:
     restart. Ctrl-C or SIGTERM stops everything; a process that dies on its own stops the
     rest and makes the exit code 1. Full logs are in APPDATA_HOME/logs/.
     """
-    from appdata.emulator import wait_until_up
-    from appdata.instance import write_dagster_yaml, write_workspace_yaml
-    from appdata.stack import Stop, Supervisor, python, raise_stop_on_signals
+    from appdata.local.emulator import wait_until_up
+    from appdata.local.instance import write_dagster_yaml, write_workspace_yaml
+    from appdata.local.stack import Stop, Supervisor, python, raise_stop_on_signals
 
     settings = Settings.from_env()
     env = local_environment(settings)
@@ -134,8 +111,7 @@ def up(dagster_port: int, no_ui: bool, verbose: bool) -> None:
             wait_until_up(settings.aws_endpoint_url or "")
         stack.run("provision", python("-m", "appdata.cli", "provision"))
         _prepare_stream_client_data(settings, stack)
-        if _has_command("api"):
-            stack.start("api", python("-m", "appdata.cli", "api"))
+        stack.start("api", python("-m", "appdata.cli", "api"))
         if not no_ui:
             stack.start("dagster", python("-m", "dagster", "dev", "-w", str(workspace),
                                           "-h", "127.0.0.1", "-p", str(dagster_port)))
@@ -168,35 +144,15 @@ STREAM_CLIENT_ASSETS = "playstore_apps_raw,playstore_apps,users_stream,users_app
 def _prepare_stream_client_data(settings: Settings, stack) -> None:
     """First start: materialize the stream client's data through Dagster (so the UI shows the
     sources with their metadata), letting the every-minute client schedule post it right away."""
-    from appdata.sources.assets import client_stream_path
-    from appdata.stack import python
+    from appdata.sources.client_files import stream_csv_path
+    from appdata.local.stack import python
 
-    if client_stream_path(settings.client_dir).exists():
+    if stream_csv_path(settings.client_dir).exists():
         return
     click.echo("first start: materializing the sources the stream client posts from ...")
     stack.run("first-materialization", python("-m", "dagster", "asset", "materialize", "-m", "appdata.definitions",
                                                "--select", STREAM_CLIENT_ASSETS))
 
 
-def _has_command(name: str) -> bool:
-    return name in main.commands
 
 
-def _register_concern_commands() -> None:
-    """Each concern adds its own subcommands (send, api, demo, rejected, ...)."""
-    from appdata import demo, infra_commands
-    from appdata.analytics import commands as analytics_commands
-    from appdata.api import commands as api_commands
-    from appdata.batch import commands as batch_commands
-    from appdata.reliability import commands as reliability_commands
-    from appdata.stream import commands as stream_commands
-
-    for module in (api_commands, stream_commands, batch_commands, analytics_commands,
-                   reliability_commands, infra_commands, demo):
-        module.register(main)
-
-
-_register_concern_commands()
-
-if __name__ == "__main__":
-    main()

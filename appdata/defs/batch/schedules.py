@@ -6,7 +6,8 @@ from zoneinfo import ZoneInfo
 import dagster as dg
 
 from appdata.config import Settings
-from appdata.sources.assets import daily_partitions, users_app_batch_client_data
+from appdata.defs.partitions import daily_partitions
+from appdata.defs.sources import users_app_batch_client_data
 
 JOB_NAME = "batch_daily"
 SCHEDULE_NAME = "batch_daily_at_23"
@@ -51,3 +52,6 @@ def build_batch_schedule(settings: Settings | None = None) -> dg.ScheduleDefinit
         return dg.RunRequest(run_key=key, partition_key=key)
 
     return _batch_daily_at_23
+
+
+batch_daily_at_23 = build_batch_schedule()

@@ -26,7 +26,7 @@ DEFAULT_DAYS = tuple(dt.date(2020, 3, 1) + dt.timedelta(days=i) for i in range(7
 @contextlib.contextmanager
 def local_emulator(settings: Settings) -> Iterator[str]:
     """The emulator at the configured loopback endpoint, started here if nobody serves it."""
-    from appdata.emulator import EmulatorThread, wait_until_up
+    from appdata.local.emulator import EmulatorThread, wait_until_up
 
     endpoint = settings.aws_endpoint_url or ""
     if not settings.uses_emulator:
@@ -83,7 +83,7 @@ def _print_mapping(title: str, values: dict[str, Any]) -> None:
 
 def run_reconciliation_checks(settings: Settings) -> bool:
     """Run `reconciliation_job` (the same asset checks the UI shows) and print each verdict."""
-    from appdata.instance import local_instance
+    from appdata.local.instance import local_instance
     from appdata.definitions import build_definitions
 
     job = build_definitions().resolve_job_def("reconciliation_job")
@@ -101,13 +101,13 @@ def run_reconciliation_checks(settings: Settings) -> bool:
 def run_demo(*, days: tuple[dt.date, ...] = DEFAULT_DAYS, events: int = 5_000, invalid: int = 200,
              repeated: int = 500) -> bool:
     """Run all three parts, print what each stage holds; True when everything reconciles."""
-    from appdata.analytics.demo import run_analytics_demo
-    from appdata.batch.demo import format_table, reconcile, run_batch_demo
-    from appdata.cli import local_environment
-    from appdata.instance import write_dagster_yaml
-    from appdata.provision import provision
-    from appdata.resources import build_resources
-    from appdata.stream.demo import run_stream_demo
+    from appdata.local.analytics_demo import run_analytics_demo
+    from appdata.local.batch_demo import format_table, reconcile, run_batch_demo
+    from appdata.local.commands import local_environment
+    from appdata.local.instance import write_dagster_yaml
+    from appdata.local.provision import provision
+    from appdata.defs.resources import build_resources
+    from appdata.local.stream_demo import run_stream_demo
 
     settings = Settings.from_env()
     os.environ.update({k: v for k, v in local_environment(settings).items() if k.startswith(("APPDATA_", "DAGSTER_"))})

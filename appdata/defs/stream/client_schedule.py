@@ -12,28 +12,19 @@ from appdata.config import Settings
 BATCH_PER_MINUTE = 100
 
 
-def cursor_path(settings: Settings):
-    return settings.client_dir / "stream" / "send_cursor.json"
-
-
-def ledger_path(settings: Settings):
-    """Every event id the API accepted from this client, with when (see client.record_accepted)."""
-    return settings.client_dir / "stream" / "accepted.jsonl"
-
-
 @dg.op(description="POST the next client rows to the ingest API and advance the cursor.")
 def post_next_client_batch(context: dg.OpExecutionContext) -> dg.Output[dict]:
-    from appdata.sources.assets import client_stream_path
+    from appdata.sources.client_files import stream_csv_path, stream_cursor_path, stream_ledger_path
     from appdata.stream.client import ApiUnavailable, api_key, send_next_batch
 
     settings = Settings.from_env()
-    path = client_stream_path(settings.client_dir)
+    path = stream_csv_path(settings.client_dir)
     if not path.exists():
         context.log.warning(f"no client data at {path}; materialize users_app_stream_client_data first")
         return dg.Output({"status": "no client data"})
     try:
-        outcome = send_next_batch(path, cursor_path(settings), api_url=settings.api_url, key=api_key(),
-                                  batch_size=BATCH_PER_MINUTE, ledger_path=ledger_path(settings))
+        outcome = send_next_batch(path, stream_cursor_path(settings.client_dir), api_url=settings.api_url, key=api_key(),
+                                  batch_size=BATCH_PER_MINUTE, ledger_path=stream_ledger_path(settings.client_dir))
     except ApiUnavailable as exc:
         context.log.warning(f"skipped: {exc}; the cursor did not move, the next tick resends these rows")
         return dg.Output({"status": "api unavailable"})
@@ -57,11 +48,11 @@ def stream_client_job():
     description="Every minute, the stream client posts its next 100 events to the ingest API.",
 )
 def stream_client_every_minute(context: dg.ScheduleEvaluationContext):
-    from appdata.sources.assets import client_stream_path
+    from appdata.sources.client_files import stream_csv_path
     from appdata.stream.client import api_is_up
 
     settings = Settings.from_env()
-    if not client_stream_path(settings.client_dir).exists():
+    if not stream_csv_path(settings.client_dir).exists():
         return dg.SkipReason("no stream client data yet: materialize users_app_stream_client_data")
     if not api_is_up(settings.api_url):
         context.log.warning(f"ingest API not answering at {settings.api_url}; skipping this minute")

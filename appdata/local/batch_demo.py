@@ -19,7 +19,7 @@ from botocore.exceptions import ClientError
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
 from appdata.config import Settings
-from appdata.instance import local_instance
+from appdata.local.instance import local_instance
 
 STAGES = ("client", "landing", "curated", "rejected", "warehouse")
 
@@ -37,8 +37,8 @@ def contiguous_ranges(days: Iterable[dt.date]) -> list[tuple[dt.date, dt.date]]:
 
 def batch_assets() -> list:
     """Sources the client data is made of, the client data itself, and the batch group."""
-    from appdata.batch.assets import assets as batch
-    from appdata.sources.assets import playstore_apps, playstore_apps_raw, users_app_batch_client_data, users_batch
+    from appdata.defs.batch.assets import assets as batch
+    from appdata.defs.sources import playstore_apps, playstore_apps_raw, users_app_batch_client_data, users_batch
 
     return [playstore_apps_raw, playstore_apps, users_batch, users_app_batch_client_data, *batch]
 
@@ -70,8 +70,8 @@ def stage_counts(settings: Settings, days: Sequence[dt.date], resources: dict[st
     """Rows of each day at each stage, counted where they are stored."""
     from appdata.batch import etl, lake
     from appdata.contract import layout
-    from appdata.resources import build_resources
-    from appdata.sources.assets import client_batch_path
+    from appdata.defs.resources import build_resources
+    from appdata.sources.client_files import batch_day_path
     from appdata.warehouse import loader
 
     resources = resources or build_resources(settings)
@@ -90,7 +90,7 @@ def stage_counts(settings: Settings, days: Sequence[dt.date], resources: dict[st
         table = []
         for day in sorted(wanted):
             row: dict[str, Any] = {"day": day.isoformat()}
-            path = client_batch_path(day, settings.client_dir)
+            path = batch_day_path(settings.client_dir, day)
             row["client"] = pq.ParquetFile(path).metadata.num_rows if path.exists() else None
             # landing: every CSV of the day, split as the ETL splits them (the drop + replayed fixes)
             per_file = {key: etl.count_landing_rows(lake.get_bytes(client, s3.bucket, key))
@@ -146,8 +146,8 @@ def run_batch_demo(
     Creates the bucket and warehouse tables if missing. Returns one dict per day with the rows
     at each stage: client, landing, curated, rejected, warehouse (see `reconcile`).
     """
-    from appdata.provision import ensure_bucket
-    from appdata.resources import build_resources
+    from appdata.local.provision import ensure_bucket
+    from appdata.defs.resources import build_resources
     from appdata.warehouse.loader import create_schema
 
     if not days:
