@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 import sqlalchemy as sa
 
-from appdata.batch import demo
+from appdata.local import batch_demo as demo
 from appdata.defs.batch.schedules import SCHEDULE_NAME, partition_key_at
 from appdata.config import Settings
 from appdata.local.provision import ensure_bucket

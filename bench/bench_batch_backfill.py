@@ -69,7 +69,7 @@ def main() -> None:
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from _common import BenchEnvironment
 
-    from appdata.batch import demo
+    from appdata.local import batch_demo as demo
 
     bench = BenchEnvironment("backfill")
     try:

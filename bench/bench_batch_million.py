@@ -28,7 +28,7 @@ DAY = dt.date(2020, 3, 1)
 PIPELINE_CHILD = textwrap.dedent("""
     import datetime as dt, json, resource, sys, time
     import dagster as dg
-    from appdata.batch import demo
+    from appdata.local import batch_demo as demo
     from appdata.config import Settings
     from appdata.defs.resources import build_resources
     day = dt.date.fromisoformat(sys.argv[1])
@@ -65,7 +65,8 @@ def main() -> None:
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from _common import BenchEnvironment
 
-    from appdata.batch import demo, lake
+    from appdata.batch import lake
+    from appdata.local import batch_demo as demo
     from appdata.contract import layout
 
     bench = BenchEnvironment("million", {"APPDATA_BATCH_ROWS_PER_DAY": str(ROWS)})

@@ -149,3 +149,6 @@ def users_app_stream_client_data(
                   "download_date": str(today), "preview": _preview(frame.drop(columns=["name"]))}
     )
 
+
+assets = [playstore_apps_raw, playstore_apps, users_batch, users_stream,
+          users_app_batch_client_data, users_app_stream_client_data]

@@ -21,7 +21,7 @@ from appdata.local.provision import provision
 from appdata.reliability.reconcile import reconcile_stream_day
 from appdata.defs.resources import build_resources
 from appdata.contract.schema import derive_event_id
-from appdata.stream import defs as stream_defs
+from appdata.defs.stream.drain import kinesis_downloads, stream_drain, stream_drain_job
 from appdata.defs.stream.drain import drain_run_config
 from appdata_tests.reliability.conftest import make_record, report
 
@@ -61,7 +61,7 @@ def test_emulator_killed_mid_run_fails_clearly_and_a_retry_after_it_is_back_succ
     settings = Settings.from_env()
     resources = build_resources(settings)
     records = [make_record(50_000 + i, day=DAY) for i in range(1000)]
-    defs = dg.Definitions.merge(stream_defs.defs(), dg.Definitions(resources=resources))
+    defs = dg.Definitions.merge(dg.Definitions(assets=[kinesis_downloads, stream_drain], jobs=[stream_drain_job]), dg.Definitions(resources=resources))
     job = defs.resolve_job_def("stream_drain_job")
     s3 = resources["s3"].get_client()
 

@@ -400,3 +400,5 @@ def downloads_batch(
         ],
     )
 
+
+assets = [landing_batch, curated_batch, downloads_batch]
