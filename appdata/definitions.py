@@ -10,10 +10,13 @@ from pathlib import Path
 
 import dagster as dg
 
+from appdata.defs.catalog import annotate
+
 
 def build_definitions() -> dg.Definitions:
-    """Load the defs folder; resources are built from the environment at this moment."""
-    return dg.load_from_defs_folder(path_within_project=Path(__file__).parent)
+    """Load the defs folder, with the catalog's owners, tags, column schemas and code references;
+    resources are built from the environment at this moment."""
+    return annotate(dg.load_from_defs_folder(path_within_project=Path(__file__).parent))
 
 
 defs = build_definitions()

@@ -151,7 +151,7 @@ def test_definitions_expose_batch_job_schedule_and_warehouse_pool():
 
 
 def test_local_instance_config_limits_the_warehouse_pool_and_frees_crashed_runs(tmp_path: Path):
-    shutil.copy(Path(__file__).resolve().parents[1] / "appdata" / "dagster_local.yaml", tmp_path / "dagster.yaml")
+    shutil.copy(Path(__file__).resolve().parents[1] / "appdata" / "local" / "dagster_local.yaml", tmp_path / "dagster.yaml")
     instance = dg.DagsterInstance.from_config(str(tmp_path))
     try:
         pools = instance.get_concurrency_config().pool_config

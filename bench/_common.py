@@ -22,7 +22,7 @@ class BenchEnvironment:
         self.endpoint = self._stack.enter_context(emulator_process())
         dagster_home = self.home / "dagster"
         dagster_home.mkdir(parents=True)
-        shutil.copy(REPO / "appdata" / "dagster_local.yaml", dagster_home / "dagster.yaml")
+        shutil.copy(REPO / "appdata" / "local" / "dagster_local.yaml", dagster_home / "dagster.yaml")
         env = {
             "APPDATA_HOME": str(self.home),
             "DAGSTER_HOME": str(dagster_home),

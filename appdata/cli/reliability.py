@@ -142,10 +142,9 @@ def reconcile_command(ctx: click.Context, do_stream: bool, do_batch: bool, start
     both = not (do_stream or do_batch)
     settings, resources = _s3_and_settings()
     s3 = resources["s3"].get_client()
-    engine = resources["warehouse"].get_engine()
     results = []
     reference = None
-    try:
+    with resources["warehouse"].connect() as engine:
         if do_stream or both:
             stream_results, reference = reconcile_stream_against_source(
                 s3=s3, bucket=settings.bucket, dynamodb=resources["dynamodb"].get_client(),
@@ -157,8 +156,6 @@ def reconcile_command(ctx: click.Context, do_stream: bool, do_batch: bool, start
             days = sorted(d for d in batch_days(s3, settings.bucket, engine)
                           if (start is None or d >= start) and (end is None or d <= end))
             results += reconcile_batch(s3=s3, bucket=settings.bucket, engine=engine, days=days) if days else []
-    finally:
-        engine.dispose()
     failing = [r for r in results if not r.ok]
     if as_json:
         click.echo(json.dumps({"ok": not failing, "stream": reference.summary() if reference else None,

@@ -73,12 +73,11 @@ def drain(max_records):
         raise
     click.echo(f"draining {len(shards)} shard(s) of {stream} from TRIM_HORIZON to now, "
                f"up to {max_records:,} records per range")
-    engine = resources["warehouse"].get_engine()
     failures: list[str] = []
     failed: set[str] = set()
     totals = {"ranges": 0, "records": 0, "valid": 0, "rejected": 0, "inserted": 0}
     users: set[int] = set()
-    try:
+    with resources["warehouse"].connect() as engine:
         for shard in shards:
             shard_id = shard["ShardId"]
             blocked = [p for p in parents_of(shard) if p in failed]
@@ -131,8 +130,6 @@ def drain(max_records):
             elif shard_id not in failed:
                 click.echo(f"{shard_id}: nothing to drain")
         refreshed = _refresh_recommendations(engine, resources["dynamodb"], users)
-    finally:
-        engine.dispose()
     click.echo(f"drained {totals['records']:,} records in {totals['ranges']} range(s) from {len(shards)} shard(s): "
                f"{totals['valid']:,} valid (in the lake, DynamoDB and downloads_stream; +{totals['inserted']:,} "
                f"new warehouse rows, the rest were there already), {totals['rejected']:,} rejected "

@@ -36,12 +36,9 @@ def _mart_asset(name: str) -> dg.AssetsDefinition:
     @dg.asset(name=name, group_name=GROUP, pool=POOL, deps=DOWNLOADS, kinds={"sql", "duckdb", "postgres"},
               description=_DESCRIPTIONS[name] + " Rebuilt atomically (DELETE + INSERT in one transaction).")
     def _mart(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> dg.MaterializeResult:
-        engine = warehouse.get_engine()
-        try:
+        with warehouse.connect() as engine:
             built = build_mart(engine, name)
             frame = read_mart(engine, name)
-        finally:
-            engine.dispose()
         key, caption, draw = _FIGURE_OF[name]
         png = draw(frame)
         context.log.info(f"{name}: {built.rows:,} rows")
@@ -67,11 +64,8 @@ mart_assets = [_mart_asset(name) for name in MARTS]
 )
 def user_recommendations(context: dg.AssetExecutionContext, warehouse: WarehouseResource,
                          dynamodb: DynamoDBResource) -> dg.MaterializeResult:
-    engine = warehouse.get_engine()
-    try:
+    with warehouse.connect() as engine:
         written, model, recs = refresh_all_recommendations(engine, dynamodb)
-    finally:
-        engine.dispose()
     evaluation = evaluate(model.user_apps)
     methods = pd.Series([r.method for r in recs], dtype=object).value_counts().to_dict()
     context.log.info(f"wrote {written:,} recommendation items; hit@10 {evaluation.hit_rate:.4f} "
@@ -96,11 +90,8 @@ def user_recommendations(context: dg.AssetExecutionContext, warehouse: Warehouse
 )
 def analytics_report(context: dg.AssetExecutionContext, warehouse: WarehouseResource,
                      s3: LakeS3Resource) -> dg.MaterializeResult:
-    engine = warehouse.get_engine()
-    try:
+    with warehouse.connect() as engine:
         report = build_report(engine)
-    finally:
-        engine.dispose()
     where = write_report(report, Settings.from_env().home, s3.get_client(), s3.bucket)
     context.log.info(f"report written to {where}")
     metadata = {"path": dg.MetadataValue.path(where["path"]), "bytes": len(report.html.encode("utf-8")),

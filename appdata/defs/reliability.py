@@ -94,14 +94,11 @@ def stream_reconciled(
     context: dg.AssetCheckExecutionContext, config: StreamReconciledConfig, s3: LakeS3Resource,
     kinesis: KinesisResource, dynamodb: DynamoDBResource, warehouse: WarehouseResource,
 ) -> dg.AssetCheckResult:
-    engine = warehouse.get_engine()
-    try:
+    with warehouse.connect() as engine:
         results, reference = reconcile_stream_against_source(
             s3=s3.get_client(), bucket=s3.bucket, dynamodb=dynamodb.get_client(), table=dynamodb.table_name,
             engine=engine, kinesis=kinesis.get_client(), stream=kinesis.stream_name,
             grace_seconds=config.grace_seconds)
-    finally:
-        engine.dispose()
     context.log.info(reference.describe())
     for r in results:
         context.log.info(r.describe())
@@ -123,13 +120,10 @@ def stream_reconciled(
 def batch_reconciled(
     context: dg.AssetCheckExecutionContext, s3: LakeS3Resource, warehouse: WarehouseResource,
 ) -> dg.AssetCheckResult:
-    engine = warehouse.get_engine()
     client = s3.get_client()
-    try:
+    with warehouse.connect() as engine:
         days = _window_days(context)
         results = reconcile_batch(s3=client, bucket=s3.bucket, engine=engine, days=days)
-    finally:
-        engine.dispose()
     for r in results:
         context.log.info(r.describe())
     return check_result(results, "batch")
@@ -151,11 +145,8 @@ def stream_client_delivered(context: dg.AssetCheckExecutionContext, warehouse: W
 
     now = time.time()
     entries = read_accepted(stream_ledger_path(Settings.from_env().client_dir), since=now - DELIVERY_WINDOW_SECONDS)
-    engine = warehouse.get_engine()
-    try:
+    with warehouse.connect() as engine:
         delivery = client_delivery(entries, engine, now=now, grace_seconds=DELIVERY_GRACE_SECONDS)
-    finally:
-        engine.dispose()
     context.log.info(delivery.describe())
     return dg.AssetCheckResult(
         passed=delivery.ok, severity=dg.AssetCheckSeverity.ERROR, description=delivery.describe(),

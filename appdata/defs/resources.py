@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Any
+from contextlib import contextmanager
+from typing import Any, Iterator
 
 import boto3
 import dagster as dg
@@ -38,6 +39,12 @@ def boto3_client(service: str, resource: ResourceWithBoto3Configuration) -> Any:
         aws_session_token=resource.aws_session_token,
         config=Config(retries={"max_attempts": resource.max_attempts, "mode": "standard"}),
     )
+
+
+# S3, DynamoDB and warehouse calls can fail for a minute (throttling past botocore's own retries,
+# a failover, a dropped connection); an asset doing such I/O is retried whole, after 10 s, 20 s,
+# 40 s. Data problems raise `dg.Failure(allow_retries=False)` and fail at once.
+TRANSIENT_IO_RETRY = dg.RetryPolicy(max_retries=3, delay=10, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS)
 
 
 class LakeS3Resource(S3Resource):
@@ -76,6 +83,15 @@ class WarehouseResource(dg.ConfigurableResource):
     copy_iam_role: str | None = Field(
         default=None, description="IAM role Redshift assumes for COPY from S3 (Redshift only)"
     )
+
+    @contextmanager
+    def connect(self) -> Iterator[sa.Engine]:
+        """An engine for one block of work, disposed at its end (DuckDB's file lock goes with it)."""
+        engine = self.get_engine()
+        try:
+            yield engine
+        finally:
+            engine.dispose()
 
     def get_engine(self) -> sa.Engine:
         url = make_url(self.url)

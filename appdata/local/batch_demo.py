@@ -85,8 +85,7 @@ def stage_counts(settings: Settings, days: Sequence[dt.date], resources: dict[st
             rejected[landing_day] += sum(1 for line in lake.get_bytes(client, s3.bucket, obj["Key"]).splitlines() if line.strip())
 
     landing_files = lake.landing_keys_by_day(client, s3.bucket, sorted(wanted)) if wanted else {}
-    engine = resources["warehouse"].get_engine()
-    try:
+    with resources["warehouse"].connect() as engine:
         table = []
         for day in sorted(wanted):
             row: dict[str, Any] = {"day": day.isoformat()}
@@ -107,8 +106,6 @@ def stage_counts(settings: Settings, days: Sequence[dt.date], resources: dict[st
             row["warehouse"] = loader.count_rows(engine, "downloads_batch", "download_date = :day", {"day": day})
             table.append(row)
         return table
-    finally:
-        engine.dispose()
 
 
 def reconcile(table: Sequence[dict]) -> list[str]:
@@ -154,11 +151,8 @@ def run_batch_demo(
         raise ValueError("run_batch_demo needs at least one day")
     resources = resources or build_resources(settings)
     ensure_bucket(resources["s3"])
-    engine = resources["warehouse"].get_engine()
-    try:
+    with resources["warehouse"].connect() as engine:
         create_schema(engine)
-    finally:
-        engine.dispose()
     owned = instance is None
     instance = instance or local_instance(settings)
     try:

@@ -80,10 +80,7 @@ def provision(resources: dict[str, Any], *, shards: int = 1) -> dict[str, str]:
         f"dynamodb:{resources['dynamodb'].table_name}": ensure_table(resources["dynamodb"]),
     }
     warehouse: WarehouseResource = resources["warehouse"]
-    engine = warehouse.get_engine()
-    try:
+    with warehouse.connect() as engine:
         tables = create_schema(engine)
-    finally:
-        engine.dispose()
     report[f"warehouse:{warehouse.dialect}"] = "tables " + ", ".join(tables)
     return report

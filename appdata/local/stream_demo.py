@@ -141,15 +141,12 @@ def run_stream_demo(
         accepted, rejected = None, None
     sent_seconds = time.monotonic() - started
 
-    engine = resources["warehouse"].get_engine()
-    try:
+    with resources["warehouse"].connect() as engine:
         results, _ = drain_available(kinesis=kinesis, stream=resources["kinesis"].stream_name, s3=s3,
                                      bucket=resources["s3"].bucket, dynamodb=dynamodb,
                                      table=resources["dynamodb"].table_name, engine=engine, since=since)
         ours = [e["event_id"] for e in good]
         warehouse = warehouse_event_ids(engine, ours)
-    finally:
-        engine.dispose()
     drained_seconds = time.monotonic() - started - sent_seconds
 
     ours_set = set(ours)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import csv
 import io
 import itertools
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Sequence
 
 import pandas as pd
 import sqlalchemy as sa
@@ -85,6 +85,38 @@ def replace_range(
     with engine.begin() as conn:
         conn.execute(sa.delete(target).where(target.c[column] >= start, target.c[column] < end))
         return bulk_insert(conn, table, frame)
+
+
+def replace_window_from_arrow(
+    engine: sa.Engine,
+    table: str,
+    tables: list,
+    *,
+    column: str,
+    start: object,
+    end: object,
+    stage_on_s3: Callable[[], str],
+    copy_iam_role: str | None,
+) -> int:
+    """Atomically replace the window start <= column < end of `table` by these Arrow tables.
+
+    Every dialect's own bulk path, so callers never branch on the warehouse: DuckDB and
+    PostgreSQL take the rows from here; Redshift loads only from S3, so it COPYs the same rows
+    from the manifest `stage_on_s3()` writes and returns. Returns the rows loaded.
+    """
+    rows = sum(t.num_rows for t in tables)
+    if dialect_of(engine) == "redshift":
+        from appdata.warehouse.redshift import copy_replace
+
+        copy_replace(engine, table, stage_on_s3(), copy_iam_role, column=column, start=start, end=end)
+        return rows
+    if tables:
+        import pyarrow as pa
+
+        frame = pa.concat_tables(tables).to_pandas(types_mapper=pd.ArrowDtype)
+    else:
+        frame = pd.DataFrame(columns=[c.name for c in TABLES[table].columns])
+    return replace_range(engine, table, frame, column=column, start=start, end=end)
 
 
 def replace_all(engine: sa.Engine, table: str, frame: pd.DataFrame) -> int:

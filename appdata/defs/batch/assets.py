@@ -22,11 +22,10 @@ from botocore.exceptions import ClientError
 
 from appdata.batch import etl, lake
 from appdata.config import Settings
-from appdata.defs.resources import LakeS3Resource, WarehouseResource
+from appdata.defs.resources import TRANSIENT_IO_RETRY, LakeS3Resource, WarehouseResource
 from appdata.contract import deadletters, layout
 from appdata.contract.schema import EVENT_COLUMNS
 from appdata.defs.partitions import daily_partitions, partition_days
-from appdata.defs.sources import users_app_batch_client_data
 from appdata.sources.client_files import batch_day_path
 from appdata.warehouse import loader, redshift
 
@@ -86,10 +85,11 @@ def _etl_counts(work: etl.WindowETL, refused: dict) -> dict[str, int]:
 
 @dg.asset(
     group_name=GROUP,
+    retry_policy=TRANSIENT_IO_RETRY,
     kinds={"s3", "csv"},
     partitions_def=daily_partitions,
     backfill_policy=dg.BackfillPolicy.single_run(),
-    deps=[users_app_batch_client_data],
+    deps=["users_app_batch_client_data"],
     description="The batch client's 23:00 drop: the day's rows as CSV in "
     "s3://<bucket>/landing/batch/download_date=YYYY-MM-DD/users_app_batch_client_data.csv "
     "(overwritten on re-run, so re-dropping a day is idempotent; a compressed drop "
@@ -111,7 +111,7 @@ def landing_batch(context: dg.AssetExecutionContext, s3: LakeS3Resource) -> dg.M
                 raise dg.Failure(
                     description=f"the batch client has no data for {day} (expected {path}); materialize "
                     f"users_app_batch_client_data for this day first",
-                    metadata={"missing_day": day.isoformat()},
+                    metadata={"missing_day": day.isoformat()}, allow_retries=False,
                 )
             table = pq.read_table(path).select(list(EVENT_COLUMNS))
             local = Path(tmp) / f"drop-{day.isoformat()}.csv"
@@ -141,6 +141,7 @@ def _check(name: str, description: str) -> dg.AssetCheckSpec:
 
 @dg.asset(
     group_name=GROUP,
+    retry_policy=TRANSIENT_IO_RETRY,
     kinds={"s3", "parquet"},
     partitions_def=daily_partitions,
     backfill_policy=dg.BackfillPolicy.single_run(),
@@ -203,7 +204,7 @@ def curated_batch(context: dg.AssetExecutionContext, s3: LakeS3Resource) -> dg.M
         if not drops:
             raise dg.Failure(description=f"no landing file for {day} at "
                              f"{lake.s3_uri(s3.bucket, layout.landing_key(day))} (or .csv.gz); materialize "
-                             "landing_batch for this day first")
+                             "landing_batch for this day first", allow_retries=False)
         if len(drops) > 1:  # which one is the client's current drop? reading both would mix two versions
             two_drops[day] = (f"the day has two client drops, {drops[0]} and {drops[1]}: delete the stale one "
                               "(re-dropping a day replaces its file)")
@@ -262,6 +263,7 @@ def curated_batch(context: dg.AssetExecutionContext, s3: LakeS3Resource) -> dg.M
             description=f"{len(refused)} landing file(s) refused, nothing of them loaded: {listing}",
             metadata={"refused": dg.MetadataValue.json({d.isoformat(): r for d, r in sorted(refused.items())}),
                       "days_published": len(outputs)},
+            allow_retries=False,
         )
 
     outputs.sort(key=lambda o: o.day)
@@ -313,7 +315,7 @@ def _read_curated(client, bucket: str, days: list[dt.date], context: dg.AssetExe
         except ClientError as exc:
             if lake.is_missing(exc):
                 raise dg.Failure(description=f"no curated file for {day} at {lake.s3_uri(bucket, key)}; "
-                                 "materialize curated_batch for this day first") from exc
+                                 "materialize curated_batch for this day first", allow_retries=False) from exc
             raise
 
     for number, (day, body) in enumerate(zip(days, lake.prefetch(fetch, days, ahead=2)), start=1):
@@ -328,6 +330,7 @@ def _read_curated(client, bucket: str, days: list[dt.date], context: dg.AssetExe
 
 @dg.asset(
     group_name=GROUP,
+    retry_policy=TRANSIENT_IO_RETRY,
     kinds={"sql", "parquet"},
     pool="warehouse",
     partitions_def=daily_partitions,
@@ -348,23 +351,20 @@ def downloads_batch(
     client = s3.get_client()
     days = partition_days(context)
     start, end = days[0], days[-1] + dt.timedelta(days=1)
-    engine = warehouse.get_engine()
-    try:
+    with warehouse.connect() as engine:
         tables, per_day, sizes = _read_curated(client, s3.bucket, days, context)
-        if warehouse.dialect == "redshift":
+
+        def stage_on_s3() -> str:
+            """A COPY manifest of the window's curated objects (for a warehouse that loads from S3)."""
             manifest_key = layout.curated_manifest_key(start, end)
             objects = [redshift.ParquetObject(lake.s3_uri(s3.bucket, k), n) for k, n in sizes.items()]
             client.put_object(Bucket=s3.bucket, Key=manifest_key, Body=redshift.manifest(objects).encode())
-            redshift.copy_replace(engine, "downloads_batch", lake.s3_uri(s3.bucket, manifest_key), warehouse.copy_iam_role,
-                                  column="download_date", start=start, end=end)
-            loaded = sum(per_day.values())
-        else:
-            table = pa.concat_tables(tables) if tables else etl.CURATED_SCHEMA.empty_table()
-            del tables
-            frame = table.to_pandas(types_mapper=pd.ArrowDtype)
-            del table
-            loaded = loader.replace_range(engine, "downloads_batch", frame, column="download_date", start=start, end=end)
-            del frame
+            return lake.s3_uri(s3.bucket, manifest_key)
+
+        loaded = loader.replace_window_from_arrow(engine, "downloads_batch", tables, column="download_date",
+                                                  start=start, end=end, stage_on_s3=stage_on_s3,
+                                                  copy_iam_role=warehouse.copy_iam_role)
+        del tables
         context.log.info(f"downloads_batch: {loaded:,} rows for [{start}, {end}) in one transaction ({warehouse.dialect})")
 
         window = "download_date >= :start AND download_date < :end"
@@ -381,8 +381,6 @@ def downloads_batch(
                       for d, n in per_day.items() if in_warehouse.get(d, 0) != n}
         mismatched.update({d.isoformat(): {"warehouse": n, "curated": 0} for d, n in in_warehouse.items() if d not in per_day})
         expected = sum(per_day.values())
-    finally:
-        engine.dispose()
     return dg.MaterializeResult(
         metadata={
             **_window_metadata(per_day),

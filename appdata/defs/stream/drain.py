@@ -57,8 +57,7 @@ def stream_drain(
     dynamodb: DynamoDBResource,
     warehouse: WarehouseResource,
 ):
-    engine = warehouse.get_engine()
-    try:
+    with warehouse.connect() as engine:
         result = drain_range(
             kinesis=kinesis.get_client(), stream=config.stream, shard_id=config.shard_id,
             first_sequence=config.first_sequence, last_sequence=config.last_sequence,
@@ -69,8 +68,6 @@ def stream_drain(
         context.log.info(f"drained {summary}")
         users = sorted(result.users)
         refreshed = _refresh_recommendations(context, engine, dynamodb, users)
-    finally:
-        engine.dispose()
     common = {
         "shard_id": config.shard_id,
         "sequence_range": f"{config.first_sequence}-{config.last_sequence}",
