@@ -10,7 +10,10 @@ def test_dagster_family_is_coherent():
     core = version("dagster")
     major, minor, patch = (int(p) for p in core.split(".")[:3])
     assert major == 1
-    libraries = {"dagster-aws", "dagster-pipes", "dagster-shared", "dagster-graphql", "dagster-webserver"}
+    libraries = {"dagster-aws", "dagster-pipes", "dagster-shared", "dagster-graphql", "dagster-webserver",
+                 "dagster-dg-cli", "dagster-dg-core"}
+    versioned_as_core = {"dagster", "dagster-webserver", "dagster-graphql", "dagster-pipes", "dagster-shared",
+                         "dagster-dg-cli", "dagster-dg-core"}
     found = {}
     for dist in distributions():
         name = (dist.metadata["Name"] or "").lower()
@@ -18,7 +21,7 @@ def test_dagster_family_is_coherent():
             found[name] = dist.version
     assert libraries <= set(found), f"missing Dagster packages: {libraries - set(found)}"
     for name, ver in found.items():
-        if name in ("dagster", "dagster-webserver", "dagster-graphql", "dagster-pipes", "dagster-shared"):
+        if name in versioned_as_core:
             assert ver == core, f"{name} {ver} does not match dagster {core}"
         else:
             assert ver == f"0.{minor + 16}.{patch}", f"{name} {ver} does not match dagster {core}"

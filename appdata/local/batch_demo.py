@@ -16,12 +16,14 @@ from typing import Any, Iterable, Sequence
 import dagster as dg
 import pyarrow.parquet as pq
 from botocore.exceptions import ClientError
-from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
 from appdata.config import Settings
 from appdata.local.instance import local_instance
 
 STAGES = ("client", "landing", "curated", "rejected", "warehouse")
+# The run tags Dagster itself gives a single-run backfill of a partition range (`dg.materialize`
+# takes one partition key only).
+PARTITION_RANGE_TAGS = ("dagster/asset_partition_range_start", "dagster/asset_partition_range_end")
 
 
 def contiguous_ranges(days: Iterable[dt.date]) -> list[tuple[dt.date, dt.date]]:
@@ -58,7 +60,7 @@ def materialize_range(
     `selection` narrows what runs (e.g. only the partitioned assets, loading the catalogue and
     users an earlier run on the same instance stored).
     """
-    tags = {ASSET_PARTITION_RANGE_START_TAG: first.isoformat(), ASSET_PARTITION_RANGE_END_TAG: last.isoformat()}
+    tags = dict(zip(PARTITION_RANGE_TAGS, (first.isoformat(), last.isoformat())))
     return dg.materialize(batch_assets(), resources=resources, instance=instance, tags=tags,
                           run_config=run_config, raise_on_error=raise_on_error, selection=selection)
 
