@@ -188,17 +188,11 @@ _handler: Any = None
 
 def api_keys_from_secret(secret_id: str) -> list[str]:
     """Keys from a Secrets Manager secret: JSON {"api_key": k} or {"api_keys": "k1,k2"}, or plain text."""
-    import boto3
+    from appdata import aws
+    from appdata.config import Settings, aws_client_kwargs
 
-    from appdata.config import Settings, emulator_credentials
-
-    settings = Settings.from_env()
-    kwargs: dict[str, Any] = {"region_name": settings.aws_region}
-    if settings.aws_endpoint_url:
-        kwargs["endpoint_url"] = settings.aws_endpoint_url
-        if settings.uses_emulator:
-            kwargs.update(emulator_credentials())
-    value = boto3.client("secretsmanager", **kwargs).get_secret_value(SecretId=secret_id)["SecretString"]
+    client = aws.client("secretsmanager", **aws_client_kwargs(Settings.from_env()))
+    value = client.get_secret_value(SecretId=secret_id)["SecretString"]
     try:
         data = json.loads(value)
     except json.JSONDecodeError:

@@ -18,6 +18,7 @@ import pyarrow.parquet as pq
 from botocore.exceptions import ClientError
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
+from appdata import aws
 from appdata.config import Settings
 from appdata.local.instance import local_instance
 
@@ -79,10 +80,10 @@ def stage_counts(settings: Settings, days: Sequence[dt.date], resources: dict[st
     client = s3.get_client()
     wanted = set(days)
     rejected: dict[dt.date, int] = {d: 0 for d in wanted}
-    for obj in lake.list_keys(client, s3.bucket, layout.rejected_prefix("batch")):
-        landing_day = layout.landing_day_of_rejected_key(obj["Key"])
+    for key in aws.list_keys(client, s3.bucket, layout.rejected_prefix("batch")):
+        landing_day = layout.landing_day_of_rejected_key(key)
         if landing_day in wanted:
-            rejected[landing_day] += sum(1 for line in lake.get_bytes(client, s3.bucket, obj["Key"]).splitlines() if line.strip())
+            rejected[landing_day] += sum(1 for line in lake.get_bytes(client, s3.bucket, key).splitlines() if line.strip())
 
     landing_files = lake.landing_keys_by_day(client, s3.bucket, sorted(wanted)) if wanted else {}
     engine = resources["warehouse"].get_engine()
