@@ -16,8 +16,9 @@ import pytest
 import sqlalchemy as sa
 
 from appdata import aws
-from appdata.batch import demo, etl, lake
+from appdata.batch import etl, lake
 from appdata.config import Settings
+from appdata.local import batch_demo as demo
 from appdata.local.provision import ensure_bucket
 from appdata.defs.resources import build_resources
 from appdata.contract import layout
@@ -446,7 +447,7 @@ def test_progress_lines_and_metadata_count_the_rows_really_processed(appdata_env
 
     import pyarrow as pa
 
-    from appdata.batch import assets
+    from appdata.defs.batch import assets
     from appdata.sources.client_files import batch_day_path
 
     monkeypatch.setenv("APPDATA_WAREHOUSE_URL", duckdb_url)

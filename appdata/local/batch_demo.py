@@ -38,10 +38,11 @@ def contiguous_ranges(days: Iterable[dt.date]) -> list[tuple[dt.date, dt.date]]:
 
 def batch_assets() -> list:
     """Sources the client data is made of, the client data itself, and the batch group."""
-    from appdata.defs.batch.assets import assets as batch
+    from appdata.defs.batch.assets import curated_batch, downloads_batch, landing_batch
     from appdata.defs.sources import playstore_apps, playstore_apps_raw, users_app_batch_client_data, users_batch
 
-    return [playstore_apps_raw, playstore_apps, users_batch, users_app_batch_client_data, *batch]
+    return [playstore_apps_raw, playstore_apps, users_batch, users_app_batch_client_data,
+            landing_batch, curated_batch, downloads_batch]
 
 
 def materialize_range(

@@ -11,8 +11,7 @@ import sqlalchemy as sa
 from appdata.defs.reliability import stream_reconciled
 from appdata.reliability.reconcile import reconcile_stream, reconcile_stream_day
 from appdata.defs.resources import build_resources
-from appdata.stream import defs as stream_defs
-from appdata.defs.stream.drain import drain_run_config
+from appdata.defs.stream.drain import drain_run_config, kinesis_downloads, stream_drain, stream_drain_job
 from appdata_tests.reliability.conftest import make_record, report
 
 pytestmark = pytest.mark.reliability
@@ -32,7 +31,7 @@ def _put(kinesis, stream: str, records: list[dict]) -> tuple[str, str, str]:
 
 def _reconcile_job(settings) -> dg.JobDefinition:
     defs = dg.Definitions.merge(
-        stream_defs.defs(),
+        dg.Definitions(assets=[kinesis_downloads, stream_drain], jobs=[stream_drain_job]),
         dg.Definitions(
             asset_checks=[stream_reconciled],
             jobs=[dg.define_asset_job("reconcile_stream", selection=dg.AssetSelection.checks(stream_reconciled))],
