@@ -11,6 +11,7 @@ the API in its Lambda zip (which carries the whole `appdata` package) all share 
 
 from __future__ import annotations
 
+import decimal
 import json
 import time
 from dataclasses import dataclass, field
@@ -74,7 +75,7 @@ class PutOutcome:
     failed: list[tuple[int, str]] = field(default_factory=list)  # (position, error code of its last try)
 
 
-def json_entry(record: dict[str, Any], partition_key: str) -> dict[str, Any]:
+def _json_entry(record: dict[str, Any], partition_key: str) -> dict[str, Any]:
     """A PutRecords entry: the record as compact JSON, partitioned by the value of one of its fields."""
     data = json.dumps(record, separators=(",", ":"), ensure_ascii=False, default=str).encode()
     return {"Data": data, "PartitionKey": str(record[partition_key])}
@@ -86,7 +87,7 @@ def put_records(kinesis: Any, stream: str, records: list[dict[str, Any]], *, par
     sent again, up to `backoff.attempts` calls per chunk. Says which positions made it and which
     did not; an error of the whole call (after botocore's retries) is raised."""
     backoff = backoff or Backoff()
-    entries = [json_entry(record, partition_key) for record in records]
+    entries = [_json_entry(record, partition_key) for record in records]
     outcome = PutOutcome()
     for start in range(0, len(entries), PUT_RECORDS_LIMIT):
         pending = list(range(start, min(start + PUT_RECORDS_LIMIT, len(entries))))
@@ -126,11 +127,24 @@ def _numbers_as_decimals(value: Any) -> Any:
     return value
 
 
+class ItemError(ValueError):
+    """A value DynamoDB cannot store (a number beyond its range or precision, an unknown type):
+    refused here, before the call, as DynamoDB itself would refuse it."""
+
+
 def to_item(values: dict[str, Any]) -> dict[str, Any]:
     """Plain values -> DynamoDB's typed JSON (TypeSerializer; floats as numbers). Attributes
-    whose value is None are left out, not stored as NULL."""
-    return {name: _serializer.serialize(_numbers_as_decimals(value)) for name, value in values.items()
-            if value is not None}
+    whose value is None are left out, not stored as NULL. Raises ItemError naming the attribute."""
+    item = {}
+    for name, value in values.items():
+        if value is None:
+            continue
+        try:
+            item[name] = _serializer.serialize(_numbers_as_decimals(value))
+        except (TypeError, decimal.DecimalException) as exc:
+            raise ItemError(f"{name}: DynamoDB cannot store {str(value)[:100]!r} "
+                            f"({type(exc).__name__}{': ' + str(exc) if str(exc) else ''})") from exc
+    return item
 
 
 def _plain(value: Any) -> Any:
@@ -154,8 +168,9 @@ def batch_write_items(dynamodb: Any, table: str, items: list[dict[str, Any]], *,
                       backoff: Backoff | None = None) -> int:
     """Put plain-valued items (`to_item`) with BatchWriteItem, 25 a call; UnprocessedItems (what
     DynamoDB throttled) are sent again with backoff, up to `backoff.attempts` calls per batch, then
-    RuntimeError. Keys must be distinct (DynamoDB refuses a batch naming one key twice). A refused
-    call (ValidationException for an item, or an error left after botocore's retries) is raised.
+    RuntimeError. Keys must be distinct (DynamoDB refuses a batch naming one key twice). An item
+    it cannot store is refused: ItemError before the call, ValidationException from DynamoDB; those
+    and any error left after botocore's retries are raised.
     Returns the items written."""
     backoff = backoff or Backoff()
     for start in range(0, len(items), BATCH_WRITE_LIMIT):

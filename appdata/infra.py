@@ -36,7 +36,6 @@ LAMBDA_RUNTIME_EXTRAS = ("python-dateutil", "six", "urllib3")
 LAMBDA_PYTHON = "3.12"
 LAMBDA_PLATFORMS = ("manylinux2014_x86_64", "manylinux_2_28_x86_64")
 LAMBDA_UNZIPPED_LIMIT = 250 * 1024 * 1024  # AWS limit for a zip package, unzipped, layers included
-LAMBDA_ZIPPED_DIRECT_UPLOAD_LIMIT = 50 * 1024 * 1024  # above this the zip must go through S3 (we always do)
 
 # Stack output -> environment variable of the pipeline, the CLI and the API.
 ENV_FROM_OUTPUTS = {

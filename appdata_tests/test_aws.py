@@ -112,6 +112,12 @@ def test_items_round_trip_to_plain_values():
     assert aws.from_item({"n": {"N": "12.50"}, "m": {"N": "3.0"}}) == {"n": 12.5, "m": 3}
 
 
+@pytest.mark.parametrize("value", [1e-200, 1e200, object()])
+def test_a_value_dynamodb_cannot_store_is_refused_naming_its_attribute(value):
+    with pytest.raises(aws.ItemError, match="^size_mb: DynamoDB cannot store"):
+        aws.to_item({"user_id": "1", "size_mb": value})
+
+
 def test_clients_use_botocore_standard_retries():
     client = aws.client("s3", region_name="us-east-1", max_attempts=3)
     assert client.meta.config.retries == {"mode": "standard", "total_max_attempts": 4}  # 3 retries after the first

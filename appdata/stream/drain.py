@@ -400,6 +400,8 @@ def isolate(write: Callable[[Any], Any], items: Any, refusal: Callable[[Exceptio
 def _dynamodb_refusal(exc: Exception) -> str | None:
     if error_code(exc) == "ValidationException":
         return f"DynamoDB refused the item: {exc.response['Error'].get('Message', '')}"
+    if isinstance(exc, aws.ItemError):  # refused before the call, as DynamoDB would
+        return f"DynamoDB refused the item: {exc}"
     return None
 
 
