@@ -187,6 +187,12 @@ def batch_write_items(dynamodb: Any, table: str, items: list[dict[str, Any]], *,
     return len(items)
 
 
+def scan_items(dynamodb: Any, table: str, **kwargs: Any) -> Iterator[dict[str, Any]]:
+    """Every item a Scan returns (its pages followed), typed as DynamoDB sends them; `kwargs` as for Scan."""
+    for page in dynamodb.get_paginator("scan").paginate(TableName=table, **kwargs):
+        yield from page.get("Items", [])
+
+
 # --------------------------------------------------------------------------- S3
 
 

@@ -135,40 +135,23 @@ def lake_event_ids(s3: Any, bucket: str, day: str) -> Counter:
 
 def dynamodb_event_ids(dynamodb: Any, table: str, day: str) -> Counter:
     """event_id -> items among the day's download items (sk DL#<day>#<event_id>)."""
-    found: Counter = Counter()
     prefix = f"DL#{day}#"
-    kwargs: dict[str, Any] = {
-        "TableName": table,
-        "FilterExpression": "begins_with(sk, :p)",
-        "ExpressionAttributeValues": {":p": {"S": prefix}},
-        "ProjectionExpression": "sk",
-    }
-    while True:
-        page = dynamodb.scan(**kwargs)
-        for item in page.get("Items", []):
-            found[item["sk"]["S"][len(prefix):]] += 1
-        if not page.get("LastEvaluatedKey"):
-            return found
-        kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+    return Counter(item["sk"]["S"][len(prefix):] for item in _download_keys(dynamodb, table, prefix))
 
 
 def dynamodb_event_ids_by_day(dynamodb: Any, table: str) -> dict[str, Counter]:
     """One scan of every download item, grouped by day (cheaper than a scan per day)."""
     by_day: dict[str, Counter] = {}
-    kwargs: dict[str, Any] = {
-        "TableName": table,
-        "FilterExpression": "begins_with(sk, :p)",
-        "ExpressionAttributeValues": {":p": {"S": "DL#"}},
-        "ProjectionExpression": "sk",
-    }
-    while True:
-        page = dynamodb.scan(**kwargs)
-        for item in page.get("Items", []):
-            _, day, event_id = item["sk"]["S"].split("#", 2)
-            by_day.setdefault(day, Counter())[event_id] += 1
-        if not page.get("LastEvaluatedKey"):
-            return by_day
-        kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+    for item in _download_keys(dynamodb, table, "DL#"):
+        _, day, event_id = item["sk"]["S"].split("#", 2)
+        by_day.setdefault(day, Counter())[event_id] += 1
+    return by_day
+
+
+def _download_keys(dynamodb: Any, table: str, sk_prefix: str) -> Iterable[dict]:
+    """The sort keys of the download items whose sk starts with `sk_prefix` (one Scan, paged)."""
+    return aws.scan_items(dynamodb, table, FilterExpression="begins_with(sk, :p)",
+                          ExpressionAttributeValues={":p": {"S": sk_prefix}}, ProjectionExpression="sk")
 
 
 def partition_days_under(s3: Any, bucket: str, prefix: str) -> set[str]:

@@ -81,7 +81,7 @@ def shard_order(shards: list[dict]) -> list[dict]:
 
 
 def get_iterator(kinesis: Any, stream: str, shard_id: str, *, at: str | None = None, after: str | None = None,
-                 at_timestamp: dt.datetime | None = None) -> str | None:
+                 at_timestamp: dt.datetime | None = None) -> str:
     """A shard iterator AT or AFTER a sequence number, AT a timestamp, else from TRIM_HORIZON."""
     kwargs: dict[str, Any] = {"StreamName": stream, "ShardId": shard_id}
     if at is not None:
