@@ -14,7 +14,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -115,7 +115,6 @@ class Settings:
     api_host: str
     api_port: int
     emulator_port: int
-    extra: dict = field(default_factory=dict)
 
     @classmethod
     def from_env(cls) -> "Settings":
@@ -174,25 +173,15 @@ def emulator_credentials() -> dict[str, str]:
 def aws_client_kwargs(settings: Settings) -> dict:
     """Region, endpoint (and, on the loopback emulator only, placeholder keys) for boto3 clients.
 
-    Dagster resources and the Lambda API both build their clients from this, so they always
-    talk to the same place; it imports no Dagster, which the Lambda package does not carry.
+    Dagster resources and the Lambda API both build their clients from this (through
+    `appdata.aws.client`), so they always talk to the same place; it imports no Dagster, which
+    the Lambda package does not carry.
     """
     kwargs: dict = {"region_name": settings.aws_region, "endpoint_url": settings.aws_endpoint_url}
     if settings.uses_emulator:
         kwargs.update(emulator_credentials())
         kwargs["use_ssl"] = False
     return kwargs
-
-
-def boto3_client(service: str, settings: Settings, max_attempts: int = 5):
-    """A boto3 client for `service` configured from the settings (standard retry mode)."""
-    import boto3
-    from botocore.config import Config
-
-    return boto3.session.Session().client(
-        service, **aws_client_kwargs(settings),
-        config=Config(retries={"max_attempts": max_attempts, "mode": "standard"}),
-    )
 
 
 def api_keys_from_env() -> list[str]:

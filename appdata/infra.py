@@ -36,7 +36,6 @@ LAMBDA_RUNTIME_EXTRAS = ("python-dateutil", "six", "urllib3")
 LAMBDA_PYTHON = "3.12"
 LAMBDA_PLATFORMS = ("manylinux2014_x86_64", "manylinux_2_28_x86_64")
 LAMBDA_UNZIPPED_LIMIT = 250 * 1024 * 1024  # AWS limit for a zip package, unzipped, layers included
-LAMBDA_ZIPPED_DIRECT_UPLOAD_LIMIT = 50 * 1024 * 1024  # above this the zip must go through S3 (we always do)
 
 # Stack output -> environment variable of the pipeline, the CLI and the API.
 ENV_FROM_OUTPUTS = {
@@ -188,17 +187,11 @@ _handler: Any = None
 
 def api_keys_from_secret(secret_id: str) -> list[str]:
     """Keys from a Secrets Manager secret: JSON {"api_key": k} or {"api_keys": "k1,k2"}, or plain text."""
-    import boto3
+    from appdata import aws
+    from appdata.config import Settings, aws_client_kwargs
 
-    from appdata.config import Settings, emulator_credentials
-
-    settings = Settings.from_env()
-    kwargs: dict[str, Any] = {"region_name": settings.aws_region}
-    if settings.aws_endpoint_url:
-        kwargs["endpoint_url"] = settings.aws_endpoint_url
-        if settings.uses_emulator:
-            kwargs.update(emulator_credentials())
-    value = boto3.client("secretsmanager", **kwargs).get_secret_value(SecretId=secret_id)["SecretString"]
+    client = aws.client("secretsmanager", **aws_client_kwargs(Settings.from_env()))
+    value = client.get_secret_value(SecretId=secret_id)["SecretString"]
     try:
         data = json.loads(value)
     except json.JSONDecodeError:

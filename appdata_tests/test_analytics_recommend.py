@@ -7,6 +7,7 @@ import datetime as dt
 import pandas as pd
 import pytest
 
+from appdata import aws
 from appdata.analytics import marts, recommend
 from appdata.sources.catalogue import clean_catalogue, load_catalogue
 from appdata.sources.users import downloads_for_day, make_users
@@ -133,7 +134,7 @@ def test_batch_write_covers_more_than_one_page(provisioned: dict, catalogue: pd.
     user_apps = recommend.user_apps_from_events(events)
     model = recommend.Recommender(user_apps, recommend.charts_from_user_apps(user_apps))
     recs = model.recommend(sorted(user_apps["user_id"].unique()))
-    assert len(recs) > 2 * recommend.BATCH_WRITE_SIZE
+    assert len(recs) > 2 * aws.BATCH_WRITE_LIMIT
     assert recommend.write_recommendations(dynamodb.get_client(), dynamodb.table_name, recs) == len(recs)
     client = dynamodb.get_client()
     for rec in (recs[0], recs[-1]):

@@ -7,12 +7,10 @@ import logging
 import os
 
 import pytest
-from botocore.stub import Stubber
 from fastapi.testclient import TestClient
 
 from appdata.contract import schema
 from appdata.api.app import create_app
-from appdata.api.ingest import put_records
 from appdata_tests.api_helpers import download_item, read_stream, sample_event
 
 
@@ -258,30 +256,6 @@ def test_kinesis_outage_is_503_and_claims_nothing(client, provisioned, api_key):
     response = client.post("/v1/downloads", json=[sample_event(1)], headers=_auth(api_key))
     assert response.status_code == 503
     assert "Kinesis" in response.json()["detail"] and "accepted" not in response.json()
-
-
-def test_put_records_retries_only_failed_entries_with_backoff(provisioned):
-    """moto never fails part of a PutRecords call, so the partial failure is stubbed (botocore Stubber)."""
-    kinesis = provisioned["kinesis"]
-    real_client = kinesis.get_client()
-    records = [schema.frame_to_records(schema.validate_records(schema.records_to_frame(
-        [sample_event(i, event_id=f"e{i}")])).valid)[0] for i in range(3)]
-    ok = {"SequenceNumber": "1", "ShardId": "shardId-000000000000"}
-    throttled = {"ErrorCode": "ProvisionedThroughputExceededException", "ErrorMessage": "slow down"}
-    with Stubber(real_client) as stub:
-        stub.add_response("put_records", {"FailedRecordCount": 1, "Records": [ok, throttled, ok]})
-        stub.add_response("put_records", {"Records": [ok]},
-                          expected_params={"StreamName": kinesis.stream_name,
-                                           "Records": [{"Data": json.dumps(records[1], separators=(",", ":")).encode(),
-                                                        "PartitionKey": str(records[1]["user_id"])}]})
-        outcome = put_records(real_client, kinesis.stream_name, records, base_delay=0.001)
-    assert outcome.succeeded == [0, 1, 2] and outcome.failed == []
-
-    with Stubber(real_client) as stub:
-        for _ in range(3):
-            stub.add_response("put_records", {"FailedRecordCount": 1, "Records": [throttled]})
-        outcome = put_records(real_client, kinesis.stream_name, records[:1], attempts=3, base_delay=0.001)
-    assert outcome.succeeded == [] and outcome.failed == [(0, "ProvisionedThroughputExceededException")]
 
 
 def test_keys_and_names_never_logged(client, api_key, caplog):

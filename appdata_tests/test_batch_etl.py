@@ -15,9 +15,10 @@ import pyarrow.parquet as pq
 import pytest
 import sqlalchemy as sa
 
+from appdata import aws
 from appdata.batch import etl, lake
-from appdata.local import batch_demo as demo
 from appdata.config import Settings
+from appdata.local import batch_demo as demo
 from appdata.local.provision import ensure_bucket
 from appdata.defs.resources import build_resources
 from appdata.contract import layout
@@ -328,8 +329,8 @@ def test_curated_asset_writes_dead_letters_and_loads_only_good_rows(appdata_env,
     assert all(c.passed for c in result.get_asset_check_evaluations())
 
     letters = []
-    for obj in lake.list_keys(s3, bucket, "rejected/batch/"):
-        letters += [(obj["Key"], json.loads(line)) for line in lake.get_bytes(s3, bucket, obj["Key"]).splitlines()]
+    for key in aws.list_keys(s3, bucket, "rejected/batch/"):
+        letters += [(key, json.loads(line)) for line in lake.get_bytes(s3, bucket, key).splitlines()]
     assert {letter["row"] for _, letter in letters} == set(expected)
     for key, letter in letters:
         assert letter["source"] == "batch"
@@ -347,7 +348,7 @@ def test_curated_asset_writes_dead_letters_and_loads_only_good_rows(appdata_env,
     # The client re-drops a clean file: the stale dead letters go, the warehouse day is replaced.
     s3.put_object(Bucket=bucket, Key=layout.landing_key(DAY), Body=csv_bytes([good_row(i) for i in range(1, 6)]))
     assert _materialize(resources, ["curated_batch", "downloads_batch"]).success
-    assert list(lake.list_keys(s3, bucket, "rejected/batch/")) == []
+    assert list(aws.list_keys(s3, bucket, "rejected/batch/")) == []
     with engine.connect() as conn:
         assert conn.execute(sa.text("SELECT COUNT(*) FROM downloads_batch")).scalar_one() == 5
     engine.dispose()
@@ -367,7 +368,7 @@ def test_curated_asset_refuses_a_headerless_file_and_loads_nothing(appdata_env, 
     failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
     message = failure.step_failure_data.user_failure_data.description
     assert "1 landing file(s) refused" in message and "2020-03-01: the header is missing" in message
-    assert list(lake.list_keys(s3, bucket, "curated/batch/")) == []
+    assert list(aws.list_keys(s3, bucket, "curated/batch/")) == []
     assert not any(e.event_type_value == "STEP_START" and e.step_key == "downloads_batch" for e in result.all_events)
 
 
@@ -397,8 +398,8 @@ def test_a_gzip_drop_is_loaded_and_reconciles_and_two_drops_are_refused(appdata_
     result = _materialize(resources, ["curated_batch", "downloads_batch"])
     assert result.success
     assert all(c.passed for c in result.get_asset_check_evaluations())
-    letters = [json.loads(line) for obj in lake.list_keys(s3, bucket, "rejected/batch/")
-               for line in lake.get_bytes(s3, bucket, obj["Key"]).splitlines()]
+    letters = [json.loads(line) for key in aws.list_keys(s3, bucket, "rejected/batch/")
+               for line in lake.get_bytes(s3, bucket, key).splitlines()]
     assert {letter["row"] for letter in letters} == set(expected)
     assert {letter["landing_key"] for letter in letters} == {gz_key}
     (day,) = reconcile_batch(s3=s3, bucket=bucket, engine=engine, days=[DAY.isoformat()])
@@ -430,7 +431,7 @@ def test_nul_in_a_value_is_a_dead_letter_not_a_failed_postgresql_load(appdata_en
     result = _materialize(resources, ["curated_batch", "downloads_batch"])
     assert result.success
     assert all(c.passed for c in result.get_asset_check_evaluations())
-    [key] = [obj["Key"] for obj in lake.list_keys(s3, bucket, "rejected/batch/")]
+    [key] = list(aws.list_keys(s3, bucket, "rejected/batch/"))
     [letter] = [json.loads(line) for line in lake.get_bytes(s3, bucket, key).splitlines()]
     assert (letter["row"], letter["field"], letter["reason"]) == (3, "name", "name: contains a NUL character")
     with engine.connect() as conn:

@@ -89,7 +89,7 @@ def test_pipeline_runs_with_storage_on_postgres(appdata_env, provisioned, dagste
     from dagster._core.run_coordinator import QueuedRunCoordinator
 
     from appdata.contract import schema
-    from appdata.api.ingest import put_records
+    from appdata import aws
     from appdata.definitions import build_definitions
     from appdata.defs.resources import build_resources
     from appdata.defs.stream.sensor import kinesis_drain_sensor
@@ -127,7 +127,7 @@ def test_pipeline_runs_with_storage_on_postgres(appdata_env, provisioned, dagste
         kinesis = resources["kinesis"]
         events = schema.frame_to_records(schema.validate_records(schema.records_to_frame(
             [sample_event(i, event_id=f"pg-{i}") for i in range(8)])).valid)
-        assert not put_records(kinesis.get_client(), kinesis.stream_name, events).failed
+        assert not aws.put_records(kinesis.get_client(), kinesis.stream_name, events, partition_key="user_id").failed
         tick = kinesis_drain_sensor(dg.build_sensor_context(instance=instance, resources={"kinesis": kinesis}))
         assert tick.run_requests, "the sensor saw no new records"
         drains = [resolved.resolve_job_def("stream_drain_job").execute_in_process(

@@ -311,3 +311,12 @@ def test_isolate_finds_each_refused_record_by_halving_and_writes_the_rest():
 
     with pytest.raises(ClientError):
         isolate(down, items, _dynamodb_refusal, key=str)
+
+    # A value DynamoDB cannot store is refused before the call (aws.ItemError), just as DynamoDB would.
+    from appdata import aws
+
+    events = [{"user_id": "1", "size_mb": 1.5}, {"user_id": "2", "size_mb": 1e-200}, {"user_id": "3", "size_mb": None}]
+    serialized = isolate(lambda part: [aws.to_item(event) for event in part], events, _dynamodb_refusal,
+                         key=lambda event: event["user_id"])
+    assert [(user, reason.split(" (")[0]) for user, reason in serialized] == [
+        ("2", "DynamoDB refused the item: size_mb: DynamoDB cannot store '1e-200'")]

@@ -1,6 +1,6 @@
 """KCL-style shard handling with botocore's Stubber (moto never closes a shard): closed shards
 end at a null NextShardIterator, children wait for their parents, expired iterators are
-renewed after the last record, throttling backs off."""
+renewed after the last record, throttling is botocore's to retry."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import boto3
 import pytest
 from botocore.stub import ANY, Stubber
 
-from appdata.stream.drain import Backoff, read_shard, shard_order
+from appdata.stream.drain import read_shard, shard_order
 from appdata.defs.stream.sensor import load_cursor, plan_requests
 
 STREAM = "s"
@@ -87,26 +87,14 @@ def test_expired_iterator_is_renewed_after_the_last_record(stubbed):
     assert [r["SequenceNumber"] for r in read.records] == ["100", "101", "102", "103"]
 
 
-def test_throttling_backs_off_and_retries(stubbed):
-    client, stubber = stubbed
-    waits: list[float] = []
-    iterator(stubber, "a", "TRIM_HORIZON")
-    stubber.add_client_error("get_records", "ProvisionedThroughputExceededException", "slow down")
-    stubber.add_client_error("get_records", "ProvisionedThroughputExceededException", "slow down")
-    records(stubber, ["1"], "it2", behind=0)
-    records(stubber, [], "it3", behind=0)
-    read = read_shard(client, STREAM, "a", backoff=Backoff(base=0.1, sleep=waits.append))
-    assert [r["SequenceNumber"] for r in read.records] == ["1"]
-    assert waits == [0.1, 0.2]
-
-
-def test_throttling_gives_up_after_the_attempts(stubbed):
+def test_throttling_is_left_to_botocore(stubbed):
+    """One retry policy (appdata.aws): botocore's standard mode retries a throttled GetRecords in
+    the client; the reader adds no loop of its own on top (the Stubber answers below botocore's retries)."""
     client, stubber = stubbed
     iterator(stubber, "a", "TRIM_HORIZON")
-    for _ in range(3):
-        stubber.add_client_error("get_records", "ProvisionedThroughputExceededException", "slow down")
+    stubber.add_client_error("get_records", "ProvisionedThroughputExceededException", "slow down")
     with pytest.raises(Exception, match="ProvisionedThroughputExceeded"):
-        read_shard(client, STREAM, "a", backoff=Backoff(attempts=2, sleep=lambda s: None))
+        read_shard(client, STREAM, "a")
 
 
 def test_parents_come_before_children():

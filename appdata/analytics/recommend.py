@@ -13,9 +13,7 @@ most-popular baseline; both numbers land in the asset's metadata on every materi
 from __future__ import annotations
 
 import datetime as dt
-import time
 from dataclasses import dataclass, field
-from decimal import Decimal
 from typing import Any, Iterable
 
 import numpy as np
@@ -23,6 +21,7 @@ import pandas as pd
 import sqlalchemy as sa
 from scipy import sparse
 
+from appdata import aws
 from appdata.analytics.marts import ALL_DOWNLOADS, CHART_DAYS, read_mart
 
 TOP_N = 10
@@ -32,7 +31,6 @@ W_COOCCURRENCE = 0.6
 W_CATEGORY = 0.4
 METHOD_COOCCURRENCE = "item-cooccurrence+category"
 METHOD_CHARTS = "charts"
-BATCH_WRITE_SIZE = 25  # DynamoDB BatchWriteItem limit
 
 USER_APPS_SQL = f"""
 SELECT d.user_id, d.app, d.category, COUNT(*) AS downloads, MAX(d.download_date) AS last_download
@@ -261,31 +259,16 @@ def evaluate(user_apps: pd.DataFrame, n: int = TOP_N, **weights: float) -> Evalu
 
 
 # -- DynamoDB ------------------------------------------------------------------------------------
-def to_item(rec: Recommendation, generated_at: str) -> dict[str, Any]:
-    """The sk="REC" item in DynamoDB's typed JSON, per the table contract."""
-    apps = [{"M": {"app": {"S": a["app"]}, "category": {"S": a["category"]},
-                   "score": {"N": str(Decimal(str(a["score"])))}}} for a in rec.apps]
-    return {"user_id": {"S": str(rec.user_id)}, "sk": {"S": "REC"}, "apps": {"L": apps},
-            "generated_at": {"S": generated_at}, "method": {"S": rec.method}}
+def rec_item(rec: Recommendation, generated_at: str) -> dict[str, Any]:
+    """The sk="REC" item, per the table contract (written by `aws.batch_write_items`)."""
+    return {"user_id": str(rec.user_id), "sk": "REC", "apps": rec.apps, "generated_at": generated_at,
+            "method": rec.method}
 
 
-def write_recommendations(client: Any, table: str, recs: list[Recommendation], *, max_attempts: int = 8) -> int:
-    """BatchWriteItem in pages of 25, retrying unprocessed items with backoff; returns items written."""
+def write_recommendations(client: Any, table: str, recs: list[Recommendation]) -> int:
+    """One REC item per user (BatchWriteItem, unprocessed items retried); returns items written."""
     generated_at = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-    written = 0
-    for start in range(0, len(recs), BATCH_WRITE_SIZE):
-        pending = [{"PutRequest": {"Item": to_item(r, generated_at)}} for r in recs[start:start + BATCH_WRITE_SIZE]]
-        size = len(pending)
-        for attempt in range(max_attempts):
-            response = client.batch_write_item(RequestItems={table: pending})
-            pending = response.get("UnprocessedItems", {}).get(table, [])
-            if not pending:
-                break
-            time.sleep(min(0.05 * 2 ** attempt, 2.0))
-        if pending:
-            raise RuntimeError(f"DynamoDB left {len(pending)} recommendation items unprocessed after {max_attempts} attempts")
-        written += size
-    return written
+    return aws.batch_write_items(client, table, [rec_item(r, generated_at) for r in recs])
 
 
 def load_charts(engine: sa.Engine, user_apps: pd.DataFrame) -> pd.DataFrame:

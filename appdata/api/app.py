@@ -1,9 +1,10 @@
 """The ingest API: POST events to Kinesis, GET a user's downloads and recommendations.
 
-`create_app(settings)` builds a FastAPI app with its boto3 clients made once (from
-`config.boto3_client`, which imports no Dagster: the Lambda package carries none), never per request. The same app runs under uvicorn (`appdata api`) and on
-AWS Lambda behind API Gateway (`lambda_handler.handler`). Module-level `app` is built lazily on
-its first request, so importing this module reads no environment and opens no connection.
+`create_app(settings)` builds a FastAPI app with its boto3 clients made once (by `appdata.aws`,
+which imports no Dagster: the Lambda package carries none), never per request. The same app runs
+under uvicorn (`appdata api`) and on AWS Lambda behind API Gateway (`lambda_handler.handler`).
+Module-level `app` is built lazily on its first request, so importing this module reads no
+environment and opens no connection.
 
 Errors are JSON `{"detail": ..., "field": ...}`: every 4xx names the input at fault.
 """
@@ -15,11 +16,9 @@ import hmac
 import logging
 import os
 import threading
-from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal, Optional
 
-from boto3.dynamodb.types import TypeDeserializer
 from botocore.exceptions import BotoCoreError, ClientError
 from fastapi import Depends, FastAPI, Path as PathParam, Query, Request, Security
 from fastapi.concurrency import run_in_threadpool
@@ -31,7 +30,8 @@ from pydantic import BaseModel, Field, create_model
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from appdata.api.ingest import MAX_RECORDS_PER_REQUEST, StoreUnavailable, ingest
-from appdata.config import Settings, api_keys_from_env, boto3_client
+from appdata import aws
+from appdata.config import Settings, api_keys_from_env, aws_client_kwargs
 from appdata.contract import layout, schema
 
 log = logging.getLogger("appdata.api")
@@ -151,27 +151,8 @@ def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
 
 # ---------------------------------------------------------------- helpers
 
-_deserializer = TypeDeserializer()
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, Decimal):
-        return int(value) if value == value.to_integral_value() else float(value)
-    if isinstance(value, list):
-        return [_plain(v) for v in value]
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, set):
-        return sorted(_plain(v) for v in value)
-    return value
-
-
-def _item_to_dict(item: dict[str, Any]) -> dict[str, Any]:
-    return {k: _plain(_deserializer.deserialize(v)) for k, v in item.items()}
-
-
 def _download_from_item(item: dict[str, Any]) -> dict[str, Any]:
-    raw = _item_to_dict(item)
+    raw = aws.from_item(item)
     out: dict[str, Any] = {}
     for spec in schema.FIELDS:
         value = raw.get(spec.name)
@@ -271,7 +252,7 @@ class AwsClients:
             with self._lock:
                 client = self._made.get(name)
                 if client is None:
-                    client = self._made[name] = boto3_client(name, self._settings)
+                    client = self._made[name] = aws.client(name, **aws_client_kwargs(self._settings))
         return client
 
     @property
@@ -418,7 +399,7 @@ def create_app(settings: Settings | None = None, *, api_keys: list[str] | None =
         item = response.get("Item")
         if not item:
             raise ApiError(404, f"no recommendations for user {user_id} yet", "user_id")
-        data = _item_to_dict(item)
+        data = aws.from_item(item)
         return {"user_id": user_id, "apps": data.get("apps", []), "generated_at": data.get("generated_at"),
                 "method": data.get("method")}
 
@@ -433,9 +414,9 @@ def create_app(settings: Settings | None = None, *, api_keys: list[str] | None =
             obj = clients.s3.get_object(Bucket=settings.bucket, Key=layout.REPORT_KEY)
             return HTMLResponse(obj["Body"].read().decode("utf-8"))
         except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") not in ("NoSuchKey", "404", "NoSuchBucket"):
+            if not (aws.is_missing(exc) or aws.error_code(exc) == "NoSuchBucket"):
                 raise StoreUnavailable(f"could not read the report from s3://{settings.bucket}: "
-                                       f"{exc.response['Error'].get('Code')}") from exc
+                                       f"{aws.error_code(exc)}") from exc
         except BotoCoreError as exc:
             raise StoreUnavailable(f"could not read the report from s3://{settings.bucket}: "
                                    f"{type(exc).__name__}") from exc

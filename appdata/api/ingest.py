@@ -10,20 +10,18 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import json
 import logging
-import time
 from dataclasses import dataclass, field
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from appdata import aws
 from appdata.contract import deadletters, schema
 
 log = logging.getLogger("appdata.api")
 
 MAX_RECORDS_PER_REQUEST = 500
-KINESIS_CHUNK = 500  # PutRecords takes at most 500 records per call
 
 
 @dataclass
@@ -110,60 +108,6 @@ def write_dead_letters(s3_client: Any, bucket: str, request_id: str, rejected: l
     return deadletters.write(s3_client, bucket, "api", request_id, letters, lambda _: now.date().isoformat())
 
 
-def kinesis_entry(record: dict[str, Any]) -> dict[str, Any]:
-    """PutRecords entry: compact JSON of the typed record, partition key str(user_id)."""
-    data = json.dumps(record, separators=(",", ":"), ensure_ascii=False, default=str).encode()
-    return {"Data": data, "PartitionKey": str(record["user_id"])}
-
-
-@dataclass
-class PutOutcome:
-    succeeded: list[int] = field(default_factory=list)  # positions in the input list
-    failed: list[tuple[int, str]] = field(default_factory=list)  # (position, error code)
-
-
-RETRYABLE_CODES = {"ProvisionedThroughputExceededException", "ThrottlingException", "InternalFailure",
-                   "ServiceUnavailable", "LimitExceededException", "KMSThrottlingException"}
-
-
-def put_records(client: Any, stream: str, records: list[dict[str, Any]], *, attempts: int = 6,
-                base_delay: float = 0.05, max_delay: float = 2.0) -> PutOutcome:
-    """PutRecords in chunks of 500; retry only the failed entries with exponential backoff.
-
-    Returns which positions made it and which did not after the last attempt; a whole-call
-    throttling error is retried like a partial failure, any other error is raised.
-    """
-    outcome = PutOutcome()
-    entries = [kinesis_entry(r) for r in records]
-    for start in range(0, len(entries), KINESIS_CHUNK):
-        pending = list(range(start, min(start + KINESIS_CHUNK, len(entries))))
-        last_codes: dict[int, str] = {}
-        for attempt in range(attempts):
-            if attempt:
-                time.sleep(min(max_delay, base_delay * 2 ** (attempt - 1)))
-            try:
-                response = client.put_records(StreamName=stream, Records=[entries[p] for p in pending])
-            except ClientError as exc:
-                code = exc.response.get("Error", {}).get("Code", "")
-                if code not in RETRYABLE_CODES:
-                    raise
-                last_codes = {p: code for p in pending}
-                continue
-            still = []
-            for position, result in zip(pending, response["Records"], strict=True):
-                if result.get("ErrorCode"):
-                    still.append(position)
-                    last_codes[position] = result["ErrorCode"]
-                else:
-                    outcome.succeeded.append(position)
-            pending = still
-            if not pending:
-                break
-        outcome.failed.extend((p, last_codes.get(p, "Unknown")) for p in pending)
-    outcome.succeeded.sort()
-    return outcome
-
-
 class StoreUnavailable(Exception):
     """S3 or Kinesis could not be reached: the request is answered 503 so the client retries."""
 
@@ -184,7 +128,8 @@ def ingest(records: list[Any], *, body: bytes, s3_client: Any, bucket: str, kine
                                f"{type(exc).__name__}") from exc
     typed = [rec for _, rec in checked.accepted]
     try:
-        outcome = put_records(kinesis_client, stream, typed, attempts=put_attempts, base_delay=put_base_delay)
+        outcome = aws.put_records(kinesis_client, stream, typed, partition_key="user_id",
+                                  backoff=aws.Backoff(base=put_base_delay, attempts=put_attempts))
     except (ClientError, BotoCoreError) as exc:
         raise StoreUnavailable(f"could not put records to Kinesis stream {stream}: {type(exc).__name__}") from exc
 

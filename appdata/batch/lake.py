@@ -6,8 +6,7 @@ import datetime as dt
 from pathlib import Path
 from typing import Any, Iterable
 
-from botocore.exceptions import ClientError
-
+from appdata import aws
 from appdata.contract import layout
 
 
@@ -21,43 +20,31 @@ def landing_keys_by_day(client: Any, bucket: str, days: list[dt.date]) -> dict[d
     wanted = set(days)
     found: dict[dt.date, list[str]] = {}
     first, last = min(days), max(days)
-    pages = client.get_paginator("list_objects_v2").paginate(
-        Bucket=bucket, Prefix=f"{layout.LANDING}download_date=", StartAfter=layout.partition(layout.LANDING, first)[:-1])
     stop = layout.partition(layout.LANDING, last + dt.timedelta(days=1))
-    for page in pages:
-        for obj in page.get("Contents", []):
-            key = obj["Key"]
-            if key >= stop:
-                break
-            day = layout.landing_day_of(key)
-            if day in wanted and layout.is_landing_file(key):
-                found.setdefault(day, []).append(key)
-        else:
-            continue
-        break
+    for key in aws.list_keys(client, bucket, f"{layout.LANDING}download_date=",
+                             start_after=layout.partition(layout.LANDING, first)[:-1]):
+        if key >= stop:
+            break
+        day = layout.landing_day_of(key)
+        if day in wanted and layout.is_landing_file(key):
+            found.setdefault(day, []).append(key)
     for day, keys in found.items():
         drops = layout.landing_drop_keys(day)
         keys.sort(key=lambda k: (k not in drops, k))
     return found
 
 
-def list_keys(client: Any, bucket: str, prefix: str) -> Iterable[dict]:
-    for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
-        yield from page.get("Contents", [])
-
-
 def rejected_keys_by_landing_day(client: Any, bucket: str, days: set[dt.date]) -> dict[dt.date, set[str]]:
     """Existing batch dead-letter objects written for the given landing days (one listing per run)."""
     found: dict[dt.date, set[str]] = {}
-    for obj in list_keys(client, bucket, layout.rejected_prefix("batch")):
-        landing_day = layout.landing_day_of_rejected_key(obj["Key"])
+    for key in aws.list_keys(client, bucket, layout.rejected_prefix("batch")):
+        landing_day = layout.landing_day_of_rejected_key(key)
         if landing_day in days:
-            found.setdefault(landing_day, set()).add(obj["Key"])
+            found.setdefault(landing_day, set()).add(key)
     return found
 
 
-def is_missing(exc: ClientError) -> bool:
-    return exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404", "NotFound")
+is_missing = aws.is_missing  # the batch assets' name for it (appdata/defs is not this change's to edit)
 
 
 def download(client: Any, bucket: str, key: str, path: Path) -> int:

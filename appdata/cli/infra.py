@@ -47,18 +47,12 @@ def stack_env(stack_name: str, fmt: str) -> None:
     `eval "$(appdata stack-env appdata)"` then configures the CLI, Dagster and `appdata send`.
     Uses the configured endpoint: real AWS when APPDATA_AWS_ENDPOINT_URL is empty.
     """
-    import boto3
-
-    from appdata.config import Settings, emulator_credentials
+    from appdata import aws
+    from appdata.config import Settings, aws_client_kwargs
     from appdata.infra import environment_from_outputs, stack_outputs
 
     settings = Settings.from_env()
-    kwargs = {"region_name": settings.aws_region}
-    if settings.aws_endpoint_url:
-        kwargs["endpoint_url"] = settings.aws_endpoint_url
-        if settings.uses_emulator:
-            kwargs.update(emulator_credentials())
-    outputs = stack_outputs(boto3.client("cloudformation", **kwargs), stack_name)
+    outputs = stack_outputs(aws.client("cloudformation", **aws_client_kwargs(settings)), stack_name)
     env = environment_from_outputs(outputs, region=settings.aws_region, endpoint_url=settings.aws_endpoint_url or "")
     for name, value in env.items():
         click.echo(f"export {name}={shlex.quote(value)}" if fmt == "shell" else f"{name}={value}")

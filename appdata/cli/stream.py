@@ -56,9 +56,10 @@ def drain(max_records):
     """
     from botocore.exceptions import ClientError
 
+    from appdata.aws import error_code
     from appdata.config import Settings
     from appdata.defs.resources import build_resources
-    from appdata.stream.drain import drain_range, error_code, list_shards, parents_of, read_shard, shard_order
+    from appdata.stream.drain import drain_range, list_shards, parents_of, read_shard, shard_order
 
     settings = Settings.from_env()
     resources = build_resources(settings)

@@ -13,23 +13,23 @@ import time
 from contextlib import contextmanager
 from typing import Any, Iterator
 
-import boto3
 import dagster as dg
 import sqlalchemy as sa
-from botocore.config import Config
 from dagster_aws.s3 import S3Resource
 from dagster_aws.utils import ResourceWithBoto3Configuration
 from pydantic import Field
 from sqlalchemy.engine import make_url
 
+from appdata import aws
 from appdata.config import Settings, aws_client_kwargs
 
 
 def boto3_client(service: str, resource: ResourceWithBoto3Configuration) -> Any:
-    """A boto3 client configured like dagster-aws's own (region, endpoint, retries, keys)."""
-    session = boto3.session.Session(profile_name=resource.profile_name)
-    return session.client(
+    """A client from dagster-aws's boto3 fields, with `appdata.aws`'s one retry policy."""
+    return aws.client(
         service,
+        profile_name=resource.profile_name,
+        max_attempts=resource.max_attempts,
         region_name=resource.region_name,
         endpoint_url=resource.endpoint_url,
         use_ssl=resource.use_ssl,
@@ -37,7 +37,6 @@ def boto3_client(service: str, resource: ResourceWithBoto3Configuration) -> Any:
         aws_access_key_id=resource.aws_access_key_id,
         aws_secret_access_key=resource.aws_secret_access_key,
         aws_session_token=resource.aws_session_token,
-        config=Config(retries={"max_attempts": resource.max_attempts, "mode": "standard"}),
     )
 
 

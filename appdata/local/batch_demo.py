@@ -17,6 +17,7 @@ import dagster as dg
 import pyarrow.parquet as pq
 from botocore.exceptions import ClientError
 
+from appdata import aws
 from appdata.config import Settings
 from appdata.local.instance import local_instance
 
@@ -39,10 +40,11 @@ def contiguous_ranges(days: Iterable[dt.date]) -> list[tuple[dt.date, dt.date]]:
 
 def batch_assets() -> list:
     """Sources the client data is made of, the client data itself, and the batch group."""
-    from appdata.defs.batch.assets import assets as batch
+    from appdata.defs.batch.assets import curated_batch, downloads_batch, landing_batch
     from appdata.defs.sources import playstore_apps, playstore_apps_raw, users_app_batch_client_data, users_batch
 
-    return [playstore_apps_raw, playstore_apps, users_batch, users_app_batch_client_data, *batch]
+    return [playstore_apps_raw, playstore_apps, users_batch, users_app_batch_client_data,
+            landing_batch, curated_batch, downloads_batch]
 
 
 def materialize_range(
@@ -81,10 +83,10 @@ def stage_counts(settings: Settings, days: Sequence[dt.date], resources: dict[st
     client = s3.get_client()
     wanted = set(days)
     rejected: dict[dt.date, int] = {d: 0 for d in wanted}
-    for obj in lake.list_keys(client, s3.bucket, layout.rejected_prefix("batch")):
-        landing_day = layout.landing_day_of_rejected_key(obj["Key"])
+    for key in aws.list_keys(client, s3.bucket, layout.rejected_prefix("batch")):
+        landing_day = layout.landing_day_of_rejected_key(key)
         if landing_day in wanted:
-            rejected[landing_day] += sum(1 for line in lake.get_bytes(client, s3.bucket, obj["Key"]).splitlines() if line.strip())
+            rejected[landing_day] += sum(1 for line in lake.get_bytes(client, s3.bucket, key).splitlines() if line.strip())
 
     landing_files = lake.landing_keys_by_day(client, s3.bucket, sorted(wanted)) if wanted else {}
     with resources["warehouse"].connect() as engine:

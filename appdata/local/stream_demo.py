@@ -16,6 +16,7 @@ import time
 import uuid
 from typing import Any
 
+from appdata import aws
 from appdata.config import Settings
 from appdata.contract import layout
 
@@ -52,34 +53,21 @@ def demo_events(settings: Settings, n_events: int, invalid: int, nonce: str) -> 
     return events, broken
 
 
-def _put_direct(kinesis: Any, stream: str, events: list[dict]) -> int:
+def _put_direct(kinesis: Any, stream: str, events: list[dict]) -> None:
     """What the API does after validation, minus validation: the drain must reject the bad ones."""
-    from appdata.stream.drain import Backoff
-
-    backoff = Backoff()
-    for start in range(0, len(events), 500):
-        pending = [{"Data": json.dumps(e, separators=(",", ":")).encode(), "PartitionKey": str(e["user_id"])}
-                   for e in events[start:start + 500]]
-        attempt = 0
-        while pending:
-            response = kinesis.put_records(StreamName=stream, Records=pending)
-            pending = [entry for entry, out in zip(pending, response["Records"]) if out.get("ErrorCode")]
-            if pending:
-                backoff.wait(attempt)
-                attempt += 1
-    return len(events)
+    outcome = aws.put_records(kinesis, stream, events, partition_key="user_id")
+    if outcome.failed:
+        raise RuntimeError(f"Kinesis did not take {len(outcome.failed)} of the demo's records ({outcome.failed[0][1]})")
 
 
 def lake_event_ids(s3: Any, bucket: str, days: set[str], since: dt.datetime) -> set[str]:
     ids: set[str] = set()
-    paginator = s3.get_paginator("list_objects_v2")
     for day in days:
-        for page in paginator.paginate(Bucket=bucket, Prefix=layout.partition(layout.LAKE, day)):
-            for obj in page.get("Contents", []):
-                if obj["LastModified"] < since:
-                    continue
-                body = gzip.decompress(s3.get_object(Bucket=bucket, Key=obj["Key"])["Body"].read())
-                ids.update(json.loads(line)["event_id"] for line in body.decode().splitlines() if line)
+        for obj in aws.list_objects(s3, bucket, layout.partition(layout.LAKE, day)):
+            if obj["LastModified"] < since:
+                continue
+            body = gzip.decompress(s3.get_object(Bucket=bucket, Key=obj["Key"])["Body"].read())
+            ids.update(json.loads(line)["event_id"] for line in body.decode().splitlines() if line)
     return ids
 
 

@@ -16,16 +16,15 @@ import datetime as dt
 import hashlib
 import io
 import json
-import time
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
 import pandas as pd
 
+from appdata import aws
 from appdata.contract import layout, schema
 from appdata.contract.deadletters import DeadLetter, parse, record_of
 
-PUT_RECORDS_LIMIT = 500
 API_BATCH_LIMIT = 500
 
 
@@ -63,27 +62,8 @@ def normalize_key(key: str, bucket: str) -> str:
     return key
 
 
-def _list_keys(client: Any, bucket: str, prefix: str) -> list[str]:
-    keys = []
-    for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
-        keys.extend(obj["Key"] for obj in page.get("Contents", []))
-    return keys
-
-
 def _read(client: Any, bucket: str, key: str) -> bytes:
     return client.get_object(Bucket=bucket, Key=key)["Body"].read()
-
-
-def _exists(client: Any, bucket: str, key: str) -> bool:
-    from botocore.exceptions import ClientError
-
-    try:
-        client.head_object(Bucket=bucket, Key=key)
-        return True
-    except ClientError as exc:
-        if exc.response["Error"]["Code"] in ("404", "NoSuchKey", "NotFound"):
-            return False
-        raise
 
 
 def list_dead_letters(
@@ -104,12 +84,12 @@ def list_dead_letters(
     prefixes = [layout.rejected_prefix(s, date or None) for s in ([source] if source else layout.DEAD_LETTER_SOURCES)]
     letters: list[DeadLetter] = []
     for prefix in prefixes:
-        for key in sorted(_list_keys(client, bucket, prefix)):
+        for key in aws.list_keys(client, bucket, prefix):
             if not key.endswith(".jsonl"):
                 continue
             found = parse(key, _read(client, bucket, key))
             done_key = layout.replayed_key(key)
-            if _exists(client, bucket, done_key):
+            if aws.object_exists(client, bucket, done_key):
                 done = {schema.record_digest(d.record) for d in parse(done_key, _read(client, bucket, done_key))}
                 found = [d for d in found if schema.record_digest(d.record) not in done]
             letters.extend(found)
@@ -119,7 +99,7 @@ def list_dead_letters(
 
 def show_dead_letters(client: Any, bucket: str, key: str) -> list[DeadLetter]:
     key = normalize_key(key, bucket)
-    if not _exists(client, bucket, key):
+    if not aws.object_exists(client, bucket, key):
         raise DeadLetterError(f"no dead letter s3://{bucket}/{key} (already replayed? see rejected/_replayed/)")
     return parse(key, _read(client, bucket, key))
 
@@ -175,21 +155,12 @@ def prepare_records(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     return typed
 
 
-def _put_to_kinesis(client: Any, stream: str, records: list[dict[str, Any]], attempts: int = 8) -> None:
-    """PutRecords in chunks; partially failed records are retried with backoff."""
-    for start in range(0, len(records), PUT_RECORDS_LIMIT):
-        pending = [
-            {"Data": json.dumps(r, separators=(",", ":")).encode(), "PartitionKey": str(r["user_id"])}
-            for r in records[start:start + PUT_RECORDS_LIMIT]
-        ]
-        for attempt in range(attempts):
-            response = client.put_records(StreamName=stream, Records=pending)
-            if not response.get("FailedRecordCount"):
-                break
-            pending = [entry for entry, result in zip(pending, response["Records"]) if result.get("ErrorCode")]
-            time.sleep(min(2.0, 0.05 * 2 ** attempt))
-        else:
-            raise DeadLetterError(f"{len(pending)} record(s) still failing PutRecords after {attempts} attempts")
+def _put_to_kinesis(client: Any, stream: str, records: list[dict[str, Any]]) -> None:
+    """PutRecords (`aws.put_records`); records still failing after its retries fail the replay."""
+    outcome = aws.put_records(client, stream, records, partition_key="user_id")
+    if outcome.failed:
+        raise DeadLetterError(f"{len(outcome.failed)} record(s) still failing PutRecords "
+                              f"({outcome.failed[0][1]}); nothing was moved, replay again")
 
 
 def _post_to_api(api_url: str, api_key: str, records: list[dict[str, Any]], timeout: float = 30.0) -> None:

@@ -23,6 +23,7 @@ from typing import Any, Iterable
 import pandas as pd
 import sqlalchemy as sa
 
+from appdata import aws
 from appdata.contract import deadletters, layout, schema
 
 SHOWN_IDS = 20  # ids named in a description; metadata carries up to MAX_IDS
@@ -117,13 +118,6 @@ def compare(sink: str, reference_name: str, reference: set[str], found: Counter)
 # ----------------------------------------------------------------- readers (one per sink)
 
 
-def _keys(s3: Any, bucket: str, prefix: str) -> list[str]:
-    keys = []
-    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
-        keys.extend(o["Key"] for o in page.get("Contents", []))
-    return sorted(keys)
-
-
 def _body(s3: Any, bucket: str, key: str) -> bytes:
     data = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
     return gzip.decompress(data) if data[:2] == b"\x1f\x8b" else data
@@ -132,7 +126,7 @@ def _body(s3: Any, bucket: str, key: str) -> bytes:
 def lake_event_ids(s3: Any, bucket: str, day: str) -> Counter:
     """event_id -> copies in the lake objects of `day` (replays rewrite, so copies stay 1 per range)."""
     found: Counter = Counter()
-    for key in _keys(s3, bucket, layout.partition(layout.LAKE, day)):
+    for key in aws.list_keys(s3, bucket, layout.partition(layout.LAKE, day)):
         for line in _body(s3, bucket, key).decode("utf-8").splitlines():
             if line.strip():
                 found[json.loads(line)["event_id"]] += 1
@@ -141,50 +135,29 @@ def lake_event_ids(s3: Any, bucket: str, day: str) -> Counter:
 
 def dynamodb_event_ids(dynamodb: Any, table: str, day: str) -> Counter:
     """event_id -> items among the day's download items (sk DL#<day>#<event_id>)."""
-    found: Counter = Counter()
     prefix = f"DL#{day}#"
-    kwargs: dict[str, Any] = {
-        "TableName": table,
-        "FilterExpression": "begins_with(sk, :p)",
-        "ExpressionAttributeValues": {":p": {"S": prefix}},
-        "ProjectionExpression": "sk",
-    }
-    while True:
-        page = dynamodb.scan(**kwargs)
-        for item in page.get("Items", []):
-            found[item["sk"]["S"][len(prefix):]] += 1
-        if not page.get("LastEvaluatedKey"):
-            return found
-        kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+    return Counter(item["sk"]["S"][len(prefix):] for item in _download_keys(dynamodb, table, prefix))
 
 
 def dynamodb_event_ids_by_day(dynamodb: Any, table: str) -> dict[str, Counter]:
     """One scan of every download item, grouped by day (cheaper than a scan per day)."""
     by_day: dict[str, Counter] = {}
-    kwargs: dict[str, Any] = {
-        "TableName": table,
-        "FilterExpression": "begins_with(sk, :p)",
-        "ExpressionAttributeValues": {":p": {"S": "DL#"}},
-        "ProjectionExpression": "sk",
-    }
-    while True:
-        page = dynamodb.scan(**kwargs)
-        for item in page.get("Items", []):
-            _, day, event_id = item["sk"]["S"].split("#", 2)
-            by_day.setdefault(day, Counter())[event_id] += 1
-        if not page.get("LastEvaluatedKey"):
-            return by_day
-        kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+    for item in _download_keys(dynamodb, table, "DL#"):
+        _, day, event_id = item["sk"]["S"].split("#", 2)
+        by_day.setdefault(day, Counter())[event_id] += 1
+    return by_day
+
+
+def _download_keys(dynamodb: Any, table: str, sk_prefix: str) -> Iterable[dict]:
+    """The sort keys of the download items whose sk starts with `sk_prefix` (one Scan, paged)."""
+    return aws.scan_items(dynamodb, table, FilterExpression="begins_with(sk, :p)",
+                          ExpressionAttributeValues={":p": {"S": sk_prefix}}, ProjectionExpression="sk")
 
 
 def partition_days_under(s3: Any, bucket: str, prefix: str) -> set[str]:
     """Days that have objects under <prefix>download_date=YYYY-MM-DD/."""
-    days = set()
-    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=f"{prefix}download_date=",
-                                                              Delimiter="/"):
-        for common in page.get("CommonPrefixes", []):
-            days.add(common["Prefix"].rstrip("/").split("download_date=", 1)[1])
-    return days
+    return {folder.rstrip("/").split("download_date=", 1)[1]
+            for folder in aws.list_prefixes(s3, bucket, f"{prefix}download_date=")}
 
 
 def warehouse_days(engine: sa.Engine, table: str) -> set[str]:
@@ -227,27 +200,6 @@ def _landing_object(s3: Any, bucket: str, key: str) -> bytes:
     return s3.get_object(Bucket=bucket, Key=key)["Body"].read()
 
 
-def landing_event_ids(s3: Any, bucket: str, day: str) -> Counter:
-    """event_id -> rows in every CSV under the day's landing prefix (the client's drop and replays)."""
-    found: Counter = Counter()
-    from appdata.batch.lake import is_landing_file
-
-    for key in _keys(s3, bucket, layout.partition(layout.LANDING, day)):
-        if is_landing_file(key):
-            for record in landing_csv_records(_landing_object(s3, bucket, key)):
-                found[_record_id(record)] += 1
-    return found
-
-
-def curated_event_ids(s3: Any, bucket: str, day: str) -> Counter:
-    found: Counter = Counter()
-    for key in _keys(s3, bucket, layout.partition(layout.CURATED, day)):
-        if key.endswith(".parquet"):
-            frame = pd.read_parquet(io.BytesIO(_body(s3, bucket, key)), columns=["event_id"])
-            found.update(str(v) for v in frame["event_id"])
-    return found
-
-
 def rejected_event_ids_by_landing_day(s3: Any, bucket: str, *, replayed: bool = False) -> dict[str, Counter]:
     """Batch dead letters grouped by the landing day they came from (one listing for all days).
 
@@ -255,7 +207,7 @@ def rejected_event_ids_by_landing_day(s3: Any, bucket: str, *, replayed: bool = 
     the landing file's day; its `landing_day` says where it came from (else the folder's day).
     """
     by_day: dict[str, Counter] = {}
-    for key in _keys(s3, bucket, layout.rejected_prefix("batch", replayed=replayed)):
+    for key in aws.list_keys(s3, bucket, layout.rejected_prefix("batch", replayed=replayed)):
         if key.endswith(".jsonl") and "/download_date=" in key:
             for letter in deadletters.parse(key, _body(s3, bucket, key)):
                 day = str(letter.context.get("landing_day") or letter.date)
@@ -377,7 +329,7 @@ def stream_dead_letter_positions(s3: Any, bucket: str) -> set[str]:
     """"<shard>/<sequence>" of every stream record the drain dead-lettered (waiting or replayed)."""
     found: set[str] = set()
     for replayed in (False, True):
-        for key in _keys(s3, bucket, layout.rejected_prefix("stream", replayed=replayed)):
+        for key in aws.list_keys(s3, bucket, layout.rejected_prefix("stream", replayed=replayed)):
             if key.endswith(".jsonl"):
                 for letter in deadletters.parse(key, _body(s3, bucket, key)):
                     shard, sequence = letter.context.get("shard_id"), letter.context.get("sequence_number")
@@ -585,18 +537,6 @@ def batch_days(s3: Any, bucket: str, engine: sa.Engine) -> set[str]:
     return partition_days_under(s3, bucket, layout.LANDING) | warehouse_days(engine, "downloads_batch")
 
 
-def reconcile_batch_day(
-    *, s3: Any, bucket: str, engine: sa.Engine, day: str, rejected_by_day: dict[str, Counter] | None = None,
-) -> DayReconciliation:
-    """Landing rows = curated + rejected rows, and curated = downloads_batch, by event id."""
-    if rejected_by_day is None:
-        rejected_by_day = batch_rejected_by_landing_day(s3, bucket)
-    landing = landing_event_ids(s3, bucket, day)
-    curated = curated_event_ids(s3, bucket, day)
-    rows = warehouse_event_ids(engine, "downloads_batch", day)
-    return _batch_day(day, landing, curated, rejected_by_day.get(day, Counter()), rows)
-
-
 def _batch_day(day: str, landing: Counter, curated: Counter, rejected: Counter, rows: Counter) -> DayReconciliation:
     etl_out = curated + rejected
     counts = {
@@ -619,15 +559,12 @@ def _keys_by_day(s3: Any, bucket: str, prefix: str, first: str, last: str,
     """Keys ending in `suffix` under <prefix>download_date=D/ for first <= D <= last: one listing."""
     found: dict[str, list[str]] = {}
     start = f"{prefix}download_date="
-    pages = s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=start, StartAfter=f"{start}{first}")
-    for page in pages:
-        for obj in page.get("Contents", []):
-            key = obj["Key"]
-            day = key[len(start):].split("/", 1)[0]
-            if day > last:
-                return found
-            if day >= first and key.endswith(suffix):
-                found.setdefault(day, []).append(key)
+    for key in aws.list_keys(s3, bucket, start, start_after=f"{start}{first}"):
+        day = key[len(start):].split("/", 1)[0]
+        if day > last:
+            return found
+        if day >= first and key.endswith(suffix):
+            found.setdefault(day, []).append(key)
     return found
 
 
@@ -650,7 +587,7 @@ def reconcile_batch(
 ) -> list[DayReconciliation]:
     """The given days (default: every day with landing data or warehouse rows).
 
-    Same comparison as `reconcile_batch_day`, read in bulk for a window (a year's backfill checks
+    Landing rows = curated + rejected rows, and curated = downloads_batch, by event id, read in bulk for a window (a year's backfill checks
     366 days): one listing per prefix, one warehouse query, object bodies fetched on a few threads.
     """
     from concurrent.futures import ThreadPoolExecutor

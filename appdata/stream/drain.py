@@ -7,7 +7,8 @@ items and inserts no warehouse row: replays are safe, duplicates impossible.
 
 Shard reading follows the Kinesis Client Library: a closed shard's NextShardIterator is null
 (its end), a child shard is read only after its parents are read to their end, expired
-iterators are renewed after the last sequence number seen, and throttling backs off.
+iterators are renewed after the last sequence number seen. Throttling is botocore's to retry
+(`appdata.aws`: one retry policy), not this module's.
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ import datetime as dt
 import gzip
 import json
 import logging
-import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Mapping
 
@@ -25,6 +25,8 @@ import pandas as pd
 import sqlalchemy as sa
 from botocore.exceptions import ClientError
 
+from appdata import aws
+from appdata.aws import error_code
 from appdata.contract import deadletters, layout, schema
 from appdata.contract.schema import frame_to_records
 from appdata.warehouse.loader import events_by_id, insert_new
@@ -33,28 +35,9 @@ log = logging.getLogger(__name__)
 
 WAREHOUSE_TABLE = "downloads_stream"
 GET_RECORDS_LIMIT = 10_000  # Kinesis's own maximum per GetRecords call
-RETRYABLE_READ = ("ProvisionedThroughputExceededException", "LimitExceededException", "KMSThrottlingException")
-DYNAMO_BATCH = 25  # BatchWriteItem maximum
 
 
 # --------------------------------------------------------------------------- reading
-
-
-def error_code(exc: Exception) -> str:
-    return exc.response.get("Error", {}).get("Code", "") if isinstance(exc, ClientError) else ""
-
-
-@dataclass
-class Backoff:
-    """Exponential backoff with a cap; `sleep` is injectable so Stubber tests run instantly."""
-
-    base: float = 0.2
-    cap: float = 5.0
-    attempts: int = 8
-    sleep: Callable[[float], None] = time.sleep
-
-    def wait(self, attempt: int) -> None:
-        self.sleep(min(self.cap, self.base * (2 ** attempt)))
 
 
 def seq_int(sequence_number: str) -> int:
@@ -98,9 +81,8 @@ def shard_order(shards: list[dict]) -> list[dict]:
 
 
 def get_iterator(kinesis: Any, stream: str, shard_id: str, *, at: str | None = None, after: str | None = None,
-                 at_timestamp: dt.datetime | None = None, backoff: Backoff | None = None) -> str | None:
+                 at_timestamp: dt.datetime | None = None) -> str:
     """A shard iterator AT or AFTER a sequence number, AT a timestamp, else from TRIM_HORIZON."""
-    backoff = backoff or Backoff()
     kwargs: dict[str, Any] = {"StreamName": stream, "ShardId": shard_id}
     if at is not None:
         kwargs.update(ShardIteratorType="AT_SEQUENCE_NUMBER", StartingSequenceNumber=at)
@@ -110,14 +92,7 @@ def get_iterator(kinesis: Any, stream: str, shard_id: str, *, at: str | None = N
         kwargs.update(ShardIteratorType="AT_TIMESTAMP", Timestamp=at_timestamp)
     else:
         kwargs.update(ShardIteratorType="TRIM_HORIZON")
-    for attempt in range(backoff.attempts):
-        try:
-            return kinesis.get_shard_iterator(**kwargs)["ShardIterator"]
-        except ClientError as exc:
-            if error_code(exc) not in RETRYABLE_READ or attempt == backoff.attempts - 1:
-                raise
-            backoff.wait(attempt)
-    return None
+    return kinesis.get_shard_iterator(**kwargs)["ShardIterator"]
 
 
 @dataclass
@@ -141,22 +116,18 @@ def read_shard(
     max_records: int = GET_RECORDS_LIMIT,
     limit_per_call: int = GET_RECORDS_LIMIT,
     max_empty_calls: int = 3,
-    backoff: Backoff | None = None,
 ) -> ShardRead:
     """Read a shard from a position, up to `until` (inclusive) or `max_records`, whichever first.
 
     Stops at the shard's end (NextShardIterator null: closed shard), or when caught up
     (MillisBehindLatest 0 with no records, or `max_empty_calls` empty answers in a row).
-    ExpiredIteratorException renews the iterator after the last record seen; throttling
-    (ProvisionedThroughputExceededException) retries with backoff.
+    ExpiredIteratorException renews the iterator after the last record seen.
     """
-    backoff = backoff or Backoff()
     last_seen: str | None = None
-    iterator = get_iterator(kinesis, stream, shard_id, at=at, after=after, at_timestamp=at_timestamp, backoff=backoff)
+    iterator = get_iterator(kinesis, stream, shard_id, at=at, after=after, at_timestamp=at_timestamp)
     until_int = seq_int(until) if until is not None else None
     records: list[dict] = []
     empty_calls = 0
-    throttled = 0
     while iterator is not None:
         want = min(limit_per_call, max_records - len(records))
         if want <= 0:
@@ -164,20 +135,13 @@ def read_shard(
         try:
             response = kinesis.get_records(ShardIterator=iterator, Limit=want)
         except ClientError as exc:
-            code = error_code(exc)
-            if code == "ExpiredIteratorException":
-                if last_seen is not None:
-                    iterator = get_iterator(kinesis, stream, shard_id, after=last_seen, backoff=backoff)
-                else:
-                    iterator = get_iterator(kinesis, stream, shard_id, at=at, after=after,
-                                            at_timestamp=at_timestamp, backoff=backoff)
-                continue
-            if code in RETRYABLE_READ and throttled < backoff.attempts:
-                backoff.wait(throttled)
-                throttled += 1
-                continue
-            raise
-        throttled = 0
+            if error_code(exc) != "ExpiredIteratorException":
+                raise
+            if last_seen is not None:
+                iterator = get_iterator(kinesis, stream, shard_id, after=last_seen)
+            else:
+                iterator = get_iterator(kinesis, stream, shard_id, at=at, after=after, at_timestamp=at_timestamp)
+            continue
         batch = response.get("Records", [])
         for record in batch:
             if until_int is not None and seq_int(record["SequenceNumber"]) > until_int:
@@ -323,52 +287,10 @@ def write_rejected(s3: Any, bucket: str, shard_id: str, first_seq: str, last_seq
                              lambda line: line["approximate_arrival"][:10])
 
 
-def dynamo_item(event: dict) -> dict:
-    """A download item per the contract: pk user_id (S), sk DL#<date>#<event_id>, fields typed."""
-    from appdata.contract.schema import FIELD_BY_NAME
-
-    item: dict[str, dict] = {
-        "user_id": {"S": str(event["user_id"])},
-        "sk": {"S": f"DL#{event['download_date']}#{event['event_id']}"},
-    }
-    for name, value in event.items():
-        if name == "user_id" or value is None:
-            continue
-        kind = FIELD_BY_NAME[name].kind
-        if kind in ("int", "float"):
-            item[name] = {"N": repr(value) if kind == "float" else str(int(value))}
-        else:
-            item[name] = {"S": str(value)}
-    return item
-
-
-def batch_write(dynamodb: Any, table: str, items: list[dict], backoff: Backoff | None = None) -> int:
-    """BatchWriteItem in 25s; UnprocessedItems retried with backoff. Returns items written."""
-    backoff = backoff or Backoff()
-    unique: dict[tuple[str, str], dict] = {}
-    for item in items:  # a batch may not name one key twice
-        unique[(item["user_id"]["S"], item["sk"]["S"])] = item
-    items = list(unique.values())
-    for start in range(0, len(items), DYNAMO_BATCH):
-        pending = {table: [{"PutRequest": {"Item": it}} for it in items[start:start + DYNAMO_BATCH]]}
-        attempt = 0
-        while pending:
-            try:
-                response = dynamodb.batch_write_item(RequestItems=pending)
-            except ClientError as exc:
-                if error_code(exc) not in ("ProvisionedThroughputExceededException", "ThrottlingException",
-                                           "RequestLimitExceeded") or attempt >= backoff.attempts:
-                    raise
-                backoff.wait(attempt)
-                attempt += 1
-                continue
-            pending = response.get("UnprocessedItems") or {}
-            if pending:
-                if attempt >= backoff.attempts:
-                    raise RuntimeError(f"DynamoDB left {sum(len(v) for v in pending.values())} items unprocessed")
-                backoff.wait(attempt)
-                attempt += 1
-    return len(items)
+def download_item(event: dict) -> dict:
+    """A download item per the table contract: pk user_id (a string), sk DL#<date>#<event_id>, then
+    the event's fields (None ones left out), for `aws.batch_write_items`."""
+    return {**event, "user_id": str(event["user_id"]), "sk": f"DL#{event['download_date']}#{event['event_id']}"}
 
 
 @dataclass
@@ -417,8 +339,8 @@ def drain_records(
     if not valid.empty:
         result.lake_objects = write_lake(s3, bucket, shard_id, valid)
         events = frame_to_records(valid.drop(columns=["_seq", "_arrival"]))
-        items = {event["event_id"]: dynamo_item(event) for event in events}  # a repeat is one item
-        refused = dict(isolate(lambda part: batch_write(dynamodb, table, [item for _, item in part]),
+        items = {event["event_id"]: download_item(event) for event in events}  # a repeat is one item
+        refused = dict(isolate(lambda part: aws.batch_write_items(dynamodb, table, [item for _, item in part]),
                                list(items.items()), _dynamodb_refusal, key=lambda pair: pair[0]))
         if engine is not None and engine.dialect.name == "redshift":
             # Redshift ingests through COPY from S3: the lake objects just written are the source.
@@ -437,7 +359,7 @@ def drain_records(
             result.warehouse_inserted = sum(inserted)
             for event_id in by_warehouse:  # DynamoDB took them: take them back, so the sinks agree
                 item = items[event_id]
-                dynamodb.delete_item(TableName=table, Key={"user_id": item["user_id"], "sk": item["sk"]})
+                dynamodb.delete_item(TableName=table, Key=aws.to_item({"user_id": item["user_id"], "sk": item["sk"]}))
             refused.update(by_warehouse)
         if refused:
             valid, rejected = _dead_letter_refused(valid, refused, records, rejected, shard_id=shard_id, stream=stream)
@@ -478,6 +400,8 @@ def isolate(write: Callable[[Any], Any], items: Any, refusal: Callable[[Exceptio
 def _dynamodb_refusal(exc: Exception) -> str | None:
     if error_code(exc) == "ValidationException":
         return f"DynamoDB refused the item: {exc.response['Error'].get('Message', '')}"
+    if isinstance(exc, aws.ItemError):  # refused before the call, as DynamoDB would
+        return f"DynamoDB refused the item: {exc}"
     return None
 
 
@@ -508,7 +432,7 @@ def _dead_letter_refused(valid: pd.DataFrame, refused: dict[str, str], records: 
 def drain_range(
     *, kinesis: Any, stream: str, shard_id: str, first_sequence: str, last_sequence: str,
     s3: Any, bucket: str, dynamodb: Any, table: str, engine: sa.Engine | None,
-    backoff: Backoff | None = None, copy_iam_role: str | None = None,
+    copy_iam_role: str | None = None,
 ) -> DrainResult:
     """Re-read exactly first..last (inclusive) of one shard and write the three sinks.
 
@@ -516,7 +440,7 @@ def drain_range(
     DynamoDB keys and the same event ids: running it twice changes nothing.
     """
     read = read_shard(kinesis, stream, shard_id, at=first_sequence, until=last_sequence,
-                      max_records=10**9, backoff=backoff)
+                      max_records=10**9)
     result = drain_records(read.records, stream=stream, shard_id=shard_id, first_sequence=first_sequence,
                            last_sequence=last_sequence, s3=s3, bucket=bucket, dynamodb=dynamodb, table=table,
                            engine=engine, copy_iam_role=copy_iam_role)

@@ -15,7 +15,7 @@ import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner
 
-from appdata.batch import lake
+from appdata import aws
 from appdata.contract import layout
 from appdata.defs.reliability import batch_reconciled
 from appdata.cli.reliability import rejected
@@ -98,7 +98,7 @@ def test_fixed_batch_row_replayed_is_loaded_once_and_the_day_reconciles(batch_wo
     # The dead letter names the row, the field and the landing file it came from.
     listed = _cli("list", "--source", "batch", "--date", DAY)
     assert "age" in listed
-    dead_key = next(obj["Key"] for obj in lake.list_keys(s3, bucket, f"rejected/batch/download_date={DAY}/"))
+    dead_key = next(aws.list_keys(s3, bucket, f"rejected/batch/download_date={DAY}/"))
     (shown,) = [json.loads(line) for line in _cli("show", dead_key).splitlines()]
     assert (shown["row"], shown["field"], shown["landing_key"]) == (BAD_ROW, "age", drop_key)
     assert shown["record"]["event_id"] == victim
@@ -108,7 +108,7 @@ def test_fixed_batch_row_replayed_is_loaded_once_and_the_day_reconciles(batch_wo
     fixed.write_text(json.dumps({**shown, "record": {**shown["record"], "age": good_age}}) + "\n")
     replayed = _cli("replay", dead_key, "--fixed", str(fixed))
     assert f"landing/batch/download_date={DAY}/replay-" in replayed
-    landing = [o["Key"] for o in lake.list_keys(s3, bucket, f"landing/batch/download_date={DAY}/")]
+    landing = list(aws.list_keys(s3, bucket, f"landing/batch/download_date={DAY}/"))
     assert len(landing) == 2 and drop_key in landing
 
     # Re-materializing the day loads the fixed row exactly once; a second run changes nothing.

@@ -11,8 +11,7 @@ import sqlalchemy as sa
 from appdata.defs.reliability import stream_reconciled
 from appdata.reliability.reconcile import reconcile_stream, reconcile_stream_day
 from appdata.defs.resources import build_resources
-from appdata.defs.stream.drain import kinesis_downloads, stream_drain, stream_drain_job
-from appdata.defs.stream.drain import drain_run_config
+from appdata.defs.stream.drain import drain_run_config, kinesis_downloads, stream_drain, stream_drain_job
 from appdata_tests.reliability.conftest import make_record, report
 
 pytestmark = pytest.mark.reliability
