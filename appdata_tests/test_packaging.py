@@ -13,7 +13,7 @@ def test_dagster_family_is_coherent():
     libraries = {"dagster-aws", "dagster-pipes", "dagster-shared", "dagster-graphql", "dagster-webserver",
                  "dagster-dg-cli", "dagster-dg-core"}
     versioned_as_core = {"dagster", "dagster-webserver", "dagster-graphql", "dagster-pipes", "dagster-shared",
-                         "dagster-dg-cli", "dagster-dg-core"}
+                         "dagster-dg-cli", "dagster-dg-core", "dagster-cloud-cli"}  # the dg CLI brings the last
     found = {}
     for dist in distributions():
         name = (dist.metadata["Name"] or "").lower()
