@@ -274,7 +274,7 @@ class LakeParquetIOManager(dg.ConfigurableIOManager):
             client.put_object(Bucket=self.s3.bucket, Key=key, Body=body)
             uris.append(f"s3://{self.s3.bucket}/{key}")
             size += len(body)
-        location = {"s3_uri": dg.MetadataValue.path(uris[0])} if len(uris) == 1 else {"s3_uris": dg.MetadataValue.json(uris)}
+        location = {"s3_uri": dg.MetadataValue.url(uris[0])} if len(uris) == 1 else {"s3_uris": dg.MetadataValue.json(uris)}
         context.add_output_metadata({**location, "bytes": size})
 
     def load_input(self, context: dg.InputContext) -> pd.DataFrame | dict[str, pd.DataFrame]:
@@ -282,7 +282,12 @@ class LakeParquetIOManager(dg.ConfigurableIOManager):
 
         def load(partition_key: str | None) -> pd.DataFrame:
             key = self._key(context.asset_key, partition_key)
-            return frame_from_parquet(client.get_object(Bucket=self.s3.bucket, Key=key)["Body"].read())
+            try:
+                body = client.get_object(Bucket=self.s3.bucket, Key=key)["Body"].read()
+            except client.exceptions.NoSuchKey:
+                raise FileNotFoundError(f"s3://{self.s3.bucket}/{key}: no stored value of "
+                                        f"{context.asset_key.to_user_string()}; materialize it first") from None
+            return frame_from_parquet(body)
 
         if not context.has_asset_partitions:
             return load(None)
