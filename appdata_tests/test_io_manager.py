@@ -14,9 +14,8 @@ import pandas as pd
 import pytest
 
 from appdata.contract import layout
-from appdata.defs.resources import LakeParquetIOManager, build_resources, frame_from_parquet, frame_to_parquet
+from appdata.defs.resources import LakeParquetIOManager, frame_from_parquet, frame_to_parquet
 from appdata.sources.catalogue import clean_catalogue, load_catalogue
-
 from appdata_tests.conftest import REPO_ROOT
 
 
