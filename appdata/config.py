@@ -184,7 +184,11 @@ def aws_client_kwargs(settings: Settings) -> dict:
     return kwargs
 
 
+def parse_api_keys(raw: str | None) -> list[str]:
+    """API keys from their comma-separated form (as in `APPDATA_API_KEYS`)."""
+    return [key.strip() for key in (raw or "").split(",") if key.strip()]
+
+
 def api_keys_from_env() -> list[str]:
     """API keys accepted by the ingest API: `APPDATA_API_KEYS`, comma separated."""
-    raw = os.environ.get("APPDATA_API_KEYS", "")
-    return [key.strip() for key in raw.split(",") if key.strip()]
+    return parse_api_keys(os.environ.get("APPDATA_API_KEYS"))

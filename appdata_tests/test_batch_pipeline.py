@@ -24,13 +24,16 @@ WEEK = [dt.date(2020, 3, 1) + dt.timedelta(days=i) for i in range(7)]
 SOURCES = ["playstore_apps_raw", "playstore_apps", "users_batch"]
 
 
-@pytest.fixture(scope="module")
-def sources_instance():
-    """One instance holding the catalogue and batch users (the slow, unpartitioned part), built once."""
+@pytest.fixture()
+def sources_instance(appdata_env):
+    """An instance holding the catalogue and batch users, their values stored in this test's lake bucket."""
     instance = dg.DagsterInstance.ephemeral()
     from appdata.defs.sources import assets as source_assets
 
-    dg.materialize([a for a in source_assets if a.key.to_user_string() in SOURCES], instance=instance)
+    resources = build_resources(appdata_env)
+    ensure_bucket(resources["s3"])
+    dg.materialize([a for a in source_assets if a.key.to_user_string() in SOURCES], instance=instance,
+                   resources=resources)
     yield instance
     instance.dispose()
 

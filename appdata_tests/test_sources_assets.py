@@ -18,11 +18,11 @@ def _row_count(result: dg.ExecuteInProcessResult, name: str) -> int:
     return int(events[-1].metadata["dagster/row_count"].value)
 
 
-def test_sources_materialize_with_row_counts(appdata_env):
+def test_sources_materialize_with_row_counts(appdata_env, provisioned):
     with dg.instance_for_test() as instance:
         result = dg.materialize(
             [playstore_apps_raw, playstore_apps, users_batch, users_stream, users_app_stream_client_data],
-            instance=instance,
+            instance=instance, resources=provisioned,
         )
         assert result.success
         assert 9_500 <= _row_count(result, "playstore_apps_raw") <= 10_500
@@ -43,19 +43,19 @@ def test_sources_materialize_with_row_counts(appdata_env):
         assert set(stream["download_date"]) == {dt.date.today().isoformat()}
 
 
-def test_batch_client_data_single_run_over_a_week_is_deterministic(appdata_env):
+def test_batch_client_data_single_run_over_a_week_is_deterministic(appdata_env, provisioned):
     with dg.instance_for_test() as instance:
-        dg.materialize([playstore_apps_raw, playstore_apps, users_batch], instance=instance)
+        dg.materialize([playstore_apps_raw, playstore_apps, users_batch], instance=instance, resources=provisioned)
         tags = {"dagster/asset_partition_range_start": "2020-03-01", "dagster/asset_partition_range_end": "2020-03-07"}
         first = dg.materialize(SOURCES[:3] + [users_app_batch_client_data], instance=instance, tags=tags,
-                               selection=[users_app_batch_client_data])
+                               selection=[users_app_batch_client_data], resources=provisioned)
         assert first.success
         days = [dt.date(2020, 3, d) for d in range(1, 8)]
         frames = [pd.read_parquet(batch_day_path(appdata_env.client_dir, day)) for day in days]
         assert all(len(f) > 0 for f in frames)
         assert all(set(f["download_date"].astype(str)) == {str(day)} for f, day in zip(frames, days))
         again = dg.materialize(SOURCES[:3] + [users_app_batch_client_data], instance=instance, tags=tags,
-                               selection=[users_app_batch_client_data])
+                               selection=[users_app_batch_client_data], resources=provisioned)
         assert again.success
         for frame, day in zip(frames, days):
             pd.testing.assert_frame_equal(frame, pd.read_parquet(batch_day_path(appdata_env.client_dir, day)))

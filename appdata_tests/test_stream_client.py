@@ -15,6 +15,7 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
+from appdata.defs.resources import build_resources
 from appdata.local.emulator import free_port
 from appdata.stream.client import send_next_batch
 from appdata.local.stream_demo import run_stream_demo
@@ -93,7 +94,8 @@ def test_schedule_skips_when_api_is_down(appdata_env, monkeypatch):
     path.parent.mkdir(parents=True)
     write_csv(path, 3)
     monkeypatch.setenv("APPDATA_API_URL", f"http://127.0.0.1:{free_port()}")  # nobody listens
-    result = stream_client_every_minute(dg.build_schedule_context())
+    with dg.build_schedule_context(resources=build_resources()) as context:
+        result = stream_client_every_minute(context)
     assert isinstance(result, dg.SkipReason) and "not answering" in result.skip_message
 
 
@@ -112,8 +114,8 @@ def test_demo_straight_to_kinesis_reconciles(provisioned, appdata_env):
 
 CLIENT_RUN = """
 import json
-from appdata.defs.stream.client_schedule import stream_client_job
-result = stream_client_job.execute_in_process()
+from appdata.definitions import defs
+result = defs.resolve_job_def("stream_client_job").execute_in_process()
 print(json.dumps(result.output_for_node("post_next_client_batch")))
 """
 

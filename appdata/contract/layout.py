@@ -9,6 +9,7 @@
     rejected/<source>/download_date=D/<name>.jsonl                      dead letters (api, stream, batch)
     rejected/_replayed/<source>/...                                     dead letters already replayed
     reports/appdata_report.html                                         the analytics report
+    assets/<asset path>/<partition key or "all">.parquet                a DataFrame asset's value
 
 Every name is derived from what it holds (day, shard and sequence range, request body, landing
 day), so a retried write overwrites the same object instead of adding a second one.
@@ -26,6 +27,8 @@ REJECTED = "rejected/"
 REPLAYED = "rejected/_replayed/"
 DEAD_LETTER_SOURCES = ("api", "stream", "batch")
 REPORT_KEY = "reports/appdata_report.html"
+ASSETS = "assets/"
+UNPARTITIONED = "all"
 
 LANDING_NAME = "users_app_batch_client_data"
 # A landing file is a CSV, or a gzip-compressed one (clients compress; the ETL also decompresses
@@ -130,3 +133,11 @@ def source_of_rejected_key(key: str) -> str | None:
 
 def replayed_key(key: str) -> str:
     return REPLAYED + key[len(REJECTED):]
+
+
+# ---- Dagster asset values
+
+
+def asset_value_key(asset_path: list[str] | tuple[str, ...], partition_key: str | None = None) -> str:
+    """Where the IO manager keeps a DataFrame asset's value: one object per partition, or `all`."""
+    return f"{ASSETS}{'/'.join(asset_path)}/{partition_key or UNPARTITIONED}.parquet"

@@ -12,7 +12,7 @@ from appdata.analytics.marts import MARTS, build_mart, read_mart
 from appdata.analytics.recommend import evaluate, refresh_all_recommendations
 from appdata.analytics.report import build_report, write_report
 from appdata.config import Settings
-from appdata.defs.resources import DynamoDBResource, LakeS3Resource, WarehouseResource
+from appdata.defs.resources import DynamoDBResource, LakeS3Resource, LocalReportResource, WarehouseResource
 
 GROUP = "analytics"
 POOL = "warehouse"
@@ -89,10 +89,10 @@ def user_recommendations(context: dg.AssetExecutionContext, warehouse: Warehouse
     "$APPDATA_HOME/reports/appdata_report.html and s3://<bucket>/reports/; the API serves it at /dashboard.",
 )
 def analytics_report(context: dg.AssetExecutionContext, warehouse: WarehouseResource,
-                     s3: LakeS3Resource) -> dg.MaterializeResult:
+                     s3: LakeS3Resource, local_report: LocalReportResource) -> dg.MaterializeResult:
     with warehouse.connect() as engine:
         report = build_report(engine)
-    where = write_report(report, Settings.from_env().home, s3.get_client(), s3.bucket)
+    where = write_report(report, local_report.home_path, s3.get_client(), s3.bucket)
     context.log.info(f"report written to {where}")
     metadata = {"path": dg.MetadataValue.path(where["path"]), "bytes": len(report.html.encode("utf-8")),
                 **{k: v for k, v in report.headline.items()}}

@@ -18,7 +18,13 @@ import time
 import dagster as dg
 from pydantic import Field
 
-from appdata.defs.resources import DynamoDBResource, KinesisResource, LakeS3Resource, WarehouseResource
+from appdata.defs.resources import (
+    DynamoDBResource,
+    KinesisResource,
+    LakeS3Resource,
+    SimulatedClientsResource,
+    WarehouseResource,
+)
 from appdata.reliability.reconcile import (
     STREAM_GRACE_SECONDS,
     DayReconciliation,
@@ -137,14 +143,13 @@ def batch_reconciled(
     f"{DELIVERY_GRACE_SECONDS:.0f} s ago is in downloads_stream: red when the client posts and the "
     "warehouse does not grow by it.",
 )
-def stream_client_delivered(context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource
-                            ) -> dg.AssetCheckResult:
-    from appdata.config import Settings
+def stream_client_delivered(context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource,
+                            clients: SimulatedClientsResource) -> dg.AssetCheckResult:
     from appdata.stream.client import read_accepted
     from appdata.sources.client_files import stream_ledger_path
 
     now = time.time()
-    entries = read_accepted(stream_ledger_path(Settings.from_env().client_dir), since=now - DELIVERY_WINDOW_SECONDS)
+    entries = read_accepted(stream_ledger_path(clients.client_path), since=now - DELIVERY_WINDOW_SECONDS)
     with warehouse.connect() as engine:
         delivery = client_delivery(entries, engine, now=now, grace_seconds=DELIVERY_GRACE_SECONDS)
     context.log.info(delivery.describe())

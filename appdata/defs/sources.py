@@ -7,8 +7,8 @@ from zoneinfo import ZoneInfo
 import dagster as dg
 import pandas as pd
 
-from appdata.config import Settings
 from appdata.defs.partitions import daily_partitions, partition_days
+from appdata.defs.resources import SimulatedClientsResource
 from appdata.sources.catalogue import clean_catalogue, load_catalogue
 from appdata.sources.client_files import batch_day_path, stream_csv_path
 from appdata.sources.users import BATCH_FIRST_ID, BATCH_USERS, STREAM_FIRST_ID, STREAM_USERS, downloads_for_day, make_users
@@ -26,9 +26,9 @@ def _preview(frame: pd.DataFrame, rows: int = 5) -> dg.MetadataValue:
     description="The Google Play Store catalogue as published (APPDATA_PLAYSTORE_CSV), or a "
     "deterministic synthetic one of the same shape and dirt when no file is configured.",
 )
-def playstore_apps_raw(context: dg.AssetExecutionContext) -> dg.Output[pd.DataFrame]:
-    current = Settings.from_env()
-    raw, source = load_catalogue(current.playstore_csv, seed=current.seed)
+def playstore_apps_raw(context: dg.AssetExecutionContext, clients: SimulatedClientsResource
+                       ) -> dg.Output[pd.DataFrame]:
+    raw, source = load_catalogue(clients.catalogue_csv, seed=clients.seed)
     context.log.info(f"read {len(raw):,} catalogue rows from {source}")
     return dg.Output(
         raw,
@@ -59,10 +59,9 @@ def playstore_apps(context: dg.AssetExecutionContext, playstore_apps_raw: pd.Dat
 
 def _users_asset(name: str, count: int, first_id: int, client: str, description: str):
     @dg.asset(name=name, group_name=GROUP, kinds={"pandas"}, description=description)
-    def _users(playstore_apps: pd.DataFrame) -> dg.Output[pd.DataFrame]:
-        current = Settings.from_env()
+    def _users(playstore_apps: pd.DataFrame, clients: SimulatedClientsResource) -> dg.Output[pd.DataFrame]:
         categories = sorted(playstore_apps["category"].unique())
-        users = make_users(count, first_id, current.seed + first_id, categories, client)
+        users = make_users(count, first_id, clients.seed + first_id, categories, client)
         return dg.Output(
             users,
             metadata={
@@ -103,15 +102,15 @@ def users_app_batch_client_data(
     config: ClientDataConfig,
     playstore_apps: pd.DataFrame,
     users_batch: pd.DataFrame,
+    clients: SimulatedClientsResource,
 ) -> dg.MaterializeResult:
-    current = Settings.from_env()
-    rows = config.rows_per_day or current.batch_rows_per_day
+    rows = config.rows_per_day or clients.rows_per_day
     days = partition_days(context)
     total = 0
     for number, day in enumerate(days, start=1):
-        frame = downloads_for_day(playstore_apps, users_batch, day, source="batch", seed=current.seed,
-                                  rows=rows, mode=current.preferences)
-        path = batch_day_path(current.client_dir, day)
+        frame = downloads_for_day(playstore_apps, users_batch, day, source="batch", seed=clients.seed,
+                                  rows=rows, mode=clients.preferences)
+        path = batch_day_path(clients.client_path, day)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
         frame.to_parquet(tmp, index=False)
@@ -121,7 +120,7 @@ def users_app_batch_client_data(
             context.log.info(f"client data: {number}/{len(days)} days, {total:,} rows")
     return dg.MaterializeResult(
         metadata={"dagster/row_count": total, "days": len(days), "first_day": str(days[0]), "last_day": str(days[-1]),
-                  "client_dir": str(current.client_dir / "batch")}
+                  "client_dir": str(clients.client_path / "batch")}
     )
 
 
@@ -132,13 +131,13 @@ def users_app_batch_client_data(
     "date today; `appdata send` and the every-minute schedule post it to the API.",
 )
 def users_app_stream_client_data(
-    context: dg.AssetExecutionContext, playstore_apps: pd.DataFrame, users_stream: pd.DataFrame
+    context: dg.AssetExecutionContext, playstore_apps: pd.DataFrame, users_stream: pd.DataFrame,
+    clients: SimulatedClientsResource,
 ) -> dg.MaterializeResult:
-    current = Settings.from_env()
-    today = dt.datetime.now(ZoneInfo(current.timezone)).date()
-    frame = downloads_for_day(playstore_apps, users_stream, today, source="stream", seed=current.seed,
-                              rows=len(playstore_apps), mode=current.preferences)
-    path = stream_csv_path(current.client_dir)
+    today = dt.datetime.now(ZoneInfo(clients.timezone)).date()
+    frame = downloads_for_day(playstore_apps, users_stream, today, source="stream", seed=clients.seed,
+                              rows=len(playstore_apps), mode=clients.preferences)
+    path = stream_csv_path(clients.client_path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     frame.to_csv(tmp, index=False)

@@ -21,8 +21,7 @@ import sqlalchemy as sa
 from botocore.exceptions import ClientError
 
 from appdata.batch import etl, lake
-from appdata.config import Settings
-from appdata.defs.resources import TRANSIENT_IO_RETRY, LakeS3Resource, WarehouseResource
+from appdata.defs.resources import TRANSIENT_IO_RETRY, LakeS3Resource, SimulatedClientsResource, WarehouseResource
 from appdata.contract import deadletters, layout
 from appdata.contract.schema import EVENT_COLUMNS
 from appdata.defs.partitions import daily_partitions, partition_days
@@ -95,8 +94,8 @@ def _etl_counts(work: etl.WindowETL, refused: dict) -> dict[str, int]:
     "(overwritten on re-run, so re-dropping a day is idempotent; a compressed drop "
     "users_app_batch_client_data.csv.gz of that day is deleted, so the day has one drop).",
 )
-def landing_batch(context: dg.AssetExecutionContext, s3: LakeS3Resource) -> dg.MaterializeResult:
-    settings = Settings.from_env()
+def landing_batch(context: dg.AssetExecutionContext, s3: LakeS3Resource, clients: SimulatedClientsResource
+                  ) -> dg.MaterializeResult:
     client = s3.get_client()
     days = partition_days(context)
     per_day: dict[dt.date, int] = {}
@@ -106,7 +105,7 @@ def landing_batch(context: dg.AssetExecutionContext, s3: LakeS3Resource) -> dg.M
     existing = lake.landing_keys_by_day(client, s3.bucket, days)
     with tempfile.TemporaryDirectory(prefix="appdata-landing-") as tmp, lake.BackgroundIO() as uploads:
         for number, day in enumerate(days, start=1):
-            path = batch_day_path(settings.client_dir, day)
+            path = batch_day_path(clients.client_path, day)
             if not path.exists():
                 raise dg.Failure(
                     description=f"the batch client has no data for {day} (expected {path}); materialize "
