@@ -104,8 +104,6 @@ def analytics_report(context: dg.AssetExecutionContext, warehouse: WarehouseReso
 
 
 
-assets = [*mart_assets, user_recommendations, analytics_report]
-
 analytics_job = dg.define_asset_job(
     "analytics_job", selection=dg.AssetSelection.groups(GROUP),
     description="Rebuild the marts, every user's recommendations and the HTML report.",

@@ -397,5 +397,3 @@ def downloads_batch(
         ],
     )
 
-
-assets = [landing_batch, curated_batch, downloads_batch]
