@@ -29,7 +29,6 @@ from appdata.config import Settings
 
 DEFAULT_K = 5  # the same as appdata.analytics.dashboard.DEFAULT_K, without importing pandas here
 TEMPLATES = "templates"
-_NAME = Query(None, min_length=1, max_length=1024)
 
 
 class Section(BaseModel):
@@ -87,8 +86,9 @@ def _time_filters(start: Optional[dt.date] = Query(None, description="First down
     return {"start": start, "end": end, "grain": grain}
 
 
-def _filters(time: dict[str, Any] = Depends(_time_filters), category: Optional[str] = _NAME,
-             app: Optional[str] = _NAME,
+def _filters(time: dict[str, Any] = Depends(_time_filters),
+             category: Optional[str] = Query(None, min_length=1, max_length=1024, description="Category"),
+             app: Optional[str] = Query(None, min_length=1, max_length=1024, description="App"),
              state: Optional[str] = Query(None, min_length=1, max_length=1024, description="US state"),
              age_band: Optional[str] = Query(None, min_length=1, max_length=16, description="e.g. 25-34"),
              ) -> dict[str, Any]:

@@ -57,7 +57,9 @@ function cell(column, value) {
     td.title = "not published: fewer than k users";
   } else if (column === "app") {
     const a = document.createElement("a");
-    a.href = "/dashboard/app?app=" + encodeURIComponent(value);
+    const link = new URLSearchParams({app: value});  // the date range and grain follow to the app page
+    for (const name of ["start", "end", "grain"]) if (params().get(name)) link.set(name, params().get(name));
+    a.href = "/dashboard/app?" + link.toString();
     a.textContent = value;
     td.appendChild(a);
   } else {
@@ -89,6 +91,21 @@ function column(section, name) {
   return section.rows.map(r => r[i]);
 }
 
+const DAY = 86400000;
+const PERIOD = {day: DAY, week: 7 * DAY, month: "M1"};
+
+// A true date axis: one bar per period at its start, empty periods left empty, ticks never
+// finer than the period (no hours under a single bar).
+function timeAxis(keys, grain) {
+  const step = grain === "month" ? 31 * DAY : PERIOD[grain];
+  const times = keys.map(k => Date.parse(k));
+  const first = Math.min(...times), last = Math.max(...times);
+  const axis = {type: "date", range: [new Date(first - step / 2).toISOString(), new Date(last + 1.5 * step).toISOString()],
+                tickformat: grain === "month" ? "%b %Y" : "%b %d\n%Y"};
+  if ((last - first) / step < 8) axis.dtick = grain === "month" ? "M1" : PERIOD[grain];
+  return axis;
+}
+
 // Each section's chart: true date axes for time series (bars, so empty periods stay empty).
 function traces(key, section) {
   const first = section.columns[0];
@@ -103,6 +120,7 @@ function traces(key, section) {
     ? {type: "bar", orientation: "h", name, y: keys, x: values}
     : {type: "bar", name, x: keys, y: values};
   const out = [bar(PAGE() === "app" ? "this app" : value.replace(/_/g, " "), column(section, value))];
+  if (isTime) Object.assign(out[0], {xperiod: PERIOD[section.grain], xperiodalignment: "start"});
   if (median) {
     const m = column(section, median);
     out.push(isTime ? {type: "scatter", mode: "markers", name: "category median", x: keys, y: m,
@@ -111,7 +129,7 @@ function traces(key, section) {
   }
   const layout = {margin: {t: 10, r: 10, b: 60, l: horizontal ? 160 : 50}, barmode: "group",
                   showlegend: out.length > 1, legend: {orientation: "h"}, height: horizontal ? 40 + 22 * keys.length : 320};
-  if (isTime) layout.xaxis = {type: "date"};
+  if (isTime) layout.xaxis = timeAxis(keys, section.grain);
   else if (horizontal) layout.yaxis = {autorange: "reversed", type: "category"};
   else layout.xaxis = {type: "category"};
   return [out, layout];
