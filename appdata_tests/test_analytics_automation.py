@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from concurrent.futures import ThreadPoolExecutor
 
 import dagster as dg
 
@@ -24,8 +25,11 @@ def materialized(instance: dg.DagsterInstance, *names: str, partition: str | Non
 
 
 def tick(instance: dg.DagsterInstance, at: dt.datetime, cursor=None) -> tuple[set[str], object]:
-    result = dg.evaluate_automation_conditions(defs=defs, instance=instance, asset_selection=ANALYTICS,
-                                               evaluation_time=at, cursor=cursor)
+    """One sensor tick at time `at`. Run in a worker thread: the evaluation's asyncio.run() would
+    leave the main thread without an event loop, which later tests (Mangum) need."""
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        result = pool.submit(dg.evaluate_automation_conditions, defs=defs, instance=instance,
+                             asset_selection=ANALYTICS, evaluation_time=at, cursor=cursor).result()
     return requested(result), result.cursor
 
 

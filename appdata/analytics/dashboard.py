@@ -77,8 +77,8 @@ def _frame(conn: sa.Connection, sql: str, params: dict[str, Any]) -> pd.DataFram
 def _plain(value: Any) -> Any:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return None
-    if isinstance(value, (dt.datetime, pd.Timestamp)):
-        return value.date().isoformat() if isinstance(value, pd.Timestamp) else value.isoformat()
+    if isinstance(value, pd.Timestamp):  # DATE_TRUNC buckets come back as timestamps on some drivers
+        return value.date().isoformat()
     if isinstance(value, dt.date):
         return value.isoformat()
     if hasattr(value, "item"):  # numpy scalars
@@ -158,7 +158,7 @@ def overview(engine: sa.Engine, filters: Filters, k: int = DEFAULT_K) -> dict[st
     """Totals, downloads over time, by category / age band / state, top apps and time spent."""
     with engine.connect() as conn:
         if not _has_facts(conn):
-            return {"k": k, "totals": None, "sections": {}, "freshness": {}}
+            return {"k": k, "filters": _filters_dict(filters), "totals": None, "sections": {}, "freshness": None}
         totals, _ = _grouped(conn, filters, ALL, "scope", k)
         over_time, t_withheld = _grouped(conn, filters, filters.bucket(), "period_start", k, order="period_start")
         by_category, c_withheld = _grouped(conn, filters, "f.category", "category", k)
@@ -197,12 +197,6 @@ def _filters_dict(filters: Filters) -> dict[str, Any]:
 def _category_of(conn: sa.Connection, app: str) -> str | None:
     row = conn.execute(sa.text(f"SELECT MIN(category) FROM {FACTS} WHERE app = :app"), {"app": app}).one()
     return row[0]
-
-
-def _share(frame: pd.DataFrame, key: str) -> pd.DataFrame:
-    """Per app, each group's share of the app's distinct users (in %)."""
-    totals = frame.groupby("app")["users"].transform("sum")
-    return frame.assign(share=100.0 * frame["users"] / totals)
 
 
 def _vs_category_median(conn: sa.Connection, filters: Filters, app: str, key_sql: str, key: str, k: int,

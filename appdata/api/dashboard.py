@@ -159,7 +159,6 @@ def add_dashboard(app: FastAPI, settings: Settings, require_key: Any, k: int = D
     from appdata.api.app import ApiError, _errors
 
     warehouse = Warehouse(settings)
-    app.state.dashboard_k = k
 
     def options() -> dict[str, Any]:
         from appdata.analytics.dashboard import options as read_options

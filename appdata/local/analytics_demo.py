@@ -15,13 +15,13 @@ from appdata.local.instance import local_instance
 
 
 def run_analytics_demo(settings: Settings | None = None, instance: dg.DagsterInstance | None = None) -> dict[str, Any]:
-    from appdata.defs.analytics import assets
+    from appdata.defs.analytics import analytics_report, mart_assets, user_recommendations
     from appdata.analytics.report import report_path
     from appdata.defs.resources import build_resources
 
     settings = settings or Settings.from_env()
     resources = build_resources(settings)
-    result = dg.materialize(assets, resources=resources, instance=instance or local_instance(settings),
+    result = dg.materialize([*mart_assets, user_recommendations, analytics_report], resources=resources, instance=instance or local_instance(settings),
                             tags={"appdata/demo": "analytics"})
     if not result.success:
         raise RuntimeError("analytics materialization failed; see the run's logs")

@@ -127,7 +127,7 @@ function traces(key, section) {
                        marker: {symbol: "line-ew-open", size: 18, line: {width: 3}}}
                     : bar("category median", m));
   }
-  const layout = {margin: {t: 10, r: 10, b: 60, l: horizontal ? 160 : 50}, barmode: "group",
+  const layout = {margin: {t: 10, r: 10, b: 80, l: horizontal ? 160 : 50}, barmode: "group",
                   showlegend: out.length > 1, legend: {orientation: "h"}, height: horizontal ? 40 + 22 * keys.length : 320};
   if (isTime) layout.xaxis = timeAxis(keys, section.grain);
   else if (horizontal) layout.yaxis = {autorange: "reversed", type: "category"};
