@@ -32,7 +32,8 @@ DOWNLOADS = [dg.AssetKey("downloads_batch"), dg.AssetKey("downloads_stream")]
 STREAM_REFRESH_CRON = "*/15 * * * *"
 
 
-def follows(prompt: Sequence[str], throttled: Sequence[str] = (), cron: str = STREAM_REFRESH_CRON) -> dg.AutomationCondition:
+def follows(prompt: Sequence[str], throttled: Sequence[str] = (),
+            cron: str = STREAM_REFRESH_CRON) -> dg.AutomationCondition:
     """Request when a `prompt` dependency updated since this asset was last requested or updated
     (once none of them is still in progress), or, for `throttled` dependencies, on the first
     tick after each `cron` tick if they updated since then."""
