@@ -92,17 +92,17 @@ function column(section, name) {
 }
 
 const DAY = 86400000;
-const PERIOD = {day: DAY, week: 7 * DAY, month: "M1"};
+const STEP = {day: DAY, week: 7 * DAY, month: 28 * DAY};
 
 // A true date axis: one bar per period at its start, empty periods left empty, ticks never
 // finer than the period (no hours under a single bar).
 function timeAxis(keys, grain) {
-  const step = grain === "month" ? 31 * DAY : PERIOD[grain];
+  const step = STEP[grain];
   const times = keys.map(k => Date.parse(k));
   const first = Math.min(...times), last = Math.max(...times);
-  const axis = {type: "date", range: [new Date(first - step / 2).toISOString(), new Date(last + 1.5 * step).toISOString()],
+  const axis = {type: "date", range: [new Date(first - step).toISOString(), new Date(last + 2 * step).toISOString()],
                 tickformat: grain === "month" ? "%b %Y" : "%b %d\n%Y"};
-  if ((last - first) / step < 8) axis.dtick = grain === "month" ? "M1" : PERIOD[grain];
+  if ((last - first) / step < 8) axis.dtick = grain === "month" ? "M1" : STEP[grain];
   return axis;
 }
 
@@ -120,15 +120,19 @@ function traces(key, section) {
     ? {type: "bar", orientation: "h", name, y: keys, x: values}
     : {type: "bar", name, x: keys, y: values};
   const out = [bar(PAGE() === "app" ? "this app" : value.replace(/_/g, " "), column(section, value))];
-  if (isTime) Object.assign(out[0], {xperiod: PERIOD[section.grain], xperiodalignment: "start"});
+  if (isTime) {  // each bar spans its period (explicit width: one lone bar must not shrink to a line)
+    const step = STEP[section.grain];
+    const middles = keys.map(k => new Date(Date.parse(k) + step / 2).toISOString());
+    out[0] = {...out[0], x: middles, width: keys.map(() => 0.9 * step)};
+  }
   if (median) {
     const m = column(section, median);
-    out.push(isTime ? {type: "scatter", mode: "markers", name: "category median", x: keys, y: m,
+    out.push(isTime ? {type: "scatter", mode: "markers", name: "category median", x: out[0].x, y: m,
                        marker: {symbol: "line-ew-open", size: 18, line: {width: 3}}}
                     : bar("category median", m));
   }
   const layout = {margin: {t: 10, r: 10, b: 80, l: horizontal ? 160 : 50}, barmode: "group",
-                  showlegend: out.length > 1, legend: {orientation: "h"}, height: horizontal ? 40 + 22 * keys.length : 320};
+                  showlegend: out.length > 1, legend: {orientation: "h", y: -0.3}, height: horizontal ? 40 + 22 * keys.length : 320};
   if (isTime) layout.xaxis = timeAxis(keys, section.grain);
   else if (horizontal) layout.yaxis = {autorange: "reversed", type: "category"};
   else layout.xaxis = {type: "category"};
