@@ -234,20 +234,20 @@ def test_recommendations_route(client, provisioned, api_key):
                     "generated_at": "2024-05-01T10:00:00Z", "method": "item-cooccurrence"}
 
 
-def test_dashboard_served_from_home_then_s3_else_404(client, provisioned, appdata_env):
-    missing = client.get("/dashboard")
+def test_report_served_from_home_then_s3_else_404(client, provisioned, appdata_env):
+    missing = client.get("/report")
     assert missing.status_code == 404 and "no report built yet" in missing.json()["detail"]
 
     s3 = provisioned["s3"]
     s3.get_client().put_object(Bucket=s3.bucket, Key="reports/appdata_report.html", Body=b"<html>from s3</html>")
-    from_s3 = client.get("/dashboard")
+    from_s3 = client.get("/report")
     assert from_s3.status_code == 200 and "from s3" in from_s3.text
     assert from_s3.headers["content-type"].startswith("text/html")
 
     local = appdata_env.home / "reports" / "appdata_report.html"
     local.parent.mkdir(parents=True)
     local.write_text("<html>local report</html>")
-    assert "local report" in client.get("/dashboard").text
+    assert "local report" in client.get("/report").text
 
 
 def test_kinesis_outage_is_503_and_claims_nothing(client, provisioned, api_key):

@@ -64,10 +64,10 @@ def test_lambda_every_route(invoke, provisioned, appdata_env):
     recs = invoke("GET", "/v1/users/9/recommendations", headers=key)
     assert recs["statusCode"] == 200 and json.loads(recs["body"])["apps"] == [{"app": "Chess"}]
 
-    assert invoke("GET", "/dashboard")["statusCode"] == 404
+    assert invoke("GET", "/report")["statusCode"] == 404
     s3 = provisioned["s3"]
     s3.get_client().put_object(Bucket=s3.bucket, Key="reports/appdata_report.html", Body=b"<html>r</html>")
-    page = invoke("GET", "/dashboard")
+    page = invoke("GET", "/report")
     assert page["statusCode"] == 200 and "<html>r</html>" in page["body"]
 
     assert invoke("GET", "/openapi.json")["statusCode"] == 200

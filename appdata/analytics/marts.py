@@ -60,6 +60,27 @@ mart_charts = sa.Table(
     sa.Column("window_end", sa.Date(), nullable=False),
     redshift_diststyle="ALL",
 )
+mart_download_facts = sa.Table(
+    "mart_download_facts", mart_metadata,
+    sa.Column("download_date", sa.Date(), nullable=False),
+    sa.Column("category", sa.String(1024), nullable=False),
+    sa.Column("app", sa.String(1024), nullable=False),
+    sa.Column("age_band", sa.String(16), nullable=False),
+    sa.Column("location", sa.String(1024), nullable=False),
+    sa.Column("user_id", sa.BigInteger(), nullable=False),
+    sa.Column("downloads", sa.BigInteger(), nullable=False),
+    sa.Column("minutes_spent", sa.BigInteger(), nullable=False),
+    redshift_diststyle="KEY", redshift_distkey="user_id", redshift_sortkey=("download_date",),
+)
+# When each mart was last rebuilt and how far its data goes: the dashboard's freshness line.
+mart_builds = sa.Table(
+    "mart_builds", mart_metadata,
+    sa.Column("mart", sa.String(64), primary_key=True),
+    sa.Column("built_at", sa.DateTime(), nullable=False),  # UTC
+    sa.Column("row_count", sa.BigInteger(), nullable=False),
+    sa.Column("data_through", sa.Date(), nullable=True),  # latest download date in the inputs
+    redshift_diststyle="ALL",
+)
 
 # Both download tables with the columns the marts read; the one place batch and stream meet.
 ALL_DOWNLOADS = """(
@@ -109,11 +130,21 @@ FROM (
     ) a
 ) r
 WHERE r.chart_rank <= {CHART_SIZE}""",
+    # One row per user, app and day with the dimensions the dashboard filters on; the dashboard
+    # aggregates it with COUNT(DISTINCT user_id) so every group's user count is exact.
+    "mart_download_facts": f"""
+SELECT f.download_date, f.category, f.app, f.age_band, f.location, f.user_id,
+       COUNT(*) AS downloads, SUM(f.minutes_spent) AS minutes_spent
+FROM (SELECT d.download_date, d.category, d.app, {age_band_case('d.age')} AS age_band, d.location, d.user_id,
+             d.minutes_spent
+      FROM {ALL_DOWNLOADS} d) f
+GROUP BY f.download_date, f.category, f.app, f.age_band, f.location, f.user_id""",
 }
 
 LATEST_DATE_SQL = f"SELECT MAX(d.download_date) AS latest FROM {ALL_DOWNLOADS} d"
 
-MARTS: dict[str, sa.Table] = {t.name: t for t in (mart_downloads_daily, mart_audience, mart_time_spent, mart_charts)}
+MARTS: dict[str, sa.Table] = {t.name: t for t in (mart_downloads_daily, mart_audience, mart_time_spent, mart_charts,
+                                                   mart_download_facts)}
 
 
 def insert_sql(name: str) -> str:
@@ -134,15 +165,21 @@ def ensure_marts(engine: sa.Engine) -> None:
     mart_metadata.create_all(engine, checkfirst=True)
 
 
-def chart_window(conn: sa.Connection, days: int = CHART_DAYS) -> tuple[dt.date, dt.date] | None:
-    """The trailing `days`-day window ending on the latest download date (None: no downloads)."""
+def _latest_date(conn: sa.Connection) -> dt.date | None:
     latest = conn.execute(sa.text(LATEST_DATE_SQL)).scalar_one()
-    if latest is None:
-        return None
     if isinstance(latest, str):
         latest = dt.date.fromisoformat(latest[:10])
     if isinstance(latest, dt.datetime):
         latest = latest.date()
+    return latest
+
+
+def chart_window(conn: sa.Connection, days: int = CHART_DAYS,
+                 latest: dt.date | None = None) -> tuple[dt.date, dt.date] | None:
+    """The trailing `days`-day window ending on the latest download date (None: no downloads)."""
+    latest = latest or _latest_date(conn)
+    if latest is None:
+        return None
     return latest - dt.timedelta(days=days - 1), latest
 
 
@@ -154,19 +191,25 @@ class MartBuild:
 
 
 def build_mart(engine: sa.Engine, name: str) -> MartBuild:
-    """Rebuild one mart atomically: DELETE + INSERT ... SELECT in one transaction."""
+    """Rebuild one mart atomically: DELETE + INSERT ... SELECT in one transaction, which also
+    records in mart_builds when it was built and up to which download date."""
     ensure_marts(engine)
     with engine.begin() as conn:
         params: dict = {}
         window = None
+        latest = _latest_date(conn)
         if name == "mart_charts":
-            window = chart_window(conn)
+            window = chart_window(conn, latest=latest)
             if window is None:  # no downloads at all: an empty chart, same transaction shape
                 window = (dt.date(1970, 1, 1), dt.date(1970, 1, 1))
             params = {"window_start": window[0], "window_end": window[1]}
         conn.execute(sa.text(delete_sql(name)))
         conn.execute(sa.text(insert_sql(name)), params)
         rows = int(conn.execute(sa.text(f"SELECT COUNT(*) FROM {name}")).scalar_one())
+        conn.execute(mart_builds.delete().where(mart_builds.c.mart == name))
+        conn.execute(mart_builds.insert().values(
+            mart=name, built_at=dt.datetime.now(dt.timezone.utc).replace(tzinfo=None, microsecond=0),
+            row_count=rows, data_through=latest))
     return MartBuild(name=name, rows=rows, window=window)
 
 

@@ -29,6 +29,7 @@ from fastapi.security import APIKeyHeader
 from pydantic import BaseModel, Field, create_model
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from appdata.api.dashboard import add_dashboard
 from appdata.api.ingest import MAX_RECORDS_PER_REQUEST, StoreUnavailable, ingest
 from appdata import aws
 from appdata.config import Settings, api_keys_from_env, aws_client_kwargs
@@ -282,7 +283,8 @@ def create_app(settings: Settings | None = None, *, api_keys: list[str] | None =
     app = FastAPI(
         title="appdata ingest API",
         version="1.0",
-        description="App-download events in (to Kinesis), a user's downloads and recommendations out. "
+        description="App-download events in (to Kinesis), a user's downloads and recommendations out, "
+                    "analytics aggregates (groups under 5 distinct users withheld). "
                     f"Every /v1 route needs the `{API_KEY_HEADER}` header. Bodies over {limit} bytes "
                     f"or {MAX_RECORDS_PER_REQUEST} records are refused with 413.",
     )
@@ -403,10 +405,13 @@ def create_app(settings: Settings | None = None, *, api_keys: list[str] | None =
         return {"user_id": user_id, "apps": data.get("apps", []), "generated_at": data.get("generated_at"),
                 "method": data.get("method")}
 
-    @app.get("/dashboard", response_class=HTMLResponse, tags=["ops"], responses=_errors(404))
-    def dashboard() -> HTMLResponse:
-        """The analytics report (aggregates only, no personal data, so no key needed):
-        APPDATA_HOME/reports/appdata_report.html, else s3://<bucket>/reports/appdata_report.html."""
+    add_dashboard(app, settings, require_key)
+
+    @app.get("/report", response_class=HTMLResponse, tags=["ops"], responses=_errors(404))
+    def report() -> HTMLResponse:
+        """The nightly static analytics report (aggregates only, no personal data, so no key needed):
+        APPDATA_HOME/reports/appdata_report.html, else s3://<bucket>/reports/appdata_report.html.
+        The interactive, filterable dashboard is /dashboard."""
         local = Path(settings.home) / layout.REPORT_KEY
         if local.is_file():
             return HTMLResponse(local.read_text(encoding="utf-8"))

@@ -2,7 +2,19 @@
 
 Every asset here opens the warehouse, and the embedded DuckDB file admits one process at a
 time, so all of them run in pool "warehouse".
+
+When they refresh (declarative automation, sensor `analytics_automation`, on by default):
+- a batch load (`downloads_batch`, any partition) rebuilds the marts on the sensor's next tick,
+  once no batch load is still in progress (a multi-day backfill triggers one rebuild, not one per day);
+- the stream (`downloads_stream`) is drained every few seconds, so following it eagerly would
+  rebuild the marts constantly: its updates rebuild the marts at most every 15 minutes
+  (`STREAM_REFRESH_CRON`), and only if a drain wrote something since the last rebuild;
+- recommendations follow `mart_charts`, the report follows the marts;
+the nightly schedule stays as a backstop. Plain `eager()` does not fit: it waits while any
+upstream partition is missing, and a daily-partitioned input since 2020 always has some.
 """
+
+from collections.abc import Sequence
 
 import dagster as dg
 import pandas as pd
@@ -17,6 +29,27 @@ from appdata.defs.resources import DynamoDBResource, LakeS3Resource, LocalReport
 GROUP = "analytics"
 POOL = "warehouse"
 DOWNLOADS = [dg.AssetKey("downloads_batch"), dg.AssetKey("downloads_stream")]
+STREAM_REFRESH_CRON = "*/15 * * * *"
+
+
+def follows(prompt: Sequence[str], throttled: Sequence[str] = (),
+            cron: str = STREAM_REFRESH_CRON) -> dg.AutomationCondition:
+    """Request when a `prompt` dependency updated since this asset was last requested or updated
+    (once none of them is still in progress), or, for `throttled` dependencies, on the first
+    tick after each `cron` tick if they updated since then."""
+    handled = dg.AutomationCondition.newly_requested() | dg.AutomationCondition.newly_updated()
+    prompt_keys = dg.AssetSelection.assets(*prompt)
+    due = dg.AutomationCondition.any_deps_updated().allow(prompt_keys).since(handled)
+    if throttled:
+        # Reset on newly_updated alone (in_progress covers the requested-not-yet-done gap): Dagster keys a
+        # since() cursor by its children's kinds, ignoring allow(), so a second since(handled) over
+        # any_deps_updated would share the first one's state.
+        changed = (dg.AutomationCondition.any_deps_updated().allow(dg.AssetSelection.assets(*throttled))
+                   .since(dg.AutomationCondition.newly_updated()))
+        due = due | (dg.AutomationCondition.cron_tick_passed(cron) & changed)
+    waiting = dg.AutomationCondition.any_deps_in_progress().allow(prompt_keys) | dg.AutomationCondition.in_progress()
+    return (due & ~waiting).with_label(f"follows {', '.join(prompt)}" + (f"; {', '.join(throttled)} every "
+                                                                          f"'{cron}'" if throttled else ""))
 
 _DESCRIPTIONS = {
     "mart_downloads_daily": "Downloads and distinct users per day and category, batch and stream together.",
@@ -24,6 +57,8 @@ _DESCRIPTIONS = {
     "mart_time_spent": "Total and average minutes spent per download, by category and age band.",
     "mart_charts": "Top 10 apps per category over the 30 days up to the latest download date, "
     "ties broken by rating then installs, like the store's top charts.",
+    "mart_download_facts": "Downloads and minutes per user, app, day, age band and state: what the dashboard "
+    "filters and counts distinct users on (it publishes no group under 5 users).",
 }
 _FIGURE_OF = {mart: (key, caption, draw) for key, (caption, mart, draw) in plots.FIGURES.items()}
 
@@ -34,16 +69,17 @@ def _preview(frame: pd.DataFrame, rows: int = 10) -> dg.MetadataValue:
 
 def _mart_asset(name: str) -> dg.AssetsDefinition:
     @dg.asset(name=name, group_name=GROUP, pool=POOL, deps=DOWNLOADS, kinds={"sql", "duckdb", "postgres"},
+              automation_condition=follows(["downloads_batch"], throttled=["downloads_stream"]),
               description=_DESCRIPTIONS[name] + " Rebuilt atomically (DELETE + INSERT in one transaction).")
     def _mart(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> dg.MaterializeResult:
         with warehouse.connect() as engine:
             built = build_mart(engine, name)
             frame = read_mart(engine, name)
-        key, caption, draw = _FIGURE_OF[name]
-        png = draw(frame)
         context.log.info(f"{name}: {built.rows:,} rows")
-        metadata = {"dagster/row_count": built.rows, "plot": dg.MetadataValue.md(plots.markdown_image(png, caption)),
-                    "preview": _preview(frame), "dialect": warehouse.dialect}
+        metadata = {"dagster/row_count": built.rows, "preview": _preview(frame), "dialect": warehouse.dialect}
+        if name in _FIGURE_OF:
+            key, caption, draw = _FIGURE_OF[name]
+            metadata["plot"] = dg.MetadataValue.md(plots.markdown_image(draw(frame), caption))
         if built.window:
             metadata["window"] = f"{built.window[0]}..{built.window[1]}"
         return dg.MaterializeResult(metadata=metadata)
@@ -56,6 +92,7 @@ mart_assets = [_mart_asset(name) for name in MARTS]
 
 @dg.asset(
     group_name=GROUP, pool=POOL, deps=[dg.AssetKey("mart_charts"), *DOWNLOADS], kinds={"dynamodb", "python"},
+    automation_condition=follows(["mart_charts"]),
     check_specs=[dg.AssetCheckSpec("beats_most_popular_baseline", asset="user_recommendations",
                                    description="Hit rate at 10 (latest download held out) above the most-popular baseline's.")],
     description="For every user, 10 apps they have not downloaded: item-item co-occurrence blended with the "
@@ -85,6 +122,7 @@ def user_recommendations(context: dg.AssetExecutionContext, warehouse: Warehouse
 
 @dg.asset(
     group_name=GROUP, pool=POOL, deps=[dg.AssetKey(name) for name in MARTS], kinds={"html", "s3"},
+    automation_condition=follows(list(MARTS)),
     description="One self-contained HTML report of every figure (images inline), at "
     "$APPDATA_HOME/reports/appdata_report.html and s3://<bucket>/reports/; the API serves it at /dashboard.",
 )
@@ -108,8 +146,15 @@ analytics_job = dg.define_asset_job(
     "analytics_job", selection=dg.AssetSelection.groups(GROUP),
     description="Rebuild the marts, every user's recommendations and the HTML report.",
 )
+analytics_automation = dg.AutomationConditionSensorDefinition(
+    "analytics_automation", target=dg.AssetSelection.groups(GROUP), default_status=dg.DefaultSensorStatus.RUNNING,
+    minimum_interval_seconds=30,
+    description="Rebuilds the marts after batch loads (and at most every 15 minutes after drains), then "
+    "recommendations and the report; on by default so freshness does not wait for the nightly schedule.",
+)
 analytics_nightly = dg.ScheduleDefinition(
     name="analytics_nightly", job=analytics_job, cron_schedule="45 23 * * *",
     execution_timezone=Settings.from_env().timezone, default_status=dg.DefaultScheduleStatus.RUNNING,
-    description="After the 23:00 batch drop has been loaded; stream users are refreshed by each drain.",
+    description="Backstop after the 23:00 batch drop (the marts normally follow their inputs through "
+    "analytics_automation); stream users' recommendations are refreshed by each drain.",
 )

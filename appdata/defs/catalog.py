@@ -22,7 +22,7 @@ LAYER = {
     "landing_batch": "landing", "curated_batch": "curated", "downloads_batch": "serving",
     "kinesis_downloads": "landing", "stream_lake": "curated", "dynamodb_downloads": "serving",
     "downloads_stream": "serving",
-    "mart_downloads_daily": "mart", "mart_audience": "mart", "mart_time_spent": "mart", "mart_charts": "mart",
+    "mart_downloads_daily": "mart", "mart_download_facts": "mart", "mart_audience": "mart", "mart_time_spent": "mart", "mart_charts": "mart",
     "user_recommendations": "serving", "analytics_report": "mart",
 }
 PERSONAL_DATA = {

@@ -1,0 +1,221 @@
+"""The dashboard's numbers: right, k-suppressed everywhere, the same on DuckDB and PostgreSQL,
+parseable for Redshift, and served (public aggregates, keyed /v1/analytics) by the API."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import re
+
+import pandas as pd
+import pytest
+import sqlalchemy as sa
+from fastapi.testclient import TestClient
+
+from appdata.analytics import dashboard, marts
+from appdata.api.app import create_app
+from appdata.config import Settings
+from appdata.warehouse.loader import create_schema, replace_all
+from appdata_tests.test_analytics_marts import hand_made
+
+K = dashboard.DEFAULT_K
+
+
+def dashboard_events() -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Generated downloads in two bursts two months apart (a gap), plus a small UNKNOWN category."""
+    from appdata.sources.catalogue import clean_catalogue, load_catalogue
+    from appdata_tests.test_analytics_recommend import generated
+
+    apps, _ = clean_catalogue(load_catalogue(None, seed=7)[0])
+    stream = generated(apps, "taste", users=300, days=6, rows=700)
+    batch = stream.copy()
+    batch["event_id"] = "b" + batch["event_id"].astype(str)
+    batch["download_date"] = batch["download_date"] - dt.timedelta(days=60)
+    unknown = stream.head(8).copy()  # 8 downloads of one UNKNOWN app by 8 different users
+    unknown["event_id"] = "u" + unknown["event_id"].astype(str)
+    unknown["app"], unknown["category"] = "Shifted Row App", dashboard.UNKNOWN_CATEGORY
+    unknown["user_id"] = range(900_001, 900_009)
+    return pd.concat([batch, unknown], ignore_index=True), stream
+
+
+def load_dashboard_data(url: str) -> sa.Engine:
+    engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
+    create_schema(engine)
+    batch, stream = dashboard_events()
+    replace_all(engine, "downloads_batch", batch)
+    replace_all(engine, "downloads_stream", stream)
+    marts.build_all_marts(engine)
+    return engine
+
+
+def raw_groups(engine: sa.Engine, key: str, where: str = "1 = 1", params: dict | None = None) -> pd.DataFrame:
+    """Downloads and distinct users per group straight from the download tables (not the mart)."""
+    sql = f"""SELECT g, COUNT(*) AS downloads, COUNT(DISTINCT user_id) AS users FROM (
+        SELECT {key} AS g, user_id, download_date, category, app, location, age FROM downloads_batch
+        UNION ALL SELECT {key} AS g, user_id, download_date, category, app, location, age FROM downloads_stream) d
+        WHERE {where} GROUP BY g"""
+    with engine.connect() as conn:
+        result = conn.execute(sa.text(sql), params or {})
+        return pd.DataFrame(result.fetchall(), columns=["g", "downloads", "users"])
+
+
+@pytest.fixture(scope="module")
+def events() -> tuple[pd.DataFrame, pd.DataFrame]:
+    return dashboard_events()
+
+
+@pytest.fixture(params=["duckdb", "postgres"])
+def warehouse(request: pytest.FixtureRequest) -> sa.Engine:
+    url = request.getfixturevalue("duckdb_url" if request.param == "duckdb" else "postgres_url")
+    engine = load_dashboard_data(url)
+    yield engine
+    engine.dispose()
+
+
+def shown_groups(section: dict) -> dict:
+    columns = section["columns"]
+    return {row[0]: dict(zip(columns, row)) for row in section["rows"]}
+
+
+def test_every_group_shown_has_k_users_and_matches_the_download_tables(warehouse: sa.Engine) -> None:
+    state = next(iter(dashboard.options(warehouse)["states"]))
+    withheld = 0
+    for filters, where, params in (
+        (dashboard.Filters(), "1 = 1", {}),
+        (dashboard.Filters(state=state), "location = :s", {"s": state}),
+        (dashboard.Filters(category="GAME", grain="day"), "category = :c", {"c": "GAME"}),
+    ):
+        view = dashboard.overview(warehouse, filters)
+        for key, column in (("by_state", "location"), ("by_category", "category"), ("top_apps", "app")):
+            raw = raw_groups(warehouse, column, where, params)
+            big = raw[raw["users"] >= K]
+            shown = shown_groups(view["sections"][key])
+            expected = big.sort_values(["downloads", "g"], ascending=[False, True]).head(10) if key == "top_apps" else big
+            assert set(shown) == set(expected["g"]), (key, filters)
+            for _, row in expected.iterrows():
+                assert (shown[row["g"]]["downloads"], shown[row["g"]]["users"]) == (row["downloads"], row["users"])
+            if key != "top_apps":
+                assert view["sections"][key]["suppressed"] == int((raw["users"] < K).sum())
+                withheld += view["sections"][key]["suppressed"]
+        for section in view["sections"].values():  # wherever users are shown, they are k or more
+            if "users" in section["columns"]:
+                assert all(row[section["columns"].index("users")] >= K for row in section["rows"])
+    assert withheld > 0  # the data has small groups, so the rule was exercised
+
+
+def test_small_groups_never_appear_even_the_total(warehouse: sa.Engine) -> None:
+    tiny = dashboard.overview(warehouse, dashboard.Filters(app="Shifted Row App", state="Nowhere"))
+    assert tiny["totals"] is None and all(not s["rows"] for s in tiny["sections"].values())
+    options = dashboard.options(warehouse)
+    apps = raw_groups(warehouse, "app")
+    assert set(options["apps"]) == set(apps[apps["users"] >= K]["g"])
+    small_app = apps[apps["users"] < K]["g"].iloc[0]
+    assert dashboard.app_profile(warehouse, small_app, dashboard.Filters()) is None
+
+
+def test_unknown_category_never_leads_and_time_axis_keeps_gaps(warehouse: sa.Engine) -> None:
+    view = dashboard.overview(warehouse, dashboard.Filters(grain="day"))
+    categories = [row[0] for row in view["sections"]["by_category"]["rows"]]
+    assert categories[-1] == dashboard.UNKNOWN_CATEGORY and categories[0] != dashboard.UNKNOWN_CATEGORY
+    assert dashboard.category_order(["UNKNOWN", "GAME"], {"UNKNOWN": 100, "GAME": 1}) == ["GAME", "UNKNOWN"]
+    days = [dt.date.fromisoformat(row[0]) for row in view["sections"]["over_time"]["rows"]]
+    assert max(b - a for a, b in zip(days, days[1:])) > dt.timedelta(days=50)  # no invented days in between
+    assert view["freshness"]["data_through"] == max(days).isoformat()
+
+
+def test_app_profile_against_its_category(warehouse: sa.Engine) -> None:
+    apps = raw_groups(warehouse, "app")
+    app = apps.sort_values(["users", "g"], ascending=[False, True])["g"].iloc[0]
+    profile = dashboard.app_profile(warehouse, app, dashboard.Filters(grain="month"))
+    raw = raw_groups(warehouse, "app", "app = :a", {"a": app}).iloc[0]
+    assert profile["totals"] == {"downloads": raw["downloads"], "users": raw["users"]}
+    sections = profile["sections"]
+    assert sum(row[1] for row in sections["over_time"]["rows"]) + 0 <= raw["downloads"]
+    assert all(row[2] >= K for row in sections["over_time"]["rows"])
+    assert all(row[1] >= K for row in sections["by_age_band"]["rows"] + sections["by_state"]["rows"])
+    assert sections["time_spent"]["rows"][0][0] == app and sections["time_spent"]["rows"][0][3] is not None
+    assert all(row[2] >= K for row in sections["also_downloaded"]["rows"])
+    assert sections["also_downloaded"]["suppressed"] > 0
+    also = dashboard.app_profile(warehouse, app, dashboard.Filters(), k=2)["sections"]["also_downloaded"]
+    assert also["rows"] and all(row[2] >= 2 and row[0] != app for row in also["rows"])
+    assert [row[3] for row in also["rows"]] == sorted((row[3] for row in also["rows"]), reverse=True)
+    # users in common, checked against the download tables
+    other = also["rows"][0][0]
+    with warehouse.connect() as conn:
+        both = conn.execute(sa.text(f"""SELECT COUNT(DISTINCT a.user_id) FROM {marts.ALL_DOWNLOADS} a
+            JOIN {marts.ALL_DOWNLOADS} b ON a.user_id = b.user_id WHERE a.app = :x AND b.app = :y"""),
+            {"x": app, "y": other}).scalar_one()
+    assert also["rows"][0][2] == both
+
+
+def test_hand_made_data_is_all_withheld_under_k(duckdb_url: str) -> None:
+    """Six users in all: the total shows; no state, band or app reaches five users."""
+    engine = sa.create_engine(duckdb_url, poolclass=sa.pool.NullPool)
+    create_schema(engine)
+    batch, stream = hand_made()
+    replace_all(engine, "downloads_batch", batch)
+    replace_all(engine, "downloads_stream", stream)
+    marts.build_all_marts(engine)
+    view = dashboard.overview(engine, dashboard.Filters())
+    assert view["totals"] == {"downloads": 10, "users": 6}
+    assert view["sections"]["by_state"] == {**view["sections"]["by_state"], "rows": [], "suppressed": 2}
+    assert shown_groups(view["sections"]["by_category"]) == {"GAME": {"category": "GAME", "downloads": 8, "users": 6}}
+    assert dashboard.overview(engine, dashboard.Filters(), k=1)["sections"]["by_state"]["suppressed"] == 0
+
+
+def test_dashboard_sql_parses_for_redshift(duckdb_url: str) -> None:
+    import sqlglot
+
+    engine = load_dashboard_data(duckdb_url)
+    statements: list[str] = []
+    sa.event.listen(engine, "before_cursor_execute", lambda *args: statements.append(args[2]))
+    dashboard.overview(engine, dashboard.Filters(start=dt.date(2023, 1, 1), category="GAME", state="Ohio",
+                                                 age_band="25-34", grain="week"))
+    app = dashboard.options(engine)["apps"][0]
+    dashboard.app_profile(engine, app, dashboard.Filters(grain="month"))
+    ours = [s for s in statements if dashboard.FACTS in s]
+    assert len(ours) > 10
+    for sql in ours:
+        literal = re.sub(r"\$\d+|\?", "'2024-01-01'", sql)  # DuckDB's placeholders -> values
+        assert sqlglot.parse_one(literal, read="redshift") is not None
+
+
+# -- the API ------------------------------------------------------------------------------------
+@pytest.fixture()
+def api(duckdb_url: str, tmp_path) -> TestClient:
+    load_dashboard_data(duckdb_url).dispose()
+    settings = dataclasses.replace(Settings.from_env(), home=tmp_path, warehouse_url=duckdb_url)
+    with TestClient(create_app(settings, api_keys=["dash-key"])) as client:
+        yield client
+
+
+def test_public_data_and_keyed_v1_serve_the_same_suppressed_numbers(api: TestClient) -> None:
+    public = api.get("/dashboard/data/overview", params={"grain": "month"})
+    assert public.status_code == 200
+    assert api.get("/v1/analytics/overview", params={"grain": "month"}).status_code == 401
+    keyed = api.get("/v1/analytics/overview", params={"grain": "month"}, headers={"x-api-key": "dash-key"})
+    assert keyed.json() == public.json()
+    options = api.get("/v1/analytics/options", headers={"x-api-key": "dash-key"}).json()
+    app = options["apps"][0]
+    profile = api.get(f"/v1/analytics/apps/{app}", headers={"x-api-key": "dash-key"})
+    assert profile.status_code == 200 and profile.json()["app"] == app
+    assert api.get("/dashboard/data/app", params={"app": app}).json() == profile.json()
+    missing = api.get("/dashboard/data/app", params={"app": "No Such App"})
+    assert missing.status_code == 404 and missing.json()["field"] == "app"
+    backwards = api.get("/dashboard/data/overview", params={"start": "2024-02-01", "end": "2024-01-01"})
+    assert backwards.status_code == 422 and backwards.json()["field"] == "start"
+
+
+def test_pages_and_plotly_are_served_from_the_package(api: TestClient) -> None:
+    page = api.get("/dashboard")
+    assert page.status_code == 200 and '<script src="/dashboard/static/plotly.min.js">' in page.text
+    assert "http://" not in page.text and "https://" not in page.text  # nothing from the internet
+    assert api.get("/dashboard/app", params={"app": "x"}).status_code == 200
+    script = api.get("/dashboard/static/plotly.min.js")
+    assert script.status_code == 200 and len(script.content) > 1_000_000 and b"plotly" in script.content[:2000]
+    assert api.get("/dashboard/static/dashboard.js").headers["content-type"].startswith("text/javascript")
+    assert api.get("/dashboard/static/dashboard.css").headers["content-type"].startswith("text/css")
+    spec = api.get("/openapi.json").json()
+    for path in ("/v1/analytics/overview", "/v1/analytics/apps/{app}", "/v1/analytics/options"):
+        assert spec["paths"][path]["get"]["security"], path
+    assert "security" not in spec["paths"]["/dashboard/data/overview"]["get"]
