@@ -28,7 +28,7 @@ LAYER = {
 PERSONAL_DATA = {
     "users_batch", "users_stream", "users_app_batch_client_data", "users_app_stream_client_data",
     "landing_batch", "curated_batch", "downloads_batch", "kinesis_downloads", "stream_lake",
-    "dynamodb_downloads", "downloads_stream",
+    "dynamodb_downloads", "downloads_stream", "mart_download_facts",  # the last keeps user ids
 }
 # Assets whose rows are events of the contract (appdata.contract.schema.FIELDS), column for column.
 EVENT_TABLES = {
