@@ -65,25 +65,33 @@ def duckdb_url(tmp_path: Path) -> str:
     return f"duckdb:///{tmp_path / 'warehouse.duckdb'}"
 
 
-@pytest.fixture()
-def appdata_env(tmp_path: Path, emulator_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> Settings:
-    """Environment for one test: its own home, bucket, stream and table on the shared emulator."""
+def _test_environment(emulator_endpoint: str, home: Path, prefix: str) -> dict[str, str]:
+    """The variables that give a test (or a module) its own home, bucket, stream, table and key."""
     suffix = uuid.uuid4().hex[:8]
-    home = tmp_path / "home"
-    values = {
+    return {
         "APPDATA_HOME": str(home),
         "DAGSTER_HOME": str(home / "dagster"),
         "APPDATA_AWS_ENDPOINT_URL": emulator_endpoint,
         "APPDATA_AWS_REGION": "us-east-1",
-        "APPDATA_BUCKET": f"appdata-test-{suffix}",
-        "APPDATA_STREAM": f"appdata-test-{suffix}",
-        "APPDATA_TABLE": f"appdata-test-{suffix}",
-        "APPDATA_API_KEYS": f"test-key-{suffix}",
+        "APPDATA_BUCKET": f"{prefix}-{suffix}",
+        "APPDATA_STREAM": f"{prefix}-{suffix}",
+        "APPDATA_TABLE": f"{prefix}-{suffix}",
+        "APPDATA_API_KEYS": f"{prefix}-key-{suffix}",
     }
-    for key, value in values.items():
+
+
+# Set elsewhere (a developer's shell, CI), these would point a test away from its own emulator names.
+UNSET_FOR_TESTS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_PROFILE", "APPDATA_PLAYSTORE_CSV",
+                   "APPDATA_WAREHOUSE_URL", "APPDATA_WAREHOUSE_PASSWORD")
+
+
+@pytest.fixture()
+def appdata_env(tmp_path: Path, emulator_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> Settings:
+    """Environment for one test: its own home, bucket, stream and table on the shared emulator."""
+    home = tmp_path / "home"
+    for key, value in _test_environment(emulator_endpoint, home, "appdata-test").items():
         monkeypatch.setenv(key, value)
-    for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_PROFILE", "APPDATA_PLAYSTORE_CSV",
-                "APPDATA_WAREHOUSE_URL", "APPDATA_WAREHOUSE_PASSWORD"):
+    for key in UNSET_FOR_TESTS:
         monkeypatch.delenv(key, raising=False)
     (home / "dagster").mkdir(parents=True)
     return Settings.from_env()
@@ -104,3 +112,37 @@ def real_catalogue() -> Path:
     if not REAL_CATALOGUE.exists():
         pytest.skip(f"real Kaggle catalogue not present at {REAL_CATALOGUE}")
     return REAL_CATALOGUE
+
+
+@pytest.fixture(scope="module")
+def module_env(tmp_path_factory, emulator_endpoint) -> Settings:
+    """Like appdata_env, for a whole module (its tests use distinct days), provisioned once."""
+    from appdata.local.provision import provision
+
+    home = tmp_path_factory.mktemp("module") / "home"
+    (home / "dagster").mkdir(parents=True)
+    with pytest.MonkeyPatch.context() as patch:
+        for key, value in _test_environment(emulator_endpoint, home, "appdata-mod").items():
+            patch.setenv(key, value)
+        for key in UNSET_FOR_TESTS:
+            patch.delenv(key, raising=False)
+        settings = Settings.from_env()
+        provision(build_resources(settings))
+        yield settings
+
+
+@pytest.fixture(scope="module")
+def batch_world(module_env):
+    """The real batch assets on an instance of their own, the sources materialized once per module."""
+    import dagster as dg
+
+    from appdata_tests.support.batch import BatchWorld
+
+    with dg.instance_for_test() as instance:
+        yield BatchWorld(module_env, instance)
+
+
+@pytest.fixture()
+def s3(provisioned):
+    """The lake bucket's S3 client of a provisioned test."""
+    return provisioned["s3"].get_client()

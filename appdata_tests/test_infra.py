@@ -16,7 +16,8 @@ from click.testing import CliRunner
 from appdata import infra
 from appdata.config import Settings
 from appdata.infra import TEMPLATE_PATH, environment_from_outputs, lambda_handler, stack_outputs
-from appdata_tests.api_helpers import proxy_event, sample_event
+from appdata_tests.support.api import proxy_event
+from appdata_tests.support.events import make_event
 
 
 def _template() -> dict:
@@ -221,7 +222,7 @@ def test_stack_deploys_into_emulator_and_pipeline_runs_on_its_names(appdata_env,
     monkeypatch.setattr(infra, "_handler", None)
     lazy_app.reset()
     try:
-        events = [sample_event(i, user_id=4242) for i in range(5)] + [sample_event(9, age=7)]
+        events = [make_event(i, user_id=4242) for i in range(5)] + [make_event(9, age=7)]
         headers = {"x-api-key": key, "content-type": "application/json"}
         posted = lambda_handler(proxy_event("POST", "/v1/downloads", headers=headers,
                                             body=json.dumps({"records": events})), None)

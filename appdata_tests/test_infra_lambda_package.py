@@ -17,7 +17,7 @@ import pytest
 from click.testing import CliRunner
 
 from appdata.infra import LAMBDA_PYTHON, LAMBDA_UNZIPPED_LIMIT, runtime_provided_paths
-from appdata_tests.api_helpers import proxy_event
+from appdata_tests.support.api import proxy_event
 
 pytestmark = [
     pytest.mark.slow,

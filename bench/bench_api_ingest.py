@@ -34,7 +34,7 @@ from appdata.local.emulator import emulator_process, free_port  # noqa: E402
 from appdata.local.provision import ensure_bucket, ensure_stream, ensure_table  # noqa: E402
 from appdata.defs.resources import build_resources  # noqa: E402
 from appdata.contract.schema import client_event_ids  # noqa: E402
-from appdata_tests.api_helpers import sample_event  # noqa: E402
+from appdata_tests.support.events import make_event  # noqa: E402
 
 BATCH = 500
 
@@ -92,7 +92,7 @@ def main() -> None:
         def batches(round_no: int, tag: str) -> list[list[dict]]:
             # ids as the stream client sends them (users_app_stream_client_data carries event_id)
             ids = client_event_ids(f"bench-{tag}", round_no, "2024-01-01", total)
-            events = [sample_event(i, app=f"{tag} app {round_no}-{i}", event_id=ids[i]) for i in range(total)]
+            events = [make_event(i, app=f"{tag} app {round_no}-{i}", event_id=ids[i]) for i in range(total)]
             return [events[i:i + BATCH] for i in range(0, total, BATCH)]
 
         def run_raw(round_no: int) -> float:
@@ -110,7 +110,7 @@ def main() -> None:
 
         pool = ThreadPoolExecutor(args.concurrency)
         with httpx.Client(base_url=api_url, headers={"x-api-key": key}, timeout=60) as client:
-            client.post("/v1/downloads", json=[sample_event(0)])  # warm the app's clients
+            client.post("/v1/downloads", json=[make_event(0)])  # warm the app's clients
 
             def run_api(round_no: int) -> float:
                 bodies = [json.dumps({"records": batch}).encode() for batch in batches(round_no, "api")]

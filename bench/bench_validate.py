@@ -21,7 +21,7 @@ sys.path.insert(0, str(REPO))
 import pandas as pd  # noqa: E402
 
 from appdata.contract import schema  # noqa: E402
-from appdata_tests.api_helpers import sample_event  # noqa: E402
+from appdata_tests.support.events import make_event  # noqa: E402
 
 
 def best_ms(fn, repeat: int) -> float:
@@ -37,7 +37,7 @@ def best_ms(fn, repeat: int) -> float:
 
 def api_records(count: int) -> list[dict]:
     """As clients POST them (JSON values), 1 in 100 invalid."""
-    events = [sample_event(i, event_id=f"e{i}") for i in range(count)]
+    events = [make_event(i, event_id=f"e{i}") for i in range(count)]
     for i in range(0, count, 100):
         events[i]["age"] = 5 if i % 200 else "abc"
         events[i]["download_date"] = "7-Jan-18"

@@ -12,7 +12,7 @@ import sqlalchemy as sa
 
 from appdata.defs.reliability import batch_reconciled
 from appdata.reliability.reconcile import reconcile_batch
-from appdata_tests.reliability.conftest import report
+from appdata_tests.support.reliability import report
 
 pytestmark = pytest.mark.reliability
 

@@ -12,7 +12,8 @@ from appdata.defs.reliability import stream_reconciled
 from appdata.reliability.reconcile import reconcile_stream, reconcile_stream_day
 from appdata.defs.resources import build_resources
 from appdata.defs.stream.drain import drain_run_config, kinesis_downloads, stream_drain, stream_drain_job
-from appdata_tests.reliability.conftest import make_record, report
+from appdata_tests.support.events import make_event
+from appdata_tests.support.reliability import report
 
 pytestmark = pytest.mark.reliability
 
@@ -51,7 +52,7 @@ def _check(defs, instance, grace_seconds: float = 0.0) -> dg.AssetCheckEvaluatio
 
 def test_stream_check_green_after_drain_and_red_naming_the_deleted_event(provisioned, appdata_env):
     kinesis = provisioned["kinesis"].get_client()
-    records = [make_record(i, day=DAYS[i % 2]) for i in range(40)]
+    records = [make_event(i, day=DAYS[i % 2]) for i in range(40)]
     records += records[:5]  # a client retried: same events again
     shard, first, last = _put(kinesis, appdata_env.stream, records)
     defs = _reconcile_job(appdata_env)
@@ -95,7 +96,7 @@ def test_reconcile_names_an_event_missing_from_the_warehouse_or_the_lake(provisi
     from appdata.stream.drain import drain_range
 
     kinesis = provisioned["kinesis"].get_client()
-    records = [make_record(100 + i, day=DAYS[0]) for i in range(12)]
+    records = [make_event(100 + i, day=DAYS[0]) for i in range(12)]
     shard, first, last = _put(kinesis, appdata_env.stream, records)
     s3 = provisioned["s3"].get_client()
     dynamodb = provisioned["dynamodb"].get_client()
@@ -110,7 +111,7 @@ def test_reconcile_names_an_event_missing_from_the_warehouse_or_the_lake(provisi
     assert reconcile_stream_day(day=DAYS[0], accepted=accepted, **common).ok
 
     # The API accepted one more event than the sinks hold: named as missing everywhere.
-    ghost = derive_event_id(make_record(999, day=DAYS[0]))
+    ghost = derive_event_id(make_event(999, day=DAYS[0]))
     short = reconcile_stream_day(day=DAYS[0], accepted=accepted + [ghost], **common)
     assert {d.sink: d.missing for d in short.failing} == {"lake": [ghost], "dynamodb": [ghost],
                                                           "downloads_stream": [ghost]}
@@ -184,7 +185,7 @@ def test_check_red_naming_the_event_missing_from_every_sink_and_green_after_the_
     from appdata.contract.schema import derive_event_id
 
     kinesis = provisioned["kinesis"].get_client()
-    records = [make_record(300 + i, day=DAYS[i % 2]) for i in range(30)]
+    records = [make_event(300 + i, day=DAYS[i % 2]) for i in range(30)]
     shard, first, last = _put(kinesis, appdata_env.stream, records)
     defs = _reconcile_job(appdata_env)
     instance = dg.DagsterInstance.ephemeral()
@@ -231,7 +232,7 @@ def test_events_in_flight_are_not_judged_until_due(provisioned, appdata_env):
     from appdata.contract.schema import derive_event_id
 
     kinesis = provisioned["kinesis"].get_client()
-    records = [make_record(400 + i, day=DAYS[0]) for i in range(6)]
+    records = [make_event(400 + i, day=DAYS[0]) for i in range(6)]
     _put(kinesis, appdata_env.stream, records)
     newest = _newest_arrival(kinesis, appdata_env.stream)
     engine = provisioned["warehouse"].get_engine()
@@ -255,7 +256,7 @@ def test_every_record_the_drain_rejects_must_have_its_dead_letter(provisioned, a
     from appdata.stream.drain import drain_range
 
     kinesis = provisioned["kinesis"].get_client()
-    records = [make_record(500 + i, day=DAYS[0]) for i in range(5)] + [make_record(505, day=DAYS[0], age=7)]
+    records = [make_event(500 + i, day=DAYS[0]) for i in range(5)] + [make_event(505, day=DAYS[0], age=7)]
     shard, first, last = _put(kinesis, appdata_env.stream, records)
     sinks = _sinks(provisioned, appdata_env)
     engine = provisioned["warehouse"].get_engine()
@@ -295,7 +296,7 @@ def test_appdata_drain_and_reconcile_red_when_an_event_is_deleted_from_every_sin
     from appdata.contract.schema import derive_event_id
 
     kinesis = provisioned["kinesis"].get_client()
-    records = [make_record(600 + i, day=DAYS[i % 2]) for i in range(42)] + [make_record(700, day=DAYS[0], age=7)]
+    records = [make_event(600 + i, day=DAYS[i % 2]) for i in range(42)] + [make_event(700, day=DAYS[0], age=7)]
     shard, first, last = _put(kinesis, appdata_env.stream, records)
 
     out = _cli("drain", "--max-records", "10")
@@ -337,7 +338,7 @@ def test_appdata_drain_exits_non_zero_naming_the_range_a_sink_refused_then_deliv
     from appdata.local.provision import provision
 
     kinesis = provisioned["kinesis"].get_client()
-    shard, first, last = _put(kinesis, appdata_env.stream, [make_record(800 + i, day=DAYS[0]) for i in range(8)])
+    shard, first, last = _put(kinesis, appdata_env.stream, [make_event(800 + i, day=DAYS[0]) for i in range(8)])
     dynamodb = provisioned["dynamodb"].get_client()
     dynamodb.delete_table(TableName=appdata_env.table)
     dynamodb.get_waiter("table_not_exists").wait(TableName=appdata_env.table)

@@ -1,0 +1,109 @@
+"""Outage: the emulator (a separate server process, not the session's) is killed while a drain
+run writes; the run fails with a clear error; after the emulator is back (moto keeps state in
+memory, so: re-provisioned, records re-sent by the producer) a retry succeeds and reconciles."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+
+import dagster as dg
+import pytest
+
+from appdata.config import Settings
+from appdata.local.emulator import free_port, wait_until_up
+from appdata.local.provision import provision
+from appdata.reliability.reconcile import reconcile_stream_day
+from appdata.defs.resources import build_resources
+from appdata.contract.schema import derive_event_id
+from appdata.defs.stream.drain import drain_run_config, kinesis_downloads, stream_drain, stream_drain_job
+from appdata_tests.support.events import make_event
+from appdata_tests.support.reliability import report
+
+pytestmark = pytest.mark.reliability
+
+DAY = "2023-06-01"
+
+
+def _start_emulator(port: int) -> subprocess.Popen:
+    proc = subprocess.Popen([sys.executable, "-m", "appdata.cli", "emulator", "--port", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_until_up(f"http://127.0.0.1:{port}")
+    return proc
+
+
+def _put_all(resources, stream: str, records: list[dict]) -> tuple[str, str, str]:
+    kinesis = resources["kinesis"].get_client()
+    seqs = []
+    for start in range(0, len(records), 500):
+        response = kinesis.put_records(StreamName=stream, Records=[
+            {"Data": json.dumps(r).encode(), "PartitionKey": str(r["user_id"])} for r in records[start:start + 500]])
+        assert response["FailedRecordCount"] == 0
+        seqs += [(r["ShardId"], r["SequenceNumber"]) for r in response["Records"]]
+    return seqs[0][0], seqs[0][1], seqs[-1][1]
+
+
+def test_emulator_killed_mid_run_fails_clearly_and_a_retry_after_it_is_back_succeeds(tmp_path, monkeypatch):
+    port = free_port()
+    endpoint = f"http://127.0.0.1:{port}"
+    suffix = uuid.uuid4().hex[:8]
+    for key, value in {"APPDATA_HOME": str(tmp_path / "home"), "APPDATA_AWS_ENDPOINT_URL": endpoint,
+                       "APPDATA_BUCKET": f"outage-{suffix}", "APPDATA_STREAM": f"outage-{suffix}",
+                       "APPDATA_TABLE": f"outage-{suffix}", "APPDATA_AWS_REGION": "us-east-1"}.items():
+        monkeypatch.setenv(key, value)
+    for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_PROFILE", "APPDATA_WAREHOUSE_URL"):
+        monkeypatch.delenv(key, raising=False)
+    settings = Settings.from_env()
+    resources = build_resources(settings)
+    records = [make_event(50_000 + i, day=DAY) for i in range(1000)]
+    defs = dg.Definitions.merge(dg.Definitions(assets=[kinesis_downloads, stream_drain], jobs=[stream_drain_job]), dg.Definitions(resources=resources))
+    job = defs.resolve_job_def("stream_drain_job")
+    s3 = resources["s3"].get_client()
+
+    emulator = _start_emulator(port)
+    try:
+        provision(resources)
+        shard, first, last = _put_all(resources, settings.stream, records)
+        outcome: dict = {}
+
+        def run() -> None:
+            outcome["result"] = job.execute_in_process(
+                run_config=drain_run_config(settings.stream, shard, first, last), raise_on_error=False)
+
+        worker = threading.Thread(target=run)
+        worker.start()
+        # Kill the emulator once the drain has written the lake and is writing DynamoDB.
+        while worker.is_alive() and not s3.list_objects_v2(Bucket=settings.bucket, Prefix="lake/").get("KeyCount"):
+            time.sleep(0.05)
+        emulator.send_signal(signal.SIGKILL)
+        emulator.wait()
+        worker.join(timeout=300)
+        result = outcome["result"]
+        assert not result.success, "the drain finished before the outage; raise the record count"
+        error = result.failure_data_for_node("stream_drain").error
+        message = error.message + "".join(c.message for c in ([error.cause] if error.cause else []))
+        assert "Could not connect to the endpoint URL" in message and endpoint in message, message
+
+        # Back: a fresh emulator (empty, moto is in-memory), re-provisioned; the producer re-sends.
+        emulator = _start_emulator(port)
+        provision(resources)
+        shard, first, last = _put_all(resources, settings.stream, records)
+        retry = job.execute_in_process(run_config=drain_run_config(settings.stream, shard, first, last))
+        assert retry.success
+        engine = resources["warehouse"].get_engine()
+        day = reconcile_stream_day(s3=s3, bucket=settings.bucket, dynamodb=resources["dynamodb"].get_client(),
+                                   table=settings.table, engine=engine, day=DAY,
+                                   accepted=[derive_event_id(r) for r in records])
+        engine.dispose()
+        assert day.ok, day.describe()
+        report("outage", records=len(records), failed_with="EndpointConnectionError", retry="succeeded",
+               lost=0, duplicated=0)
+    finally:
+        if emulator.poll() is None:
+            emulator.terminate()
+            emulator.wait(timeout=10)

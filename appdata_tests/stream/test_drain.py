@@ -1,0 +1,288 @@
+"""The Kinesis drain against the real emulator: exact counts in all three sinks, idempotent
+replays, dead letters with shard and sequence number, and the sensor's run requests."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import uuid
+
+import dagster as dg
+import pytest
+
+from appdata.contract import schema
+from appdata.defs.stream.drain import SHARD_TAG, stream_drain
+from appdata.stream.drain import drain_range, list_shards, read_shard
+from appdata.defs.stream.sensor import kinesis_drain_sensor, shard_tag_value
+from appdata.warehouse.loader import count_rows, read_frame
+from appdata_tests.support.events import todays_event
+from appdata_tests.support.stream import dynamo_items, lake_state, put
+
+TODAY = dt.date.today().isoformat()
+
+
+@pytest.fixture()
+def sinks(provisioned):
+    r = provisioned
+    engine = r["warehouse"].get_engine()
+    yield dict(kinesis=r["kinesis"].get_client(), stream=r["kinesis"].stream_name, s3=r["s3"].get_client(),
+               bucket=r["s3"].bucket, dynamodb=r["dynamodb"].get_client(), table=r["dynamodb"].table_name,
+               engine=engine)
+    engine.dispose()
+
+
+def drain(sinks, shard_id, first, last):
+    return drain_range(shard_id=shard_id, first_sequence=first, last_sequence=last, **sinks)
+
+
+def test_drain_writes_exact_counts_and_replay_changes_nothing(sinks):
+    events = [todays_event(i) for i in range(120)]
+    results = put(sinks["kinesis"], sinks["stream"], events)
+    shard_id = results[0]["ShardId"]
+    first, last = results[0]["SequenceNumber"], results[-1]["SequenceNumber"]
+
+    result = drain(sinks, shard_id, first, last)
+    assert (result.records, result.valid, result.rejected) == (120, 120, 0)
+    assert result.users == {100_001 + k for k in range(7)}
+
+    lake = lake_state(sinks["s3"], sinks["bucket"])
+    hour = dt.datetime.now(dt.timezone.utc).strftime("%H")
+    assert len(lake) == 1
+    (key, lines), = lake.items()
+    assert key.startswith(f"lake/stream/download_date={TODAY}/hour=")
+    assert key.endswith(f"/{shard_id}-{first}-{last}.jsonl.gz")
+    assert key.split("hour=")[1][:2] in {hour, f"{(int(hour) - 1) % 24:02d}"}
+    assert sorted(line["event_id"] for line in lines) == sorted(e["event_id"] for e in events)
+
+    items = dynamo_items(sinks["dynamodb"], sinks["table"])
+    assert len(items) == 120
+    sample = next(i for i in items if i["sk"]["S"].endswith(events[0]["event_id"]))
+    assert sample["user_id"] == {"S": str(events[0]["user_id"])}
+    assert sample["sk"]["S"] == f"DL#{TODAY}#{events[0]['event_id']}"
+    assert "size_mb" not in sample and sample["age"] == {"N": str(events[0]["age"])}
+    assert count_rows(sinks["engine"], "downloads_stream") == 120
+
+    again = drain(sinks, shard_id, first, last)
+    assert again.lake_objects == result.lake_objects
+    assert again.warehouse_inserted == 0
+    assert lake_state(sinks["s3"], sinks["bucket"]) == lake
+    assert len(dynamo_items(sinks["dynamodb"], sinks["table"])) == 120
+    assert count_rows(sinks["engine"], "downloads_stream") == 120
+
+
+def test_invalid_and_undecodable_records_are_dead_lettered_and_do_not_block(sinks):
+    bad_age = {**todays_event(1), "age": 7}
+    no_date = {**todays_event(2), "download_date": "yesterday"}
+    payloads = [todays_event(0), b"\xff\xfe not json", bad_age, b"[1, 2]", no_date, todays_event(3)]
+    results = put(sinks["kinesis"], sinks["stream"], payloads)
+    shard_id = results[0]["ShardId"]
+    result = drain(sinks, shard_id, results[0]["SequenceNumber"], results[-1]["SequenceNumber"])
+    assert (result.valid, result.rejected) == (2, 4)
+
+    s3, bucket = sinks["s3"], sinks["bucket"]
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket, Prefix="rejected/stream/").get("Contents", [])]
+    lines = [json.loads(line) for k in keys for line in s3.get_object(Bucket=bucket, Key=k)["Body"].read().decode().splitlines()]
+    by_seq = {line["sequence_number"]: line for line in lines}
+    assert set(by_seq) == {results[i]["SequenceNumber"] for i in (1, 2, 3, 4)}
+    assert all(line["shard_id"] == shard_id and line["source"] == "stream" for line in lines)
+    assert by_seq[results[2]["SequenceNumber"]]["field"] == "age"
+    assert by_seq[results[4]["SequenceNumber"]]["field"] == "download_date"
+    assert by_seq[results[1]["SequenceNumber"]]["reason"].startswith("undecodable")
+    assert all(k.startswith("rejected/stream/download_date=") and k.endswith(".jsonl") for k in keys)
+    assert count_rows(sinks["engine"], "downloads_stream") == 2
+    # the valid record after the bad ones went through: nothing blocks the shard
+    frame = read_frame(sinks["engine"], "SELECT event_id FROM downloads_stream")
+    assert todays_event(3)["event_id"] in set(frame["event_id"])
+
+
+def test_duplicate_events_land_once(sinks):
+    events = [todays_event(i) for i in range(30)]
+    results = put(sinks["kinesis"], sinks["stream"], events + events[:10])  # a client retried 10
+    shard_id = results[0]["ShardId"]
+    drain(sinks, shard_id, results[0]["SequenceNumber"], results[29]["SequenceNumber"])
+    drain(sinks, shard_id, results[30]["SequenceNumber"], results[-1]["SequenceNumber"])
+    assert count_rows(sinks["engine"], "downloads_stream") == 30
+    assert len(dynamo_items(sinks["dynamodb"], sinks["table"])) == 30
+    lake_ids = {line["event_id"] for lines in lake_state(sinks["s3"], sinks["bucket"]).values() for line in lines}
+    assert len(lake_ids) == 30
+
+
+def test_sensor_requests_ranges_with_run_keys_and_advances_cursor(provisioned):
+    kinesis = provisioned["kinesis"]
+    client, stream = kinesis.get_client(), kinesis.stream_name
+    first_batch = put(client, stream, [todays_event(i) for i in range(25)])
+    shard_id = first_batch[0]["ShardId"]
+    with dg.instance_for_test() as instance:
+        context = dg.build_sensor_context(instance=instance, resources={"kinesis": kinesis})
+        result = kinesis_drain_sensor(context)
+        first, last = first_batch[0]["SequenceNumber"], first_batch[-1]["SequenceNumber"]
+        assert [r.run_key for r in result.run_requests] == [f"{stream}:{shard_id}:{first}-{last}"]
+        request = result.run_requests[0]
+        assert request.tags[SHARD_TAG] == shard_tag_value(stream, shard_id)
+        assert request.run_config["ops"]["stream_drain"]["config"] == {
+            "stream": stream, "shard_id": shard_id, "first_sequence": first, "last_sequence": last}
+        cursor = json.loads(result.cursor)
+        assert cursor["shards"] == {shard_id: last}
+
+        # nothing new: no request, same cursor
+        idle = kinesis_drain_sensor(dg.build_sensor_context(instance=instance, cursor=result.cursor,
+                                                            resources={"kinesis": kinesis}))
+        assert not idle.run_requests and json.loads(idle.cursor) == cursor
+
+        second_batch = put(client, stream, [todays_event(i) for i in range(100, 110)])
+        nxt = kinesis_drain_sensor(dg.build_sensor_context(instance=instance, cursor=result.cursor,
+                                                           resources={"kinesis": kinesis}))
+        f2, l2 = second_batch[0]["SequenceNumber"], second_batch[-1]["SequenceNumber"]
+        assert [r.run_key for r in nxt.run_requests] == [f"{stream}:{shard_id}:{f2}-{l2}"]
+        assert json.loads(nxt.cursor)["shards"] == {shard_id: l2}
+
+
+def test_sensor_waits_while_a_shard_run_is_in_flight(provisioned):
+    kinesis = provisioned["kinesis"]
+    client, stream = kinesis.get_client(), kinesis.stream_name
+    put(client, stream, [todays_event(i) for i in range(5)])
+    shard_id = list_shards(client, stream)[0]["ShardId"]
+    with dg.instance_for_test() as instance:
+        instance.add_run(dg.DagsterRun(job_name="stream_drain_job", run_id=str(uuid.uuid4()),
+                                       status=dg.DagsterRunStatus.STARTED,
+                                       tags={SHARD_TAG: shard_tag_value(stream, shard_id)}))
+        result = kinesis_drain_sensor(dg.build_sensor_context(instance=instance, resources={"kinesis": kinesis}))
+        assert not result.run_requests
+        assert json.loads(result.cursor)["shards"] == {}
+
+
+def test_drain_asset_materializes_three_sinks_with_metadata(provisioned):
+    kinesis = provisioned["kinesis"]
+    results = put(kinesis.get_client(), kinesis.stream_name, [todays_event(i) for i in range(12)])
+    config = {"stream": kinesis.stream_name, "shard_id": results[0]["ShardId"],
+              "first_sequence": results[0]["SequenceNumber"], "last_sequence": results[-1]["SequenceNumber"]}
+    with dg.instance_for_test() as instance:
+        outcome = dg.materialize([stream_drain], resources=provisioned, instance=instance,
+                                 run_config={"ops": {"stream_drain": {"config": config}}})
+        assert outcome.success
+        by_key = {m.asset_key.to_user_string(): m.metadata for m in outcome.get_asset_materialization_events()
+                  and [e.materialization for e in outcome.get_asset_materialization_events()]}
+    assert set(by_key) == {"stream_lake", "dynamodb_downloads", "downloads_stream"}
+    assert by_key["stream_lake"]["records"].value == 12
+    assert by_key["stream_lake"]["objects_written"].value == 1
+    assert by_key["downloads_stream"]["rows_inserted"].value == 12
+    assert by_key["dynamodb_downloads"]["users_touched"].value == 7
+
+
+def test_read_shard_stops_at_until(sinks):
+    results = put(sinks["kinesis"], sinks["stream"], [todays_event(i) for i in range(20)])
+    read = read_shard(sinks["kinesis"], sinks["stream"], results[0]["ShardId"], at=results[5]["SequenceNumber"],
+                      until=results[9]["SequenceNumber"])
+    assert [r["SequenceNumber"] for r in read.records] == [r["SequenceNumber"] for r in results[5:10]]
+
+
+def test_drain_refreshes_recommendations_of_the_users_it_touched(provisioned):
+    """A new download leaves the user's recommendations within the drain that loads it."""
+    from appdata.analytics.recommend import refresh_user_recommendations
+    from appdata.sources.catalogue import clean_catalogue, load_catalogue
+    from appdata.sources.users import downloads_for_day, make_users
+    from appdata.warehouse.loader import replace_all
+    import pandas as pd
+
+    apps, _ = clean_catalogue(load_catalogue(None)[0])
+    users = make_users(40, 100_001, 7, sorted(apps["category"].unique()), "stream")
+    history = [downloads_for_day(apps, users, dt.date(2020, 1, 1) + dt.timedelta(days=d), source="stream",
+                                 seed=7, rows=60) for d in range(20)]
+    engine = provisioned["warehouse"].get_engine()
+    replace_all(engine, "downloads_batch", pd.concat(history, ignore_index=True))
+    user = int(history[0]["user_id"].iloc[0])
+    refresh_user_recommendations(engine, provisioned["dynamodb"], [user])
+    engine.dispose()
+    dynamodb, table = provisioned["dynamodb"].get_client(), provisioned["dynamodb"].table_name
+
+    def recommended() -> list[str]:
+        item = dynamodb.get_item(TableName=table, Key={"user_id": {"S": str(user)}, "sk": {"S": "REC"}})["Item"]
+        return [entry["M"]["app"]["S"] for entry in item["apps"]["L"]]
+
+    before = recommended()
+    assert len(before) == 10
+    chosen = apps.set_index("app").loc[before[0]]
+    event = {**todays_event(999, user_id=user), "app": before[0], "category": chosen["category"]}
+    kinesis = provisioned["kinesis"]
+    results = put(kinesis.get_client(), kinesis.stream_name, [event])
+    config = {"stream": kinesis.stream_name, "shard_id": results[0]["ShardId"],
+              "first_sequence": results[0]["SequenceNumber"], "last_sequence": results[0]["SequenceNumber"]}
+    with dg.instance_for_test() as instance:
+        outcome = dg.materialize([stream_drain], resources=provisioned, instance=instance,
+                                 run_config={"ops": {"stream_drain": {"config": config}}})
+    assert outcome.success
+    meta = {e.materialization.asset_key.to_user_string(): e.materialization.metadata
+            for e in outcome.get_asset_materialization_events()}
+    assert meta["dynamodb_downloads"]["recommendations_refreshed"].value == 1
+    after = recommended()
+    assert before[0] not in after and len(after) == 10
+
+
+def test_one_event_id_with_other_content_is_a_conflict_and_every_sink_keeps_the_first(sinks):
+    """Within a range and across ranges (against the warehouse), the first record of an id wins
+    in the lake, DynamoDB and the warehouse; a resend with the same content is no conflict."""
+    first = todays_event(1)
+    other_content = {**first, "app": "Another App"}  # same id, same day
+    other_day = {**first, "download_date": "2020-01-01"}  # same id: would be a second DynamoDB item
+    padded = {**first, "event_id": f"  {first['event_id']} ", "minutes_spent": 99}
+    one = put(sinks["kinesis"], sinks["stream"], [first, todays_event(2), other_content, first])
+    result = drain(sinks, one[0]["ShardId"], one[0]["SequenceNumber"], one[-1]["SequenceNumber"])
+    assert (result.valid, result.rejected) == (3, 1)
+
+    two = put(sinks["kinesis"], sinks["stream"], [other_day, padded, first, todays_event(3)])
+    result = drain(sinks, two[0]["ShardId"], two[0]["SequenceNumber"], two[-1]["SequenceNumber"])
+    assert (result.valid, result.rejected) == (2, 2)
+    again = drain(sinks, two[0]["ShardId"], two[0]["SequenceNumber"], two[-1]["SequenceNumber"])
+    assert (again.valid, again.rejected) == (2, 2)  # the verdict of a re-drained range is stable
+
+    stored = read_frame(sinks["engine"], "SELECT * FROM downloads_stream WHERE event_id = :e",
+                        {"e": first["event_id"]})
+    assert stored[["app", "minutes_spent"]].values.tolist() == [["App 1", first["minutes_spent"]]]
+    items = [i for i in dynamo_items(sinks["dynamodb"], sinks["table"]) if first["event_id"] in i["sk"]["S"]]
+    assert [(i["sk"]["S"], i["app"]["S"]) for i in items] == [(f"DL#{TODAY}#{first['event_id']}", "App 1")]
+    lake = [line for lines in lake_state(sinks["s3"], sinks["bucket"]).values() for line in lines
+            if line["event_id"] == first["event_id"]]
+    assert {(line["app"], line["minutes_spent"], line["download_date"]) for line in lake} == {
+        ("App 1", first["minutes_spent"], TODAY)}
+
+    letters = [json.loads(line) for page in sinks["s3"].get_paginator("list_objects_v2").paginate(
+        Bucket=sinks["bucket"], Prefix="rejected/stream/") for o in page.get("Contents", [])
+        for line in sinks["s3"].get_object(Bucket=sinks["bucket"], Key=o["Key"])["Body"].read().decode().splitlines()]
+    assert sorted((letter["record"].get("app"), letter["record"]["download_date"]) for letter in letters) == [
+        ("Another App", TODAY), ("App 1", "2020-01-01"), ("App 1", TODAY)]
+    assert {(letter["field"], letter["reason"]) for letter in letters} == {("event_id", schema.CONFLICT)}
+
+
+def test_isolate_finds_each_refused_record_by_halving_and_writes_the_rest():
+    from botocore.exceptions import ClientError
+
+    from appdata.stream.drain import _dynamodb_refusal, isolate
+
+    written: list[str] = []
+
+    def write(part: list[str]) -> None:
+        if any(item.startswith("poison") for item in part):
+            raise ClientError({"Error": {"Code": "ValidationException", "Message": f"{len(part)} items: too big"}},
+                              "BatchWriteItem")
+        written.extend(part)
+
+    items = ["a", "poison-1", "b", "c", "d", "poison-2", "e"]
+    refused = isolate(write, items, _dynamodb_refusal, key=str)
+    assert sorted(written) == ["a", "b", "c", "d", "e"]
+    assert refused == [("poison-1", "DynamoDB refused the item: 1 items: too big"),
+                       ("poison-2", "DynamoDB refused the item: 1 items: too big")]
+
+    def down(part: list[str]) -> None:  # a sink that is down refuses every record alike: the range fails
+        raise ClientError({"Error": {"Code": "ResourceNotFoundException", "Message": "no table"}}, "BatchWriteItem")
+
+    with pytest.raises(ClientError):
+        isolate(down, items, _dynamodb_refusal, key=str)
+
+    # A value DynamoDB cannot store is refused before the call (aws.ItemError), just as DynamoDB would.
+    from appdata import aws
+
+    events = [{"user_id": "1", "size_mb": 1.5}, {"user_id": "2", "size_mb": 1e-200}, {"user_id": "3", "size_mb": None}]
+    serialized = isolate(lambda part: [aws.to_item(event) for event in part], events, _dynamodb_refusal,
+                         key=lambda event: event["user_id"])
+    assert [(user, reason.split(" (")[0]) for user, reason in serialized] == [
+        ("2", "DynamoDB refused the item: size_mb: DynamoDB cannot store '1e-200'")]

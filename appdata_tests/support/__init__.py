@@ -1,0 +1,1 @@
+"""Helpers the tests share (no tests, no fixtures: fixtures live in the conftest.py files)."""
