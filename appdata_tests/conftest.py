@@ -26,6 +26,18 @@ IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 os.environ["APPDATA_ENV_FILE"] = ""
 
 
+# The servers a test's fixtures start, by the marker that says so: `-m "not emulator and not postgres"`
+# selects the unit tier (no server at all). Tests that start an emulator of their own mark themselves.
+SERVER_MARKERS = {"emulator_endpoint": "emulator", "postgres_engine": "postgres"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        for fixture, marker in SERVER_MARKERS.items():
+            if fixture in item.fixturenames:
+                item.add_marker(marker)
+
+
 @pytest.fixture(scope="session")
 def emulator_endpoint() -> str:
     """One emulator server process for the whole session, on a free loopback port."""

@@ -5,4 +5,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 APPDATA_RELIABILITY_FULL=1 exec python -m pytest -m reliability -s -q -p no:cacheprovider \
-  appdata_tests/reliability "$@" 2>&1 | grep -E '^\[reliability\]|^[0-9]+ (passed|failed)|^(FAILED|ERROR) '
+  appdata_tests "$@" 2>&1 | grep -E '^\[reliability\]|^[0-9]+ (passed|failed)|^(FAILED|ERROR) '

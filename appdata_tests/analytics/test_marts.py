@@ -60,7 +60,7 @@ def rows(engine: sa.Engine, name: str) -> list[tuple]:
     return [tuple(r) for r in frame.itertuples(index=False)]
 
 
-@pytest.fixture(params=["duckdb", "postgres"])
+@pytest.fixture(params=["duckdb", pytest.param("postgres", marks=pytest.mark.postgres)])
 def warehouse(request: pytest.FixtureRequest) -> sa.Engine:
     url = request.getfixturevalue("duckdb_url" if request.param == "duckdb" else "postgres_url")
     engine = load(url)

@@ -3,7 +3,11 @@
 import subprocess
 import sys
 
+import pytest
+
 from appdata.local.emulator import free_port
+
+pytestmark = pytest.mark.emulator  # the demo starts its own
 
 
 def test_demo_reconciles_every_stage_and_builds_the_report(tmp_path):

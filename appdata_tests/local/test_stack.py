@@ -23,7 +23,7 @@ import sqlalchemy as sa
 from appdata.local.emulator import free_port
 from appdata_tests.support.events import make_event
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.emulator]
 TODAY = time.strftime("%Y-%m-%d", time.gmtime())
 
 

@@ -1,15 +1,19 @@
 """Outage: the emulator (a separate server process, not the session's) is killed while a drain
 run writes; the run fails with a clear error; after the emulator is back (moto keeps state in
-memory, so: re-provisioned, records re-sent by the producer) a retry succeeds and reconciles."""
+memory, so: re-provisioned, records re-sent by the producer) a retry succeeds and reconciles.
+
+The kill point is deterministic: this emulator holds the drain's first DynamoDB BatchWriteItem
+(after the lake object is written), says so on stdout and waits; the test kills it right there.
+No sleep decides whether the run was caught mid-way."""
 
 from __future__ import annotations
 
 import json
+import select
 import signal
 import subprocess
 import sys
 import threading
-import time
 import uuid
 
 import dagster as dg
@@ -25,9 +29,29 @@ from appdata.defs.stream.drain import drain_run_config, kinesis_downloads, strea
 from appdata_tests.support.events import make_event
 from appdata_tests.support.reliability import report
 
-pytestmark = pytest.mark.reliability
+pytestmark = [pytest.mark.reliability, pytest.mark.emulator]
 
 DAY = "2023-06-01"
+
+
+# `appdata emulator`, except that the first DynamoDB BatchWriteItem request is held: the emulator
+# prints one line and blocks (it serves one request at a time) until the test kills it.
+HOLDING_EMULATOR = """
+import sys
+from appdata.local.emulator import make_emulator
+
+server = make_emulator(port=int(sys.argv[1]))
+serve = server.app
+
+def app(environ, start_response):
+    if environ.get("HTTP_X_AMZ_TARGET", "").endswith(".BatchWriteItem"):
+        print("holding BatchWriteItem", flush=True)
+        sys.stdin.read()
+    return serve(environ, start_response)
+
+server.app = app
+server.serve_forever()
+"""
 
 
 def _start_emulator(port: int) -> subprocess.Popen:
@@ -60,13 +84,15 @@ def test_emulator_killed_mid_run_fails_clearly_and_a_retry_after_it_is_back_succ
         monkeypatch.delenv(key, raising=False)
     settings = Settings.from_env()
     resources = build_resources(settings)
-    records = [make_event(50_000 + i, day=DAY) for i in range(1000)]
-    defs = dg.Definitions.merge(dg.Definitions(assets=[kinesis_downloads, stream_drain], jobs=[stream_drain_job]), dg.Definitions(resources=resources))
+    records = [make_event(50_000 + i, day=DAY) for i in range(200)]
+    defs = dg.Definitions(assets=[kinesis_downloads, stream_drain], jobs=[stream_drain_job], resources=resources)
     job = defs.resolve_job_def("stream_drain_job")
     s3 = resources["s3"].get_client()
 
-    emulator = _start_emulator(port)
+    emulator = subprocess.Popen([sys.executable, "-c", HOLDING_EMULATOR, str(port)], stdin=subprocess.PIPE,
+                                stdout=subprocess.PIPE, text=True)
     try:
+        wait_until_up(endpoint)
         provision(resources)
         shard, first, last = _put_all(resources, settings.stream, records)
         outcome: dict = {}
@@ -77,14 +103,17 @@ def test_emulator_killed_mid_run_fails_clearly_and_a_retry_after_it_is_back_succ
 
         worker = threading.Thread(target=run)
         worker.start()
-        # Kill the emulator once the drain has written the lake and is writing DynamoDB.
-        while worker.is_alive() and not s3.list_objects_v2(Bucket=settings.bucket, Prefix="lake/").get("KeyCount"):
-            time.sleep(0.05)
+        # Wait for the drain to reach its first DynamoDB write (the lake object is written by then)...
+        while worker.is_alive() and not select.select([emulator.stdout], [], [], 0.1)[0]:
+            pass
+        held = emulator.stdout.readline() if select.select([emulator.stdout], [], [], 0)[0] else ""
+        assert held == "holding BatchWriteItem\n", f"the drain never reached DynamoDB: {outcome}"
+        # ... and take the emulator away under it.
         emulator.send_signal(signal.SIGKILL)
         emulator.wait()
         worker.join(timeout=300)
         result = outcome["result"]
-        assert not result.success, "the drain finished before the outage; raise the record count"
+        assert not result.success
         error = result.failure_data_for_node("stream_drain").error
         message = error.message + "".join(c.message for c in ([error.cause] if error.cause else []))
         assert "Could not connect to the endpoint URL" in message and endpoint in message, message
