@@ -77,36 +77,45 @@ def duckdb_url(tmp_path: Path) -> str:
     return f"duckdb:///{tmp_path / 'warehouse.duckdb'}"
 
 
-def _test_environment(emulator_endpoint: str, home: Path, prefix: str) -> dict[str, str]:
-    """The variables that give a test (or a module) its own home, bucket, stream, table and key."""
+# Set elsewhere (a developer's shell, CI), these would point a test away from its own emulator names.
+UNSET_FOR_TESTS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_PROFILE", "APPDATA_PLAYSTORE_CSV",
+                   "APPDATA_WAREHOUSE_URL", "APPDATA_WAREHOUSE_PASSWORD")
+# Loopback port 1: nothing listens there, so a test without a server fails at once if it calls AWS.
+NO_SERVER_ENDPOINT = "http://127.0.0.1:1"
+
+
+def _use_test_environment(patch: pytest.MonkeyPatch, endpoint: str, home: Path, prefix: str) -> Settings:
+    """Give a test (or a module) its own home, bucket, stream, table and API key; its Settings."""
     suffix = uuid.uuid4().hex[:8]
-    return {
+    values = {
         "APPDATA_HOME": str(home),
         "DAGSTER_HOME": str(home / "dagster"),
-        "APPDATA_AWS_ENDPOINT_URL": emulator_endpoint,
+        "APPDATA_AWS_ENDPOINT_URL": endpoint,
         "APPDATA_AWS_REGION": "us-east-1",
         "APPDATA_BUCKET": f"{prefix}-{suffix}",
         "APPDATA_STREAM": f"{prefix}-{suffix}",
         "APPDATA_TABLE": f"{prefix}-{suffix}",
         "APPDATA_API_KEYS": f"{prefix}-key-{suffix}",
     }
-
-
-# Set elsewhere (a developer's shell, CI), these would point a test away from its own emulator names.
-UNSET_FOR_TESTS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_PROFILE", "APPDATA_PLAYSTORE_CSV",
-                   "APPDATA_WAREHOUSE_URL", "APPDATA_WAREHOUSE_PASSWORD")
+    for key, value in values.items():
+        patch.setenv(key, value)
+    for key in UNSET_FOR_TESTS:
+        patch.delenv(key, raising=False)
+    (home / "dagster").mkdir(parents=True)
+    return Settings.from_env()
 
 
 @pytest.fixture()
 def appdata_env(tmp_path: Path, emulator_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> Settings:
     """Environment for one test: its own home, bucket, stream and table on the shared emulator."""
-    home = tmp_path / "home"
-    for key, value in _test_environment(emulator_endpoint, home, "appdata-test").items():
-        monkeypatch.setenv(key, value)
-    for key in UNSET_FOR_TESTS:
-        monkeypatch.delenv(key, raising=False)
-    (home / "dagster").mkdir(parents=True)
-    return Settings.from_env()
+    return _use_test_environment(monkeypatch, emulator_endpoint, tmp_path / "home", "appdata-test")
+
+
+@pytest.fixture()
+def offline_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
+    """The same environment with no server behind it: for tests that build settings, resources or
+    definitions but never call AWS (the unit tier)."""
+    return _use_test_environment(monkeypatch, NO_SERVER_ENDPOINT, tmp_path / "home", "appdata-unit")
 
 
 @pytest.fixture()
@@ -131,14 +140,9 @@ def module_env(tmp_path_factory, emulator_endpoint) -> Settings:
     """Like appdata_env, for a whole module (its tests use distinct days), provisioned once."""
     from appdata.local.provision import provision
 
-    home = tmp_path_factory.mktemp("module") / "home"
-    (home / "dagster").mkdir(parents=True)
     with pytest.MonkeyPatch.context() as patch:
-        for key, value in _test_environment(emulator_endpoint, home, "appdata-mod").items():
-            patch.setenv(key, value)
-        for key in UNSET_FOR_TESTS:
-            patch.delenv(key, raising=False)
-        settings = Settings.from_env()
+        settings = _use_test_environment(patch, emulator_endpoint, tmp_path_factory.mktemp("module") / "home",
+                                         "appdata-mod")
         provision(build_resources(settings))
         yield settings
 

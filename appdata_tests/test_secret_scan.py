@@ -14,7 +14,7 @@ from appdata_tests.support.reliability import report
 
 pytestmark = pytest.mark.reliability
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 SCAN = REPO / ".ci" / "secret_scan"
 
 

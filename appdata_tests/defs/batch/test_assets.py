@@ -4,8 +4,6 @@ and on PostgreSQL, leaves exactly the client's rows in downloads_batch with ever
 from __future__ import annotations
 
 import datetime as dt
-import shutil
-from pathlib import Path
 
 import dagster as dg
 import pyarrow.parquet as pq
@@ -13,7 +11,6 @@ import pytest
 import sqlalchemy as sa
 
 from appdata.local import batch_demo as demo
-from appdata.defs.batch.schedules import SCHEDULE_NAME, partition_key_at
 from appdata.config import Settings
 from appdata.local.provision import ensure_bucket
 from appdata.defs.resources import build_resources
@@ -28,12 +25,11 @@ SOURCES = ["playstore_apps_raw", "playstore_apps", "users_batch"]
 def sources_instance(appdata_env):
     """An instance holding the catalogue and batch users, their values stored in this test's lake bucket."""
     instance = dg.DagsterInstance.ephemeral()
-    from appdata.defs.sources import assets as source_assets
+    from appdata.defs.sources import playstore_apps, playstore_apps_raw, users_batch
 
     resources = build_resources(appdata_env)
     ensure_bucket(resources["s3"])
-    dg.materialize([a for a in source_assets if a.key.to_user_string() in SOURCES], instance=instance,
-                   resources=resources)
+    dg.materialize([playstore_apps_raw, playstore_apps, users_batch], instance=instance, resources=resources)
     yield instance
     instance.dispose()
 
@@ -119,48 +115,3 @@ def test_landing_missing_for_a_day_fails_with_a_clear_message(appdata_env, duckd
     assert not result.success
     failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
     assert "no landing file for 2020-03-01" in failure.step_failure_data.error.message
-
-
-def test_schedule_fires_at_23_for_that_days_partition(appdata_env, monkeypatch):
-    monkeypatch.setenv("APPDATA_TIMEZONE", "Europe/Paris")
-    from appdata.defs.batch.schedules import build_batch_schedule
-
-    schedule = build_batch_schedule(Settings.from_env())
-    assert schedule.name == SCHEDULE_NAME
-    assert schedule.cron_schedule == "0 23 * * *"
-    assert schedule.execution_timezone == "Europe/Paris"
-    assert schedule.default_status == dg.DefaultScheduleStatus.RUNNING
-    tick = dt.datetime(2024, 6, 3, 21, 0, tzinfo=dt.timezone.utc)  # 23:00 in Paris (CEST)
-    context = dg.build_schedule_context(scheduled_execution_time=tick)
-    request = schedule(context)
-    assert request.partition_key == "2024-06-03"
-    assert partition_key_at(dt.datetime(2024, 6, 3, 23, 0, tzinfo=dt.timezone.utc), "UTC") == "2024-06-03"
-
-
-def test_definitions_expose_batch_job_schedule_and_warehouse_pool():
-    from appdata.definitions import defs
-
-    job = defs.resolve_job_def("batch_daily")
-    assert {"landing_batch", "curated_batch", "downloads_batch", "users_app_batch_client_data"} <= {
-        k.to_user_string() for k in job.asset_layer.executable_asset_keys}
-    assert job.executor_def.name == "in_process"  # one chain of steps: no process per step
-    assert defs.resolve_schedule_def(SCHEDULE_NAME).default_status == dg.DefaultScheduleStatus.RUNNING
-    graph = defs.resolve_asset_graph()
-    assert graph.get(dg.AssetKey("downloads_batch")).pools == {"warehouse"}
-    assert not graph.has(dg.AssetKey("apps")) and not graph.has(dg.AssetKey("users"))  # removed: nothing read them
-    for key in ("landing_batch", "curated_batch", "downloads_batch"):
-        policy = graph.get(dg.AssetKey(key)).backfill_policy
-        assert policy is not None and policy.max_partitions_per_run is None, key
-
-
-def test_local_instance_config_limits_the_warehouse_pool_and_frees_crashed_runs(tmp_path: Path):
-    shutil.copy(Path(__file__).resolve().parents[1] / "appdata" / "local" / "dagster_local.yaml", tmp_path / "dagster.yaml")
-    instance = dg.DagsterInstance.from_config(str(tmp_path))
-    try:
-        pools = instance.get_concurrency_config().pool_config
-        assert pools.default_pool_limit == 1
-        assert instance.run_monitoring_enabled
-        assert instance.run_monitoring_settings["free_slots_after_run_end_seconds"] > 0
-        assert "MONITORING" in instance.get_required_daemon_types()
-    finally:
-        instance.dispose()
