@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import threading
 
 import pandas as pd
@@ -12,39 +11,7 @@ import sqlalchemy as sa
 from appdata.analytics import marts
 from appdata.contract.schema import EVENT_COLUMNS, coerce_event_frame
 from appdata.warehouse.loader import create_schema, replace_all
-from appdata_tests.support.events import make_event
-
-D = dt.date
-
-
-def event(n: int, user_id: int, age: int, location: str, app: str, category: str, day: dt.date,
-          minutes: int, rating: float = 4.0, installs: int = 1000) -> dict:
-    """An event with what the marts read spelled out (the warehouse's types: dates, not text)."""
-    return make_event(n, event_id=f"e{n}", user_id=user_id, age=age, location=location, app=app, category=category,
-                      download_date=day, minutes_spent=minutes, rating=rating, installs=installs,
-                      last_updated=D(2019, 1, 1))
-
-
-def hand_made() -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Batch and stream downloads small enough to count by hand."""
-    batch = [
-        event(1, 1, 15, "Ohio", "Chess", "GAME", D(2024, 3, 1), 30, rating=4.5, installs=5000),
-        event(2, 1, 15, "Ohio", "Chat", "SOCIAL", D(2024, 3, 1), 10),
-        event(3, 2, 30, "Texas", "Chess", "GAME", D(2024, 3, 2), 50, rating=4.5, installs=5000),
-        event(4, 2, 30, "Texas", "Bank", "FINANCE", D(2024, 3, 2), 20),
-        # Outside the 30-day chart window (latest day 2024-03-31 -> window 03-02..03-31).
-        event(5, 3, 70, "Ohio", "Go", "GAME", D(2024, 2, 1), 5, rating=5.0, installs=10),
-        event(6, 3, 70, "Ohio", "Go", "GAME", D(2024, 2, 1), 5, rating=5.0, installs=10),
-    ]
-    stream = [
-        event(7, 4, 20, "Texas", "Poker", "GAME", D(2024, 3, 2), 40, rating=4.0, installs=100),
-        event(8, 5, 20, "Texas", "Puzzle", "GAME", D(2024, 3, 2), 60, rating=4.5, installs=100),
-        event(9, 1, 15, "Ohio", "Chess", "GAME", D(2024, 3, 31), 15, rating=4.5, installs=5000),
-        event(10, 6, 50, "Ohio", "Racer", "GAME", D(2024, 3, 30), 25, rating=4.0, installs=200),
-    ]
-    return (coerce_event_frame(pd.DataFrame(batch, columns=list(EVENT_COLUMNS))),
-            coerce_event_frame(pd.DataFrame(stream, columns=list(EVENT_COLUMNS))))
-
+from appdata_tests.support.analytics import D, event, hand_made
 
 def load(url: str) -> sa.Engine:
     engine = sa.create_engine(url, poolclass=sa.pool.NullPool)

@@ -10,24 +10,14 @@ import pytest
 from appdata import aws
 from appdata.analytics import marts, recommend
 from appdata.sources.catalogue import clean_catalogue, load_catalogue
-from appdata.sources.users import downloads_for_day, make_users
 from appdata.warehouse.loader import bulk_insert, create_schema, replace_all
-
-FIRST_DAY = dt.date(2024, 1, 1)
-
+from appdata_tests.support.analytics import FIRST_DAY, generated
 
 @pytest.fixture(scope="module")
 def catalogue() -> pd.DataFrame:
     raw, _ = load_catalogue(None, seed=7)
     apps, _ = clean_catalogue(raw)
     return apps
-
-
-def generated(apps: pd.DataFrame, mode: str, *, users: int = 600, days: int = 10, rows: int = 2000) -> pd.DataFrame:
-    """`days` days of stream downloads by `users` seeded users (taste or uniform)."""
-    people = make_users(users, 100_001, 42, sorted(apps["category"].unique()), "stream")
-    return pd.concat([downloads_for_day(apps, people, FIRST_DAY + dt.timedelta(days=d), source="stream",
-                                       seed=42, rows=rows, mode=mode) for d in range(days)], ignore_index=True)
 
 
 def top3_category_share(events: pd.DataFrame) -> float:

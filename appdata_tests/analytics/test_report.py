@@ -16,8 +16,7 @@ from appdata.local.analytics_demo import run_analytics_demo
 from appdata.analytics.report import build_report, report_path, write_report
 from appdata.contract.layout import REPORT_KEY
 from appdata.warehouse.loader import replace_all
-from appdata_tests.analytics.test_marts import hand_made
-from appdata_tests.analytics.test_recommend import generated
+from appdata_tests.support.analytics import generated, hand_made
 
 CHROMIUM = Path("/usr/bin/chromium")
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")

@@ -12,6 +12,7 @@ from appdata.defs.reliability import stream_reconciled
 from appdata.reliability.reconcile import reconcile_stream, reconcile_stream_day
 from appdata.defs.resources import build_resources
 from appdata.defs.stream.drain import drain_run_config, kinesis_downloads, stream_drain, stream_drain_job
+from appdata_tests.support.cli import run_cli
 from appdata_tests.support.events import make_event
 from appdata_tests.support.reliability import report
 
@@ -280,16 +281,6 @@ def test_every_record_the_drain_rejects_must_have_its_dead_letter(provisioned, a
 # ------------------------------------------------------------------ operator commands
 
 
-def _cli(*args: str, code: int = 0) -> str:
-    from click.testing import CliRunner
-
-    from appdata.cli import main
-
-    result = CliRunner().invoke(main, list(args), catch_exceptions=False)
-    assert result.exit_code == code, result.output
-    return result.output
-
-
 def test_appdata_drain_and_reconcile_red_when_an_event_is_deleted_from_every_sink(provisioned, appdata_env):
     import json
 
@@ -299,38 +290,38 @@ def test_appdata_drain_and_reconcile_red_when_an_event_is_deleted_from_every_sin
     records = [make_event(600 + i, day=DAYS[i % 2]) for i in range(42)] + [make_event(700, day=DAYS[0], age=7)]
     shard, first, last = _put(kinesis, appdata_env.stream, records)
 
-    out = _cli("drain", "--max-records", "10")
+    out = run_cli("drain", "--max-records", "10")
     assert f"{shard}: 43 records in 5 range(s) {first}..{last}: 42 valid, 1 rejected, warehouse +42 new row(s)" in out
     assert out.count(f"  {shard} ") == 5  # one line per range
     assert "drained 43 records in 5 range(s) from 1 shard(s)" in out
-    ok = _cli("reconcile", "--stream", "--grace", "0")
+    ok = run_cli("reconcile", "--stream", "--grace", "0")
     assert "stream: 2 day(s) reconciled" in ok and "accepted 21, lake 21, dynamodb 21, downloads_stream 21" in ok
 
     # Drained again: the same ranges rewrite the same objects and items, and insert no row.
-    again = _cli("drain", "--max-records", "10")
+    again = run_cli("drain", "--max-records", "10")
     assert "warehouse +0 new row(s)" in again and "+42" not in again
-    assert "stream: 2 day(s) reconciled" in _cli("reconcile", "--stream", "--grace", "0")
+    assert "stream: 2 day(s) reconciled" in run_cli("reconcile", "--stream", "--grace", "0")
 
     victim = records[10]
     victim_id = derive_event_id(victim)
     day = victim["download_date"]
     _delete_from_every_sink(provisioned, appdata_env, victim, victim_id)
-    red = _cli("reconcile", "--grace", "0", code=1)
+    red = run_cli("reconcile", "--grace", "0", code=1)
     assert f"FAIL  stream {day}:" in red and victim_id in red and "in NO sink" in red
     assert f"stream: 1 of 2 day(s) NOT reconciled: {day}" in red
-    as_json = json.loads(_cli("reconcile", "--stream", "--grace", "0", "--json", code=1))
+    as_json = json.loads(run_cli("reconcile", "--stream", "--grace", "0", "--json", code=1))
     (failing,) = [d for d in as_json["days"] if not d["ok"]]
     assert as_json["ok"] is False and failing["day"] == day and list(failing["lost"]) == [victim_id]
     other = DAYS[1] if day == DAYS[0] else DAYS[0]
-    assert "1 day(s) reconciled" in _cli("reconcile", "--stream", "--grace", "0", "--start", other, "--end", other)
+    assert "1 day(s) reconciled" in run_cli("reconcile", "--stream", "--grace", "0", "--start", other, "--end", other)
     # In flight (the default grace, records just put): not judged yet, so not red.
-    assert "stream: 2 day(s) reconciled" in _cli("reconcile", "--stream")
+    assert "stream: 2 day(s) reconciled" in run_cli("reconcile", "--stream")
 
-    restored = _cli("drain", "--max-records", "10")
+    restored = run_cli("drain", "--max-records", "10")
     assert "warehouse +1 new row(s)" in restored
-    assert "stream: 2 day(s) reconciled" in _cli("reconcile", "--stream", "--grace", "0")
-    assert "batch: nothing to reconcile" in _cli("reconcile", "--batch")
-    _cli("reconcile", "--start", "2024-13-01", code=2)
+    assert "stream: 2 day(s) reconciled" in run_cli("reconcile", "--stream", "--grace", "0")
+    assert "batch: nothing to reconcile" in run_cli("reconcile", "--batch")
+    run_cli("reconcile", "--start", "2024-13-01", code=2)
     report("appdata drain / reconcile", records=43, ranges=5, red_naming_event=True, restored_by_drain=True)
 
 
@@ -343,11 +334,11 @@ def test_appdata_drain_exits_non_zero_naming_the_range_a_sink_refused_then_deliv
     dynamodb.delete_table(TableName=appdata_env.table)
     dynamodb.get_waiter("table_not_exists").wait(TableName=appdata_env.table)
 
-    failed = _cli("drain", code=1)
+    failed = run_cli("drain", code=1)
     assert f"1 shard(s) not delivered: {shard}: range {first}..{last} (8 records) not delivered" in failed
     assert "ResourceNotFoundException" in failed
 
     provision(provisioned)
-    out = _cli("drain")
+    out = run_cli("drain")
     assert f"{shard}: 8 records in 1 range(s)" in out and "not delivered" not in out
-    assert "stream: 1 day(s) reconciled" in _cli("reconcile", "--stream", "--grace", "0")
+    assert "stream: 1 day(s) reconciled" in run_cli("reconcile", "--stream", "--grace", "0")

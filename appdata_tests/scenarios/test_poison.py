@@ -23,7 +23,7 @@ from appdata.defs.stream.sensor import plan_requests, retry_delay, stream_identi
 from appdata.warehouse.loader import read_frame
 from appdata_tests.support.events import make_event
 from appdata_tests.support.reliability import report
-from appdata_tests.reliability.test_reconcile_stream import _cli
+from appdata_tests.support.cli import run_cli
 from appdata_tests.support.stream import dynamo_items, lake_state
 
 pytestmark = [pytest.mark.reliability, pytest.mark.postgres]
@@ -165,7 +165,7 @@ def test_every_poison_between_valid_records_is_dead_lettered_and_its_neighbours_
             alone = client.post("/v1/downloads", content=poison, headers={**key, "content-type": "application/json"})
             assert alone.status_code == 207 and alone.json()["accepted"] == 0, alone.text
             assert field in alone.json()["rejected"][0]["reason"], alone.text
-    out = _cli("drain")
+    out = run_cli("drain")
     assert "not delivered" not in out
     valid_ids |= {schema.derive_event_id(r) for r in api_valid}
     _assert_every_sink_holds_once(resources, engine, valid_ids, lake_once=False)
@@ -175,6 +175,6 @@ def test_every_poison_between_valid_records_is_dead_lettered_and_its_neighbours_
     # the first one's letter may also be filed under its range: the same Kinesis record, once per range.
     assert len({d.context["sequence_number"] for d in refused_twice}) == 2
     # The download day, and today: the undecodable records are filed under the day they arrived.
-    assert "stream: 2 day(s) reconciled" in _cli("reconcile", "--stream", "--grace", "0")
+    assert "stream: 2 day(s) reconciled" in run_cli("reconcile", "--stream", "--grace", "0")
     report("poison isolation", poison_kinds=len(expected), valid_records=len(valid_ids), dead_letters=len(letters),
            failed_run_then_retried=True, reconciled=True)
