@@ -16,7 +16,7 @@ from appdata.analytics import dashboard, marts
 from appdata.api.app import create_app
 from appdata.config import Settings
 from appdata.warehouse.loader import create_schema, replace_all
-from appdata_tests.test_analytics_marts import hand_made
+from appdata_tests.support.analytics import hand_made
 
 K = dashboard.DEFAULT_K
 
@@ -24,7 +24,7 @@ K = dashboard.DEFAULT_K
 def dashboard_events() -> tuple[pd.DataFrame, pd.DataFrame]:
     """Generated downloads in two bursts two months apart (a gap), plus a small UNKNOWN category."""
     from appdata.sources.catalogue import clean_catalogue, load_catalogue
-    from appdata_tests.test_analytics_recommend import generated
+    from appdata_tests.support.analytics import generated
 
     apps, _ = clean_catalogue(load_catalogue(None, seed=7)[0])
     stream = generated(apps, "taste", users=300, days=6, rows=700)

@@ -28,7 +28,7 @@ def frame_digest(frame: pd.DataFrame) -> str:
 
 FIRST_RUN = '''
 import json, dagster as dg
-from appdata_tests.test_io_manager import frame_digest as digest
+from appdata_tests.defs.test_resources_io_manager import frame_digest as digest
 from appdata.defs.resources import build_resources
 from appdata.defs.sources import playstore_apps, playstore_apps_raw
 
@@ -42,7 +42,7 @@ print(json.dumps({"success": result.success, "rows": len(apps), "digest": digest
 
 SECOND_RUN = '''
 import json, dagster as dg, pandas as pd
-from appdata_tests.test_io_manager import frame_digest as digest
+from appdata_tests.defs.test_resources_io_manager import frame_digest as digest
 from appdata.defs.resources import build_resources
 from appdata.defs.sources import playstore_apps, playstore_apps_raw, users_batch
 

@@ -23,7 +23,7 @@ from appdata.analytics.dashboard import DEFAULT_K, UNKNOWN_CATEGORY
 from appdata.analytics.marts import ALL_DOWNLOADS, age_band_case
 from appdata.config import Settings
 from appdata.local.emulator import free_port
-from appdata_tests.test_analytics_dashboard import load_dashboard_data
+from appdata_tests.analytics.test_dashboard import load_dashboard_data
 
 CHROMIUM = Path("/usr/bin/chromium")
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
