@@ -409,7 +409,7 @@ def create_app(settings: Settings | None = None, *, api_keys: list[str] | None =
 
     @app.get("/report", response_class=HTMLResponse, tags=["ops"], responses=_errors(404))
     def report() -> HTMLResponse:
-        """The nightly static analytics report (aggregates only, no personal data, so no key needed):
+        """The static analytics report (aggregates only, no personal data, so no key needed):
         APPDATA_HOME/reports/appdata_report.html, else s3://<bucket>/reports/appdata_report.html.
         The interactive, filterable dashboard is /dashboard."""
         local = Path(settings.home) / layout.REPORT_KEY

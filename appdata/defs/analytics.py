@@ -9,9 +9,10 @@ When they refresh (declarative automation, sensor `analytics_automation`, on by 
 - the stream (`downloads_stream`) is drained every few seconds, so following it eagerly would
   rebuild the marts constantly: its updates rebuild the marts at most every 15 minutes
   (`STREAM_REFRESH_CRON`), and only if a drain wrote something since the last rebuild;
-- recommendations follow `mart_charts`, the report follows the marts;
-the nightly schedule stays as a backstop. Plain `eager()` does not fit: it waits while any
-upstream partition is missing, and a daily-partitioned input since 2020 always has some.
+- recommendations follow `mart_charts`, the report follows the marts.
+No clock is involved (a 23:45 schedule used to assume the 23:00 batch was done). Plain `eager()`
+does not fit: it waits while any upstream partition is missing, and a daily-partitioned input
+since 2020 always has some.
 """
 
 from collections.abc import Sequence
@@ -23,7 +24,6 @@ from appdata.analytics import plots
 from appdata.analytics.marts import MARTS, build_mart, read_mart
 from appdata.analytics.recommend import evaluate, refresh_all_recommendations
 from appdata.analytics.report import build_report, write_report
-from appdata.config import Settings
 from appdata.defs.resources import DynamoDBResource, LakeS3Resource, LocalReportResource, WarehouseResource
 
 GROUP = "analytics"
@@ -141,20 +141,13 @@ def analytics_report(context: dg.AssetExecutionContext, warehouse: WarehouseReso
     return dg.MaterializeResult(metadata=metadata)
 
 
-
 analytics_job = dg.define_asset_job(
     "analytics_job", selection=dg.AssetSelection.groups(GROUP),
-    description="Rebuild the marts, every user's recommendations and the HTML report.",
+    description="Rebuild the marts, every user's recommendations and the HTML report (by hand, from the UI).",
 )
 analytics_automation = dg.AutomationConditionSensorDefinition(
     "analytics_automation", target=dg.AssetSelection.groups(GROUP), default_status=dg.DefaultSensorStatus.RUNNING,
     minimum_interval_seconds=30,
     description="Rebuilds the marts after batch loads (and at most every 15 minutes after drains), then "
-    "recommendations and the report; on by default so freshness does not wait for the nightly schedule.",
-)
-analytics_nightly = dg.ScheduleDefinition(
-    name="analytics_nightly", job=analytics_job, cron_schedule="45 23 * * *",
-    execution_timezone=Settings.from_env().timezone, default_status=dg.DefaultScheduleStatus.RUNNING,
-    description="Backstop after the 23:00 batch drop (the marts normally follow their inputs through "
-    "analytics_automation); stream users' recommendations are refreshed by each drain.",
+    "recommendations and the report; on by default, so freshness waits for no clock.",
 )

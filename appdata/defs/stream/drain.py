@@ -92,7 +92,8 @@ def _refresh_recommendations(context: dg.AssetExecutionContext, engine, dynamodb
                              users: list[int]) -> int:
     """Fresh recommendations for the users this range touched, so a new download shows up in
     GET /v1/users/{id}/recommendations within the stream's freshness target. A failure here is
-    logged, not raised: the drained data is safe and the nightly refresh rewrites every user."""
+    logged, not raised: the drained data is safe and user_recommendations rewrites every user when
+    mart_charts next changes."""
     from appdata.analytics.recommend import refresh_user_recommendations
 
     if not users:
