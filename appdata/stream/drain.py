@@ -102,6 +102,7 @@ class ShardRead:
     records: list[dict]
     shard_end: bool = False
     caught_up: bool = False  # no more records available right now
+    millis_behind_latest: int | None = None  # of the last GetRecords answer: how far the read end trails the shard's tip
 
 
 def read_shard(
@@ -128,10 +129,11 @@ def read_shard(
     until_int = seq_int(until) if until is not None else None
     records: list[dict] = []
     empty_calls = 0
+    behind: int | None = None
     while iterator is not None:
         want = min(limit_per_call, max_records - len(records))
         if want <= 0:
-            return ShardRead(records)
+            return ShardRead(records, millis_behind_latest=behind)
         try:
             response = kinesis.get_records(ShardIterator=iterator, Limit=want)
         except ClientError as exc:
@@ -143,23 +145,24 @@ def read_shard(
                 iterator = get_iterator(kinesis, stream, shard_id, at=at, after=after, at_timestamp=at_timestamp)
             continue
         batch = response.get("Records", [])
+        behind = response.get("MillisBehindLatest", behind)
         for record in batch:
             if until_int is not None and seq_int(record["SequenceNumber"]) > until_int:
-                return ShardRead(records)
+                return ShardRead(records, millis_behind_latest=behind)
             records.append(record)
             last_seen = record["SequenceNumber"]
             if until_int is not None and seq_int(last_seen) == until_int:
-                return ShardRead(records)
+                return ShardRead(records, millis_behind_latest=behind)
         iterator = response.get("NextShardIterator")
         if iterator is None:
-            return ShardRead(records, shard_end=True, caught_up=True)
+            return ShardRead(records, shard_end=True, caught_up=True, millis_behind_latest=behind)
         if batch:
             empty_calls = 0
             continue
         empty_calls += 1
         if response.get("MillisBehindLatest", 0) == 0 or empty_calls >= max_empty_calls:
-            return ShardRead(records, caught_up=True)
-    return ShardRead(records, shard_end=True, caught_up=True)
+            return ShardRead(records, caught_up=True, millis_behind_latest=behind)
+    return ShardRead(records, shard_end=True, caught_up=True, millis_behind_latest=behind)
 
 
 # --------------------------------------------------------------------------- decoding
@@ -312,6 +315,7 @@ class DrainResult:
     event_ids: set[str] = field(default_factory=set)
     shard_end: bool = False
     newest_arrival: dt.datetime | None = None  # ApproximateArrivalTimestamp of the range's last record
+    millis_behind_latest: int | None = None  # how far the range's end trailed the shard's newest record
 
     def summary(self) -> dict:
         return {
@@ -445,6 +449,7 @@ def drain_range(
                            last_sequence=last_sequence, s3=s3, bucket=bucket, dynamodb=dynamodb, table=table,
                            engine=engine, copy_iam_role=copy_iam_role)
     result.shard_end = read.shard_end
+    result.millis_behind_latest = read.millis_behind_latest
     return result
 
 

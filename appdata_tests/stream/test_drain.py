@@ -11,7 +11,7 @@ import dagster as dg
 import pytest
 
 from appdata.contract import schema
-from appdata.defs.stream.drain import SHARD_TAG, stream_drain
+from appdata.defs.stream.drain import SHARD_TAG, STREAM_FRESHNESS, stream_drain
 from appdata.stream.drain import drain_range, list_shards, read_shard
 from appdata.defs.stream.sensor import kinesis_drain_sensor, shard_tag_value
 from appdata.warehouse.loader import count_rows, read_frame
@@ -167,6 +167,16 @@ def test_drain_asset_materializes_three_sinks_with_metadata(provisioned):
     assert by_key["stream_lake"]["objects_written"].value == 1
     assert by_key["downloads_stream"]["rows_inserted"].value == 12
     assert by_key["dynamodb_downloads"]["users_touched"].value == 7
+    for metadata in by_key.values():  # the range reached the shard's newest record, written just now
+        assert metadata["behind_shard_tip_seconds"].value == 0
+        assert 0 <= metadata["newest_record_age_seconds"].value < 3600
+
+
+def test_stream_sinks_declare_how_fresh_they_must_be():
+    specs = {spec.key.to_user_string(): spec for spec in stream_drain.specs}
+    assert set(specs) == {"stream_lake", "dynamodb_downloads", "downloads_stream"}
+    for spec in specs.values():
+        assert spec.freshness_policy == STREAM_FRESHNESS
 
 
 def test_read_shard_stops_at_until(sinks):

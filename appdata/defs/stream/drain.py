@@ -5,6 +5,8 @@ so lineage shows Kinesis feeding all three and each materialization carries the 
 It writes the warehouse, hence pool "warehouse".
 """
 
+import datetime as dt
+
 import dagster as dg
 
 from appdata.defs.resources import DynamoDBResource, KinesisResource, LakeS3Resource, WarehouseResource
@@ -17,6 +19,11 @@ DYNAMODB_ASSET = dg.AssetKey("dynamodb_downloads")
 WAREHOUSE_ASSET = dg.AssetKey("downloads_stream")
 DRAIN_OP = "stream_drain"
 SHARD_TAG = "appdata/shard"
+# The clients post all day (the local one every minute) and the sensor drains within seconds, so
+# a sink not updated for minutes means the drain stalled; a stream silent that long deserves a
+# look too. The UI shows each asset fresh, warning or failing against this.
+STREAM_FRESHNESS = dg.FreshnessPolicy.time_window(fail_window=dt.timedelta(minutes=15),
+                                                   warn_window=dt.timedelta(minutes=5))
 
 kinesis_downloads = dg.AssetSpec(
     KINESIS_ASSET,
@@ -40,11 +47,11 @@ class DrainConfig(dg.Config):
     group_name=GROUP,
     pool="warehouse",
     specs=[
-        dg.AssetSpec(LAKE_ASSET, deps=[KINESIS_ASSET], kinds={"s3", "json"},
+        dg.AssetSpec(LAKE_ASSET, deps=[KINESIS_ASSET], kinds={"s3", "json"}, freshness_policy=STREAM_FRESHNESS,
                      description="s3://<bucket>/lake/stream/download_date=/hour=/<shard>-<first>-<last>.jsonl.gz"),
-        dg.AssetSpec(DYNAMODB_ASSET, deps=[KINESIS_ASSET], kinds={"dynamodb"},
+        dg.AssetSpec(DYNAMODB_ASSET, deps=[KINESIS_ASSET], kinds={"dynamodb"}, freshness_policy=STREAM_FRESHNESS,
                      description="Download items (user_id, DL#<date>#<event_id>) served by GET /v1/users/{id}/downloads"),
-        dg.AssetSpec(WAREHOUSE_ASSET, deps=[KINESIS_ASSET], kinds={"sql"},
+        dg.AssetSpec(WAREHOUSE_ASSET, deps=[KINESIS_ASSET], kinds={"sql"}, freshness_policy=STREAM_FRESHNESS,
                      description="Warehouse table downloads_stream, deduplicated on event_id"),
     ],
     description="Drain one Kinesis shard range into the lake, DynamoDB and the warehouse (idempotent).",
@@ -75,6 +82,7 @@ def stream_drain(
         "rejected": result.rejected,
         "users_touched": len(users),
         "users": dg.MetadataValue.json(users[:1000]),
+        **_lag_metadata(result.newest_arrival, result.millis_behind_latest),
     }
     yield dg.MaterializeResult(asset_key=LAKE_ASSET, metadata={
         **common, "objects_written": len(result.lake_objects),
@@ -86,6 +94,19 @@ def stream_drain(
     })
     yield dg.MaterializeResult(asset_key=WAREHOUSE_ASSET,
                                metadata={**common, "rows_inserted": result.warehouse_inserted})
+
+
+def _lag_metadata(newest_arrival: dt.datetime | None, millis_behind_latest: int | None) -> dict:
+    """How fresh this drain left the sinks: the age of the range's newest record once written
+    (arrival on Kinesis -> in every sink), and how far the range's end trailed the shard's newest
+    record (Kinesis' MillisBehindLatest): a growing figure means the drain is falling behind."""
+    lag = {}
+    if newest_arrival is not None:
+        age = dt.datetime.now(dt.timezone.utc) - newest_arrival
+        lag["newest_record_age_seconds"] = round(age.total_seconds(), 3)
+    if millis_behind_latest is not None:
+        lag["behind_shard_tip_seconds"] = millis_behind_latest / 1000
+    return lag
 
 
 def _refresh_recommendations(context: dg.AssetExecutionContext, engine, dynamodb: DynamoDBResource,
