@@ -57,7 +57,7 @@ def test_the_boundary_check_sees_a_violation():
 
 @pytest.mark.parametrize("command", [
     ["dg", "check", "defs"],
-    ["dagster", "definitions", "validate", "-m", "appdata.definitions"],
+    ["dagster", "definitions", "validate", "-w", "workspace.yaml"],
 ], ids=["dg-check-defs", "dagster-definitions-validate"])
 def test_the_code_location_loads_with_dagsters_own_tools(command, tmp_path):
     tool = Path(sys.executable).parent / command[0]
