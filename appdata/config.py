@@ -154,6 +154,11 @@ class Settings:
         return Path(os.environ.get("DAGSTER_HOME") or self.home / "dagster")
 
     @property
+    def api_key_file(self) -> Path:
+        """The local stack's API key, written once by `appdata up` when APPDATA_API_KEYS is unset."""
+        return self.home / "api-key"
+
+    @property
     def client_dir(self) -> Path:
         """Where the simulated clients keep their own files (not our AWS)."""
         return self.home / "client"
@@ -192,3 +197,14 @@ def parse_api_keys(raw: str | None) -> list[str]:
 def api_keys_from_env() -> list[str]:
     """API keys accepted by the ingest API: `APPDATA_API_KEYS`, comma separated."""
     return parse_api_keys(os.environ.get("APPDATA_API_KEYS"))
+
+
+def client_api_key(settings: Settings) -> str | None:
+    """The key a client on this machine sends as x-api-key: the first of APPDATA_API_KEYS, else
+    the local stack's key file (so commands work beside `appdata up` with no variable set)."""
+    keys = api_keys_from_env()
+    if keys:
+        return keys[0]
+    if settings.api_key_file.is_file():
+        return settings.api_key_file.read_text(encoding="utf-8").strip() or None
+    return None

@@ -3,9 +3,23 @@
 Every figure the dashboard (page or JSON) shows comes from here, so one rule holds everywhere:
 no group of fewer than `k` distinct users is published (`DEFAULT_K` = 5). Groups are counted
 with COUNT(DISTINCT user_id) on the fact mart, so the count is exact whatever the filters, and a
-group under k is dropped by the query's HAVING, never sent and hidden by the page; each section
-says how many of its groups were withheld. Category medians (per-app page) are computed over
-every app of the category and published only where the whole category cell has k users.
+group under k is dropped here, never sent and hidden by the page; each section says how many of
+its groups were withheld.
+
+Complementary (secondary) suppression: a response also carries the totals, so the rows it does
+not show can be recovered as totals minus the rows shown (each user has one age band and one
+state; each download one category, app and day). So in every section the rows left out must
+together hold 0 or at least k distinct users; when they hold fewer, the smallest shown group is
+withheld too (it has k users, so one is always enough). The `suppressed` count includes it.
+
+Category medians (per-app page) are taken only over the category's apps that themselves have at
+least k users under the same filters, and only when there are at least `MEDIAN_MIN_APPS` (3) of
+them: an app under k never moves a median, and no median is a two-app mean from which a reader
+who knows their own app could solve for the other. A median is also withheld where the whole
+category cell has fewer than k users.
+
+What this does not stop: differencing across requests (the same question with a filter moved by
+one day, or one value, can differ by one person). See appdata.api.dashboard.
 
 The SQL is plain GROUP BY / CASE / CAST(DATE_TRUNC(...) AS DATE) with bound parameters, which
 DuckDB, PostgreSQL and Redshift all run. Nothing here imports Dagster.
@@ -21,13 +35,14 @@ from typing import Any
 import pandas as pd
 import sqlalchemy as sa
 
+from appdata.analytics.privacy import DEFAULT_K
 from appdata.sources.users import AGE_BANDS
 
-DEFAULT_K = 5
 FACTS = "mart_download_facts"
 GRAINS = ("day", "week", "month")
 UNKNOWN_CATEGORY = "UNKNOWN"  # the catalogue's repaired rows: listed last, never leading
 TOP_APPS = 10
+MEDIAN_MIN_APPS = 3  # a category median needs this many apps of k users or more
 ALSO_DOWNLOADED = 10
 AGE_BAND_LABELS = tuple(label for _, _, label in AGE_BANDS)
 
@@ -117,6 +132,36 @@ ORDER BY g.{order}, g.{key}"""
     return frame, withheld
 
 
+def _bindable(value: Any) -> Any:
+    if isinstance(value, pd.Timestamp):
+        return value.date()
+    return value.item() if hasattr(value, "item") else value
+
+
+def _users_outside(conn: sa.Connection, filters: Filters, key_sql: str, keys: list[Any]) -> int:
+    """Distinct users of the filtered rows whose group is not among `keys` (what totals minus shown reveal)."""
+    where, params = filters.where()
+    names = [f"p_shown_{i}" for i in range(len(keys))]
+    outside = f" AND ({key_sql} IS NULL OR {key_sql} NOT IN ({', '.join(':' + n for n in names)}))" if keys else ""
+    sql = f"SELECT COUNT(DISTINCT f.user_id) FROM {FACTS} f WHERE {where}{outside}"
+    return int(conn.execute(sa.text(sql), {**params, **dict(zip(names, map(_bindable, keys)))}).scalar_one())
+
+
+def _complementary(conn: sa.Connection, filters: Filters, key_sql: str, key: str, k: int,
+                   shown: pd.DataFrame, withheld: int, published: pd.DataFrame | None = None,
+                   ) -> tuple[pd.DataFrame, int]:
+    """Secondary suppression: the rows of `shown` to publish (all, or `published`, a subset) such
+    that the rows left out hold 0 or at least k distinct users; withheld counts any extra group."""
+    published = shown if published is None else published
+    if len(published) < len(shown) or (withheld == 0 and len(published) == len(shown)):
+        return published, withheld  # nothing left out, or a left-out group of k users or more
+    left_out = _users_outside(conn, filters, key_sql, list(published[key]))
+    if 0 < left_out < k and not published.empty:
+        smallest = published.sort_values(["users", key], kind="stable").index[0]
+        return published.drop(index=smallest).reset_index(drop=True), withheld + 1
+    return published, withheld
+
+
 def freshness(engine: sa.Engine) -> dict[str, dict[str, Any]]:
     """mart -> when it was built (UTC) and the latest download date it includes."""
     with engine.connect() as conn:
@@ -160,11 +205,17 @@ def overview(engine: sa.Engine, filters: Filters, k: int = DEFAULT_K) -> dict[st
         if not _has_facts(conn):
             return {"k": k, "filters": _filters_dict(filters), "totals": None, "sections": {}, "freshness": None}
         totals, _ = _grouped(conn, filters, ALL, "scope", k)
-        over_time, t_withheld = _grouped(conn, filters, filters.bucket(), "period_start", k, order="period_start")
-        by_category, c_withheld = _grouped(conn, filters, "f.category", "category", k)
-        by_band, b_withheld = _grouped(conn, filters, "f.age_band", "age_band", k)
-        by_state, s_withheld = _grouped(conn, filters, "f.location", "state", k)
-        by_app, a_withheld = _grouped(conn, filters, "f.app", "app", k)
+
+        def section(key_sql: str, key: str, **kwargs: Any) -> tuple[pd.DataFrame, int]:
+            shown, withheld = _grouped(conn, filters, key_sql, key, k, **kwargs)
+            return _complementary(conn, filters, key_sql, key, k, shown, withheld)
+
+        over_time, t_withheld = section(filters.bucket(), "period_start", order="period_start")
+        by_category, c_withheld = section("f.category", "category")
+        by_band, b_withheld = section("f.age_band", "age_band")
+        by_state, s_withheld = section("f.location", "state")
+        apps, a_withheld = _grouped(conn, filters, "f.app", "app", k)
+        by_app, a_withheld = _complementary(conn, filters, "f.app", "app", k, apps, a_withheld, apps.head(TOP_APPS))
     by_category = by_category.set_index("category").loc[
         category_order(list(by_category["category"]), dict(zip(by_category["category"], by_category["downloads"])))
     ].reset_index()
@@ -179,7 +230,7 @@ def overview(engine: sa.Engine, filters: Filters, k: int = DEFAULT_K) -> dict[st
         "by_category": _section(by_category[["category", *count_cols]], c_withheld, "Downloads by category"),
         "by_age_band": _section(by_band[["age_band", *count_cols]], b_withheld, "Audience by age band"),
         "by_state": _section(by_state[["state", *count_cols]], s_withheld, "Audience by state"),
-        "top_apps": _section(by_app.head(TOP_APPS)[["app", *count_cols]], a_withheld, f"Top {TOP_APPS} apps"),
+        "top_apps": _section(by_app[["app", *count_cols]], a_withheld, f"Top {TOP_APPS} apps"),
         "time_spent": _section(time_spent[["category", "avg_minutes", "downloads"]], c_withheld,
                                "Average minutes spent per download, by category"),
     }
@@ -199,23 +250,37 @@ def _category_of(conn: sa.Connection, app: str) -> str | None:
     return row[0]
 
 
+def _median_apps(conn: sa.Connection, filters: Filters, k: int) -> list[str]:
+    """The category's apps a median may be taken over: those with k users or more under the
+    filters; none when fewer than MEDIAN_MIN_APPS qualify (see the module docstring)."""
+    apps, _ = _grouped(conn, replace(filters, app=None), "f.app", "app", k)
+    return list(apps["app"]) if len(apps) >= MEDIAN_MIN_APPS else []
+
+
+def _app_section(conn: sa.Connection, filters: Filters, key_sql: str, key: str, k: int,
+                 **kwargs: Any) -> tuple[pd.DataFrame, int]:
+    """The app's own groups, with small and complementary cells withheld."""
+    shown, withheld = _grouped(conn, filters, key_sql, key, k, **kwargs)
+    return _complementary(conn, filters, key_sql, key, k, shown, withheld)
+
+
 def _vs_category_median(conn: sa.Connection, filters: Filters, app: str, key_sql: str, key: str, k: int,
-                        keys: list[str] | None = None) -> tuple[pd.DataFrame, int]:
-    """The app's users per group (share of its users) beside the median share over the category's apps."""
+                        median_apps: list[str], keys: list[str] | None = None) -> tuple[pd.DataFrame, int]:
+    """The app's users per group (share of its users) beside the median share over `median_apps`."""
     category_filters = replace(filters, app=None)
     where, params = category_filters.where()
     per_app = _frame(conn, f"""
 SELECT {key_sql} AS {key}, f.app, COUNT(DISTINCT f.user_id) AS users
 FROM {FACTS} f WHERE {where} GROUP BY {key_sql}, f.app""", params)
     category_cells, _ = _grouped(conn, category_filters, key_sql, key, k)
-    mine, withheld = _grouped(conn, filters, key_sql, key, k)
+    mine, withheld = _app_section(conn, filters, key_sql, key, k)
     if per_app.empty or mine.empty:
         return pd.DataFrame(columns=[key, "users", "share_pct", "category_median_share_pct"]), withheld
     per_app["users"] = per_app["users"].astype("int64")
     wide = per_app.pivot_table(index="app", columns=key, values="users", fill_value=0, aggfunc="sum")
     shares = wide.div(wide.sum(axis=1), axis=0) * 100.0
-    median = shares.median(axis=0)
-    publishable = set(category_cells[key])
+    median = shares.loc[median_apps].median(axis=0) if median_apps else pd.Series(dtype=float)
+    publishable = set(category_cells[key]) & set(median.index)
     own_share = 100.0 * mine.set_index(key)["users"] / int(wide.loc[app].sum()) if app in wide.index else None
     order = keys if keys is not None else list(mine.sort_values(["users", key], ascending=[False, True])[key])
     rows = [{key: g, "users": int(mine.set_index(key)["users"][g]), "share_pct": float(own_share[g]),
@@ -237,10 +302,12 @@ def app_profile(engine: sa.Engine, app: str, filters: Filters, k: int = DEFAULT_
         category = _category_of(conn, app)
         filters = replace(filters, category=category)
         mine_total, _ = _grouped(conn, filters, "f.app", "app", k)
-        over_time = _over_time_vs_median(conn, filters, app, k)
-        bands, b_withheld = _vs_category_median(conn, filters, app, "f.age_band", "age_band", k, list(AGE_BAND_LABELS))
-        states, s_withheld = _vs_category_median(conn, filters, app, "f.location", "state", k)
-        minutes = _time_spent_vs_median(conn, filters, app, k)
+        median_apps = _median_apps(conn, filters, k)
+        over_time = _over_time_vs_median(conn, filters, app, k, median_apps)
+        bands, b_withheld = _vs_category_median(conn, filters, app, "f.age_band", "age_band", k, median_apps,
+                                                list(AGE_BAND_LABELS))
+        states, s_withheld = _vs_category_median(conn, filters, app, "f.location", "state", k, median_apps)
+        minutes = _time_spent_vs_median(conn, filters, app, k, median_apps)
         also = _also_downloaded(conn, filters, app, k)
     sections = {
         "over_time": over_time,
@@ -255,14 +322,15 @@ def app_profile(engine: sa.Engine, app: str, filters: Filters, k: int = DEFAULT_
             "sections": sections, "freshness": freshness(engine).get(FACTS)}
 
 
-def _over_time_vs_median(conn: sa.Connection, filters: Filters, app: str, k: int) -> dict[str, Any]:
-    """The app's downloads per bucket beside the median app of its category (zeros counted)."""
+def _over_time_vs_median(conn: sa.Connection, filters: Filters, app: str, k: int,
+                         median_apps: list[str]) -> dict[str, Any]:
+    """The app's downloads per bucket beside the median of `median_apps` (zeros counted)."""
     where, params = replace(filters, app=None).where()
     bucket = filters.bucket()
     per_app = _frame(conn, f"""
 SELECT {bucket} AS period_start, f.app, SUM(f.downloads) AS downloads
 FROM {FACTS} f WHERE {where} GROUP BY {bucket}, f.app""", params)
-    mine, withheld = _grouped(conn, filters, bucket, "period_start", k, order="period_start")
+    mine, withheld = _app_section(conn, filters, bucket, "period_start", k, order="period_start")
     category_cells, _ = _grouped(conn, replace(filters, app=None), bucket, "period_start", k, order="period_start")
     columns = ["period_start", "downloads", "users", "category_median_downloads"]
     if per_app.empty or mine.empty:
@@ -270,24 +338,24 @@ FROM {FACTS} f WHERE {where} GROUP BY {bucket}, f.app""", params)
                         grain=filters.grain)
     per_app["downloads"] = per_app["downloads"].astype("int64")
     wide = per_app.pivot_table(index="period_start", columns="app", values="downloads", fill_value=0, aggfunc="sum")
-    median = wide.median(axis=1)
-    publishable = set(category_cells["period_start"])
+    median = wide.reindex(columns=median_apps, fill_value=0).median(axis=1)
+    publishable = set(category_cells["period_start"]) if median_apps else set()
     frame = mine.assign(category_median_downloads=[float(median[p]) if p in publishable else None
                                                    for p in mine["period_start"]])
     return _section(frame[columns], withheld, f"Downloads per {filters.grain} vs. category median",
                     grain=filters.grain)
 
 
-def _time_spent_vs_median(conn: sa.Connection, filters: Filters, app: str, k: int) -> dict[str, Any]:
-    """The app's average minutes per download beside the category's median app."""
-    per_app, _ = _grouped(conn, replace(filters, app=None), "f.app", "app", 1)
+def _time_spent_vs_median(conn: sa.Connection, filters: Filters, app: str, k: int,
+                          median_apps: list[str]) -> dict[str, Any]:
+    """The app's average minutes per download beside the median of `median_apps`."""
+    per_app, _ = _grouped(conn, replace(filters, app=None), "f.app", "app", k)
     columns = ["app", "avg_minutes", "downloads", "category_median_avg_minutes"]
-    mine = per_app[(per_app["app"] == app) & (per_app["users"] >= k)]
-    category_users, _ = _grouped(conn, replace(filters, app=None), "f.category", "category", k)
+    mine = per_app[per_app["app"] == app]
     if mine.empty:
         return _section(pd.DataFrame(columns=columns), 1, "Average minutes spent per download vs. category median")
-    averages = per_app["minutes"] / per_app["downloads"]
-    median = float(averages.median()) if not category_users.empty else None
+    eligible = per_app[per_app["app"].isin(median_apps)]
+    median = float((eligible["minutes"] / eligible["downloads"]).median()) if not eligible.empty else None
     frame = pd.DataFrame([{"app": app, "avg_minutes": float(mine["minutes"].iloc[0] / mine["downloads"].iloc[0]),
                            "downloads": int(mine["downloads"].iloc[0]), "category_median_avg_minutes": median}],
                          columns=columns)

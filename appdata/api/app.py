@@ -303,8 +303,10 @@ def create_app(settings: Settings | None = None, *, api_keys: list[str] | None =
         return _error(exc.status, exc.detail, exc.field)
 
     @app.exception_handler(StoreUnavailable)
-    async def _store_down(_: Request, exc: StoreUnavailable) -> JSONResponse:
+    async def _store_down(request: Request, exc: StoreUnavailable) -> JSONResponse:
         log.error("store unavailable: %s", exc)
+        if request.method in ("GET", "HEAD"):  # a read changed nothing: only the retry matters
+            return _error(503, f"{exc}; the data is temporarily unavailable, retry shortly", None)
         return _error(503, f"{exc}; nothing was accepted, retry the request", None)
 
     @app.exception_handler(RequestValidationError)

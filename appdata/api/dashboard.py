@@ -3,9 +3,22 @@
 Who may see what. A browser opening /dashboard cannot send the `x-api-key` header, so the pages
 and the data they fetch (/dashboard/data/*) are public, and therefore publish only what may be
 public: aggregates from the fact mart in which every group has at least k distinct users
-(appdata.analytics.dashboard applies that in SQL; the pages cannot ask for anything else). The
+(appdata.analytics.dashboard applies that; the pages cannot ask for anything else). The
 same numbers are offered to programs at /v1/analytics/* under the API key, like every /v1 route,
 documented in OpenAPI; the key there identifies the caller, it does not unlock finer cells.
+
+What k-suppression guarantees, and what it does not. Within one response no group of fewer than
+k distinct users is shown, none can be recovered from the totals (complementary suppression:
+whatever a section leaves out holds 0 or at least k users), and no category median is moved or
+pinned by an app under k. It does NOT protect against differencing across requests, the
+"tracker" attack: ask the same question twice with one filter moved (start=2020-03-05, then
+2020-03-06; or all states, then all states but one chosen through the options) and the
+difference of two published counts, each of k users or more, can be one person. The filters are
+free, so an attacker can build such pairs at will; suppression rules cannot close this. The real
+fixes are noise (differential privacy: calibrated random noise on every published count, with a
+privacy budget per caller) or query auditing (refusing a query whose answer, combined with those
+already given, isolates fewer than k users). Neither is implemented: treat these numbers as
+protected against casual reading, not against a determined adversary with many queries.
 
 Reads open the warehouse per request (DuckDB read-only: the Dagster writer keeps its lock; a
 busy file is a 503 to retry). SQLAlchemy and Plotly are imported on first use, so the API still
@@ -24,10 +37,10 @@ from fastapi import Depends, FastAPI, Path as PathParam, Query
 from fastapi.responses import HTMLResponse, Response
 from pydantic import BaseModel, Field
 
+from appdata.analytics.privacy import DEFAULT_K
 from appdata.api.ingest import StoreUnavailable
 from appdata.config import Settings
 
-DEFAULT_K = 5  # the same as appdata.analytics.dashboard.DEFAULT_K, without importing pandas here
 TEMPLATES = "templates"
 
 
@@ -75,15 +88,33 @@ class Options(BaseModel):
     max_date: Optional[str]
 
 
-def _time_filters(start: Optional[dt.date] = Query(None, description="First download date (inclusive)"),
-                  end: Optional[dt.date] = Query(None, description="Last download date (inclusive)"),
+DATE_SCHEMA = {"format": "date", "examples": ["2024-01-31"]}
+
+
+def _date(name: str, value: Optional[str]) -> Optional[dt.date]:
+    """A YYYY-MM-DD query value (parsed here: pydantic's date would take `1` as a Unix time)."""
+    from appdata.api.app import ApiError
+
+    if value is None:
+        return None
+    try:
+        return dt.date.fromisoformat(value)
+    except ValueError:
+        raise ApiError(422, f"{name}: must be a date YYYY-MM-DD", name) from None
+
+
+def _time_filters(start: Optional[str] = Query(None, description="First download date (inclusive), YYYY-MM-DD",
+                                               json_schema_extra=DATE_SCHEMA),
+                  end: Optional[str] = Query(None, description="Last download date (inclusive), YYYY-MM-DD",
+                                             json_schema_extra=DATE_SCHEMA),
                   grain: Literal["day", "week", "month"] = Query("week", description="Time bucket of the series"),
                   ) -> dict[str, Any]:
     from appdata.api.app import ApiError
 
-    if start and end and start > end:
-        raise ApiError(422, f"start {start} is after end {end}", "start")
-    return {"start": start, "end": end, "grain": grain}
+    first, last = _date("start", start), _date("end", end)
+    if first and last and first > last:
+        raise ApiError(422, f"start {first} is after end {last}", "start")
+    return {"start": first, "end": last, "grain": grain}
 
 
 def _filters(time: dict[str, Any] = Depends(_time_filters),
@@ -240,9 +271,11 @@ def add_dashboard(app: FastAPI, settings: Settings, require_key: Any, k: int = D
         Every group has at least k distinct users (the others are counted in `suppressed`)."""
         return overview(filters)
 
-    @app.get("/v1/analytics/apps/{app}", response_model=AppProfile, tags=["analytics"], dependencies=keyed,
+    # {app:path}: app names may hold "/" (sent raw or as %2F); OpenAPI still shows /v1/analytics/apps/{app}
+    @app.get("/v1/analytics/apps/{app:path}", response_model=AppProfile, tags=["analytics"], dependencies=keyed,
              responses=_errors(401, 403, 404, 422, 503))
-    def v1_app(app: str = PathParam(min_length=1, max_length=1024, description="The app"),
+    def v1_app(app: str = PathParam(min_length=1, max_length=1024,
+                                    description='The app, URL-encoded (a "/" in its name may stay as is)'),
                filters: dict[str, Any] = Depends(_time_filters)) -> dict[str, Any]:
         """One app vs. its category's median app, and what its users also downloaded."""
         return profile(app, filters)

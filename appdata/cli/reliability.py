@@ -71,11 +71,10 @@ def show_command(key: str) -> None:
 @click.option("--direct", is_flag=True, help="api/stream records: PutRecords to Kinesis instead of POST to the API.")
 def replay_command(key: str, fixed: str | None, direct: bool) -> None:
     """Replay the records of KEY through the normal path, once, without duplicates."""
-    from appdata.config import api_keys_from_env
+    from appdata.config import client_api_key
     from appdata.reliability.deadletters import DeadLetterError, read_fixed_file, replay
 
     settings, resources = _s3_and_settings()
-    keys = api_keys_from_env()
     try:
         result = replay(
             s3_client=resources["s3"].get_client(),
@@ -86,7 +85,7 @@ def replay_command(key: str, fixed: str | None, direct: bool) -> None:
             kinesis_client=resources["kinesis"].get_client() if direct else None,
             stream=settings.stream,
             api_url=settings.api_url,
-            api_key=keys[0] if keys else None,
+            api_key=client_api_key(settings),
         )
     except DeadLetterError as exc:
         raise click.ClickException(str(exc)) from exc

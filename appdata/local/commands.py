@@ -15,7 +15,7 @@ from pathlib import Path
 
 import click
 
-from appdata.config import Settings
+from appdata.config import Settings, client_api_key
 
 
 def register(main: click.Group) -> None:
@@ -62,14 +62,13 @@ def provision(shards: int) -> None:
 
 def _local_api_key(settings: Settings) -> str:
     """The local stack's API key: APPDATA_API_KEYS, else one generated once under APPDATA_HOME."""
-    if os.environ.get("APPDATA_API_KEYS"):
-        return os.environ["APPDATA_API_KEYS"].split(",")[0].strip()
-    key_file = settings.home / "api-key"
-    if not key_file.exists():
+    key = client_api_key(settings)
+    if key is None:
         settings.home.mkdir(parents=True, exist_ok=True)
-        key_file.write_text(secrets.token_urlsafe(24))
-        key_file.chmod(0o600)
-    return key_file.read_text().strip()
+        key = secrets.token_urlsafe(24)
+        settings.api_key_file.write_text(key)
+        settings.api_key_file.chmod(0o600)
+    return key
 
 
 def local_environment(settings: Settings) -> dict[str, str]:
@@ -116,7 +115,7 @@ def up(dagster_port: int, no_ui: bool, verbose: bool) -> None:
             stack.start("dagster", python("-m", "dagster", "dev", "-w", str(workspace),
                                           "-h", "127.0.0.1", "-p", str(dagster_port)))
             click.echo(f"Dagster UI: http://127.0.0.1:{dagster_port}")
-        click.echo(f"Ingest API: {settings.api_url} (x-api-key in {settings.home / 'api-key'} or APPDATA_API_KEYS)")
+        click.echo(f"Ingest API: {settings.api_url} (x-api-key in {settings.api_key_file} or APPDATA_API_KEYS)")
         click.echo(f"Logs: {settings.home / 'logs'}/ (this terminal shows runs, warnings and errors; --verbose for all)")
         click.echo("Press Ctrl-C to stop everything.")
         while True:

@@ -168,7 +168,8 @@ def _post_to_api(api_url: str, api_key: str, records: list[dict[str, Any]], time
     import httpx
 
     if not api_key:
-        raise DeadLetterError("no API key: set APPDATA_API_KEYS (or use --direct to write to Kinesis)")
+        raise DeadLetterError("no API key: set APPDATA_API_KEYS or start the local stack (its key file "
+                              "$APPDATA_HOME/api-key), or use --direct to write to Kinesis")
     url = api_url.rstrip("/") + "/v1/downloads"
     with httpx.Client(timeout=timeout) as http:
         for start in range(0, len(records), API_BATCH_LIMIT):

@@ -20,7 +20,7 @@ from typing import Any
 import httpx
 import pandas as pd
 
-from appdata.config import api_keys_from_env
+from appdata.config import Settings, client_api_key
 
 
 class ApiUnavailable(RuntimeError):
@@ -65,10 +65,13 @@ def count_csv_rows(path: str | Path) -> int:
 
 
 def api_key() -> str:
-    keys = api_keys_from_env()
-    if not keys:
-        raise RuntimeError("APPDATA_API_KEYS is not set (the first key is sent as x-api-key)")
-    return keys[0]
+    """The x-api-key to send (appdata.config.client_api_key); a RuntimeError saying where it looked."""
+    settings = Settings.from_env()
+    key = client_api_key(settings)
+    if key is None:
+        raise RuntimeError(f"no API key: set APPDATA_API_KEYS or start the local stack (`appdata up` writes "
+                           f"{settings.api_key_file}); the first key is sent as x-api-key")
+    return key
 
 
 def post_batch(client: httpx.Client, url: str, records: list[dict], *, attempts: int = 5) -> dict:

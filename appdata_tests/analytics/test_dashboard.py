@@ -13,16 +13,30 @@ import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
 from appdata.analytics import dashboard, marts
+from appdata.analytics.marts import ALL_DOWNLOADS, age_band_case
 from appdata.api.app import create_app
 from appdata.config import Settings
+from appdata.contract.schema import EVENT_COLUMNS, coerce_event_frame
 from appdata.warehouse.loader import create_schema, replace_all
-from appdata_tests.support.analytics import hand_made
+from appdata_tests.support.analytics import D, event, hand_made
 
 K = dashboard.DEFAULT_K
+FORMULA_APP = '=HYPERLINK("http://example.invalid","open")'  # what a spreadsheet would run, if unescaped
+SLASH_APP = "Notes / Docs"  # a name a path segment cannot hold
+
+
+def named_app(rows: pd.DataFrame, name: str, first_user: int, users: int = 6) -> pd.DataFrame:
+    """`users` downloads of app `name` (category UNKNOWN) by as many new users."""
+    app = rows.head(users).copy()
+    app["event_id"] = f"{first_user}-" + app["event_id"].astype(str)
+    app["app"], app["category"] = name, dashboard.UNKNOWN_CATEGORY
+    app["user_id"] = range(first_user, first_user + users)
+    return app
 
 
 def dashboard_events() -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Generated downloads in two bursts two months apart (a gap), plus a small UNKNOWN category."""
+    """Generated downloads in two bursts two months apart (a gap), plus a small UNKNOWN category
+    (one app of 8 users, and two of 6 with hostile names)."""
     from appdata.sources.catalogue import clean_catalogue, load_catalogue
     from appdata_tests.support.analytics import generated
 
@@ -35,7 +49,8 @@ def dashboard_events() -> tuple[pd.DataFrame, pd.DataFrame]:
     unknown["event_id"] = "u" + unknown["event_id"].astype(str)
     unknown["app"], unknown["category"] = "Shifted Row App", dashboard.UNKNOWN_CATEGORY
     unknown["user_id"] = range(900_001, 900_009)
-    return pd.concat([batch, unknown], ignore_index=True), stream
+    hostile = [named_app(stream, FORMULA_APP, 900_101), named_app(stream, SLASH_APP, 900_201)]
+    return pd.concat([batch, unknown, *hostile], ignore_index=True), stream
 
 
 def load_dashboard_data(url: str) -> sa.Engine:
@@ -124,7 +139,7 @@ def test_unknown_category_never_leads_and_time_axis_keeps_gaps(warehouse: sa.Eng
 
 
 def test_app_profile_against_its_category(warehouse: sa.Engine) -> None:
-    apps = raw_groups(warehouse, "app")
+    apps = raw_groups(warehouse, "app", "category = 'WEATHER'")  # the category with many apps of k users
     app = apps.sort_values(["users", "g"], ascending=[False, True])["g"].iloc[0]
     profile = dashboard.app_profile(warehouse, app, dashboard.Filters(grain="month"))
     raw = raw_groups(warehouse, "app", "app = :a", {"a": app}).iloc[0]
@@ -149,7 +164,8 @@ def test_app_profile_against_its_category(warehouse: sa.Engine) -> None:
 
 
 def test_hand_made_data_is_all_withheld_under_k(duckdb_url: str) -> None:
-    """Six users in all: the total shows; no state, band or app reaches five users."""
+    """Six users in all: the total shows; no state, band or app reaches five users, and no category
+    may be shown without exposing the others."""
     engine = sa.create_engine(duckdb_url, poolclass=sa.pool.NullPool)
     create_schema(engine)
     batch, stream = hand_made()
@@ -159,7 +175,9 @@ def test_hand_made_data_is_all_withheld_under_k(duckdb_url: str) -> None:
     view = dashboard.overview(engine, dashboard.Filters())
     assert view["totals"] == {"downloads": 10, "users": 6}
     assert view["sections"]["by_state"] == {**view["sections"]["by_state"], "rows": [], "suppressed": 2}
-    assert shown_groups(view["sections"]["by_category"]) == {"GAME": {"category": "GAME", "downloads": 8, "users": 6}}
+    # GAME has all 6 users, but showing its 8 downloads beside the total of 10 would reveal the 2
+    # downloads of SOCIAL and FINANCE (2 users): complementary suppression withholds GAME too.
+    assert view["sections"]["by_category"] == {**view["sections"]["by_category"], "rows": [], "suppressed": 3}
     assert dashboard.overview(engine, dashboard.Filters(), k=1)["sections"]["by_state"]["suppressed"] == 0
 
 
@@ -178,6 +196,100 @@ def test_dashboard_sql_parses_for_redshift(duckdb_url: str) -> None:
     for sql in ours:
         literal = re.sub(r"\$\d+|\?", "'2024-01-01'", sql)  # DuckDB's placeholders -> values
         assert sqlglot.parse_one(literal, read="redshift") is not None
+
+
+def privacy_events() -> pd.DataFrame:
+    """30 users, each with one age and one state: band 65+ has 3 users and state Maine 2, every
+    other band and state 5 or more. GAME apps A (10 users), B (8), C (6) and D (1 user, far longer
+    sessions); TOOLS apps T1 (6) and T2 (7)."""
+    age = {**{u: 20 for u in range(1, 11)}, **{u: 30 for u in range(11, 21)}, **{u: 40 for u in range(21, 28)},
+           **{u: 70 for u in range(28, 31)}}
+    state = {**{u: "Ohio" for u in range(1, 13)}, **{u: "Texas" for u in range(13, 24)},
+             **{u: "Utah" for u in range(24, 29)}, 29: "Maine", 30: "Maine"}
+    apps = [("A", "GAME", range(1, 11), 10), ("B", "GAME", range(11, 19), 20), ("C", "GAME", range(19, 25), 30),
+            ("D", "GAME", [25], 999), ("T1", "TOOLS", range(25, 31), 15), ("T2", "TOOLS", range(1, 8), 25)]
+    pairs = [(app, category, u, minutes) for app, category, users, minutes in apps for u in users]
+    rows = [event(n, u, age[u], state[u], app, category, D(2024, 3, 1 + u % 3), minutes)
+            for n, (app, category, u, minutes) in enumerate(pairs, start=1)]
+    return coerce_event_frame(pd.DataFrame(rows, columns=list(EVENT_COLUMNS)))
+
+
+@pytest.fixture(params=["duckdb", "postgres"])
+def private_warehouse(request: pytest.FixtureRequest) -> sa.Engine:
+    engine = sa.create_engine(request.getfixturevalue("duckdb_url" if request.param == "duckdb" else "postgres_url"),
+                              poolclass=sa.pool.NullPool)
+    create_schema(engine)
+    events = privacy_events()
+    replace_all(engine, "downloads_batch", events.iloc[:20])
+    replace_all(engine, "downloads_stream", events.iloc[20:])
+    marts.build_all_marts(engine)
+    yield engine
+    engine.dispose()
+
+
+SECTION_COLUMNS = {"by_age_band": "age_band", "by_state": "location", "by_category": "category", "top_apps": "app",
+                   "over_time": "download_date"}
+
+
+def users_left_out(engine: sa.Engine, column: str, shown: list, where: str, params: dict) -> int:
+    """Distinct users of the download rows outside the shown groups: what totals minus rows expose."""
+    names = {f"s{i}": value for i, value in enumerate(shown)}
+    outside = f" AND d.{column} NOT IN ({', '.join(':' + n for n in names)})" if names else ""
+    sql = (f"SELECT COUNT(DISTINCT d.user_id) FROM (SELECT x.*, {age_band_case('x.age')} AS age_band "
+           f"FROM {ALL_DOWNLOADS} x) d WHERE {where}{outside}")
+    with engine.connect() as conn:
+        return conn.execute(sa.text(sql), {**params, **names}).scalar_one()
+
+
+def assert_nothing_recoverable(engine: sa.Engine, view: dict, where: str = "1 = 1", params: dict | None = None):
+    for key, column in SECTION_COLUMNS.items():
+        section = view["sections"][key]
+        shown = [dt.date.fromisoformat(r[0]) if column == "download_date" else r[0] for r in section["rows"]]
+        left_out = users_left_out(engine, column, shown, where, params or {})
+        assert left_out == 0 or left_out >= K, (key, left_out)
+        assert (section["suppressed"] == 0) == (left_out == 0), key
+        if key in ("by_age_band", "by_state"):  # each user in one group: the brief's own check
+            remainder = view["totals"]["users"] - sum(row[section["columns"].index("users")] for row in section["rows"])
+            assert remainder == 0 or remainder >= K, (key, remainder)
+
+
+def test_no_small_group_is_recoverable_from_totals_minus_the_rows_shown(private_warehouse: sa.Engine) -> None:
+    view = dashboard.overview(private_warehouse, dashboard.Filters(grain="day"))
+    assert view["totals"]["users"] == 30
+    bands = shown_groups(view["sections"]["by_age_band"])
+    # 65+ (3 users) is withheld, and so is the next smallest band, 35-44 (7): 10 users left out.
+    assert set(bands) == {"18-24", "25-34"} and view["sections"]["by_age_band"]["suppressed"] == 2
+    assert set(shown_groups(view["sections"]["by_state"])) == {"Ohio", "Texas"}  # Maine (2) and Utah (5) withheld
+    assert_nothing_recoverable(private_warehouse, view)
+    game = dashboard.overview(private_warehouse, dashboard.Filters(category="GAME", grain="day"))
+    assert_nothing_recoverable(private_warehouse, game, "category = :c", {"c": "GAME"})
+    # Without the secondary rule the rows would have exposed them: k=1 shows everything.
+    assert dashboard.overview(private_warehouse, dashboard.Filters(), k=1)["sections"]["by_age_band"]["suppressed"] == 0
+    profile = dashboard.app_profile(private_warehouse, "T1", dashboard.Filters(grain="day"))
+    for key in ("by_age_band", "by_state", "over_time"):
+        rows, columns = profile["sections"][key]["rows"], profile["sections"][key]["columns"]
+        remainder = profile["totals"]["users"] - sum(row[columns.index("users")] for row in rows)
+        if key != "over_time":
+            assert remainder == 0 or remainder >= K, (key, remainder)
+        left_out = profile["totals"]["downloads"] - sum(row[columns.index("downloads")] for row in rows) \
+            if "downloads" in columns else 0
+        assert left_out == 0 or profile["sections"][key]["suppressed"] > 0
+
+
+def test_category_medians_ignore_apps_under_k_and_need_three_apps(private_warehouse: sa.Engine) -> None:
+    """D (1 user, 999 minutes) must not move GAME's median; TOOLS has only two apps of k users."""
+    profile = dashboard.app_profile(private_warehouse, "A", dashboard.Filters(grain="month"))
+    time_spent = shown_groups(profile["sections"]["time_spent"])["A"]
+    assert time_spent["category_median_avg_minutes"] == 20.0  # median of A 10, B 20, C 30; with D it would be 25
+    over_time = profile["sections"]["over_time"]["rows"]
+    assert [row[3] for row in over_time] == [8.0]  # median of 10, 8, 6 downloads, D's 1 not counted
+    bands = shown_groups(profile["sections"]["by_age_band"])
+    assert bands["18-24"]["category_median_share_pct"] == 0.0  # B and C have no 18-24 users: median 0
+    tools = dashboard.app_profile(private_warehouse, "T2", dashboard.Filters(grain="month"))
+    for key in ("over_time", "by_age_band", "by_state", "time_spent"):
+        section = tools["sections"][key]
+        median = next(c for c in section["columns"] if c.startswith("category_median"))
+        assert section["rows"] and all(row[section["columns"].index(median)] is None for row in section["rows"]), key
 
 
 # -- the API ------------------------------------------------------------------------------------
@@ -204,6 +316,35 @@ def test_public_data_and_keyed_v1_serve_the_same_suppressed_numbers(api: TestCli
     assert missing.status_code == 404 and missing.json()["field"] == "app"
     backwards = api.get("/dashboard/data/overview", params={"start": "2024-02-01", "end": "2024-01-01"})
     assert backwards.status_code == 422 and backwards.json()["field"] == "start"
+    not_a_date = api.get("/dashboard/data/overview", params={"start": "1"})  # pydantic would read a Unix time
+    assert not_a_date.status_code == 422 and not_a_date.json()["detail"] == "start: must be a date YYYY-MM-DD"
+
+
+def test_an_app_name_with_a_slash_is_reachable_under_v1(api: TestClient) -> None:
+    key = {"x-api-key": "dash-key"}
+    assert SLASH_APP in api.get("/v1/analytics/options", headers=key).json()["apps"]
+    for path in (f"/v1/analytics/apps/{SLASH_APP}", "/v1/analytics/apps/Notes%20%2F%20Docs"):
+        profile = api.get(path, headers=key)
+        assert profile.status_code == 200 and profile.json()["app"] == SLASH_APP, path
+    assert api.get("/v1/analytics/apps/Notes%20%2F%20Doc", headers=key).status_code == 404
+
+
+def test_a_locked_warehouse_is_a_503_worded_for_a_read(api: TestClient, duckdb_url: str) -> None:
+    """A writer (another process, like Dagster) holds DuckDB's lock: the read is refused, retryable."""
+    import subprocess
+    import sys
+
+    path = sa.engine.make_url(duckdb_url).database
+    holder = subprocess.Popen([sys.executable, "-c", "import duckdb, sys; c = duckdb.connect(sys.argv[1]); "
+                               "print('locked', flush=True); sys.stdin.read()", path],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        response = api.get("/dashboard/data/overview")
+    finally:
+        holder.communicate("")
+    assert response.status_code == 503
+    assert "retry shortly" in response.json()["detail"] and "accepted" not in response.json()["detail"]
 
 
 def test_pages_and_plotly_are_served_from_the_package(api: TestClient) -> None:

@@ -15,15 +15,17 @@ import os
 import threading
 import time
 from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import sqlalchemy as sa
 
-from appdata.analytics.dashboard import DEFAULT_K, UNKNOWN_CATEGORY
+from appdata.analytics.dashboard import UNKNOWN_CATEGORY
+from appdata.analytics.privacy import DEFAULT_K
 from appdata.analytics.marts import ALL_DOWNLOADS, age_band_case
 from appdata.config import Settings
 from appdata.local.emulator import free_port
-from appdata_tests.analytics.test_dashboard import load_dashboard_data
+from appdata_tests.analytics.test_dashboard import FORMULA_APP, load_dashboard_data
 
 CHROMIUM = Path("/usr/bin/chromium")
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
@@ -148,7 +150,7 @@ def test_dashboard_filters_match_sql_per_app_page_csv_and_no_console_errors(chro
         value = values[0]
         page.change(lambda: page.page.select_option(f"#f-{name}", value))
         check_totals(page, engine, **{name: value})
-        assert f"{name}={value}".replace(" ", "+") in page.page.url.replace("%20", "+")
+        assert parse_qs(urlsplit(page.page.url).query)[name] == [value]
         page.change(lambda: page.page.select_option(f"#f-{name}", ""))
         check_totals(page, engine)
     # A date range with a category: the table beside the chart matches SQL too.
@@ -170,10 +172,20 @@ def test_dashboard_filters_match_sql_per_app_page_csv_and_no_console_errors(chro
     download.value.save_as(saved)
     rows = list(csv.reader(io.StringIO(saved.read_text())))
     assert rows[0] == ["state", "downloads", "users"] and rows[1:] == page.table("by_state") and rows[1:]
+
+    # A name a spreadsheet would run: the CSV cell is quoted text ('=...), the page shows it as is.
+    page.change(lambda: page.page.select_option("#f-category", ""))
+    page.change(lambda: page.page.select_option("#f-app", FORMULA_APP))
+    assert [row[0] for row in page.table("top_apps")] == [FORMULA_APP]
+    with page.page.expect_download() as download:
+        page.page.click("#csv-top_apps")
+    download.value.save_as(tmp_path / "top_apps.csv")
+    rows = list(csv.reader(io.StringIO((tmp_path / "top_apps.csv").read_text())))
+    assert rows[1][0] == "'" + FORMULA_APP and rows[1][1:] == page.table("top_apps")[0][1:]
+    page.change(lambda: page.page.select_option("#f-app", ""))
     page.page.screenshot(path=str(SCREENSHOTS / "dash-overview.png"), full_page=True)
 
     # The per-app page, from the top-apps table.
-    page.change(lambda: page.page.select_option("#f-category", ""))
     app = page.table("top_apps")[0][0]
     page.page.click(f"#table-top_apps a:text-is({app!r})")
     page.page.wait_for_url("**/dashboard/app?app=*")

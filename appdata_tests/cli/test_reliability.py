@@ -145,3 +145,28 @@ def test_replay_refuses_a_conflict_a_non_utf8_file_and_reads_a_dead_letter_of_de
     (letter,) = deadletters.parse(key, s3.get_object(Bucket=appdata_env.bucket, Key=key)["Body"].read())
     assert letter.record == {"_raw": deep} and letter.field == "record"
     assert key in _run("list")
+
+
+def test_replay_through_the_api_finds_the_local_stacks_key_file(s3, provisioned, appdata_env, tmp_path, monkeypatch):
+    """Beside `appdata up` no APPDATA_API_KEYS is set: the key comes from $APPDATA_HOME/api-key."""
+    from appdata_tests.support.api import LocalApi
+
+    kinesis = provisioned["kinesis"].get_client()
+    bad = make_event(30, day=DAY, age=7)
+    key = put_dead_letter(s3, appdata_env.bucket, "api", DAY, "req-30",
+                          [{"field": "age", "reason": "age: must be >= 13", "record": bad}])
+    fixed = tmp_path / "fixed.jsonl"
+    fixed.write_text(json.dumps({**bad, "age": 30}) + "\n")
+    monkeypatch.delenv("APPDATA_API_KEYS")
+    assert "no API key" in _run("replay", key, "--fixed", str(fixed), ok=False)  # neither variable nor file
+
+    appdata_env.home.mkdir(parents=True, exist_ok=True)
+    appdata_env.api_key_file.write_text("key-from-the-file\n")
+    api = LocalApi(appdata_env, "key-from-the-file")
+    try:
+        monkeypatch.setenv("APPDATA_API_URL", api.url)
+        out = _run("replay", key, "--fixed", str(fixed))
+    finally:
+        api.stop()
+    assert "replayed 1 record(s)" in out
+    assert [r["age"] for _, r in _kinesis_records(kinesis, appdata_env.stream)] == [30]

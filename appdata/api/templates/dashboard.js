@@ -33,9 +33,14 @@ function restoreFilters() {
   }
 }
 
+// Text a spreadsheet would run as a formula (=, +, -, @, tab, CR first) gets a leading single
+// quote (OWASP's CSV-injection advice); numbers, negative ones included, stay numbers.
+const FORMULA_START = /^[=+\-@\t\r]/;
+
 function csvOf(section) {
   const quote = v => {
-    const s = v === null || v === undefined ? "" : String(v);
+    let s = v === null || v === undefined ? "" : String(v);
+    if (typeof v === "string" && FORMULA_START.test(s)) s = "'" + s;
     return /[",\n\r]/.test(s) ? '"' + s.replace(/"/g, '""') + '"' : s;
   };
   return [section.columns, ...section.rows].map(r => r.map(quote).join(",")).join("\r\n") + "\r\n";
