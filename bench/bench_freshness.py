@@ -87,7 +87,7 @@ def measure(api: str, key: str, duration: float, interval: float, label: str) ->
 
 def measure_running_stack(args: argparse.Namespace) -> None:
     """Against `appdata up`: its API, its sensor, its drain runs launched by the Dagster daemon."""
-    from appdata.local.commands import local_environment
+    from appdata.local.environment import local_environment
 
     from appdata.config import Settings
 

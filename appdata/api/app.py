@@ -30,6 +30,7 @@ from pydantic import BaseModel, Field, create_model
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from appdata.api.dashboard import add_dashboard
+from appdata.api.errors import ApiError, error_responses
 from appdata.api.ingest import MAX_RECORDS_PER_REQUEST, StoreUnavailable, ingest
 from appdata import aws
 from appdata.config import Settings, api_keys_from_env, aws_client_kwargs
@@ -53,14 +54,6 @@ def max_body_bytes_from_env() -> int:
     if value <= 0:
         raise ValueError("APPDATA_API_MAX_BODY_BYTES must be positive")
     return value
-
-
-class ApiError(Exception):
-    """A client-facing error: status, message, and the field (header, param, record key) at fault."""
-
-    def __init__(self, status: int, detail: str, field: str | None):
-        super().__init__(detail)
-        self.status, self.detail, self.field = status, detail, field
 
 
 def _error(status: int, detail: str, field: str | None, **extra: Any) -> JSONResponse:
@@ -114,11 +107,6 @@ class IngestResult(BaseModel):
     request_id: str = Field(description="Deterministic id of this request body (dead-letter object name)")
 
 
-class ErrorBody(BaseModel):
-    detail: str
-    field: Optional[str] = Field(description="The header, parameter or record field at fault")
-
-
 class Health(BaseModel):
     status: str
 
@@ -144,10 +132,6 @@ class Recommendations(BaseModel):
     apps: list[dict[str, Any]]
     generated_at: Optional[str] = None
     method: Optional[str] = None
-
-
-def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
-    return {code: {"model": ErrorBody} for code in codes}
 
 
 # ---------------------------------------------------------------- helpers
@@ -356,7 +340,7 @@ def create_app(settings: Settings | None = None, *, api_keys: list[str] | None =
               responses={207: {"model": IngestResult, "description": "Some records rejected (see `rejected`)"},
                          503: {"description": "Kinesis or S3 unavailable, or records still failing after "
                                               "retries (listed in `failed`); retry the request"},
-                         **_errors(400, 401, 403, 413, 422)})
+                         **error_responses(400, 401, 403, 413, 422)})
     async def post_downloads(request: Request) -> JSONResponse:
         """One event, a JSON list, or {"records": [...]} (at most 500). Valid records go to Kinesis;
         invalid ones come back with index, field and reason and are kept under rejected/api/.
@@ -382,7 +366,7 @@ def create_app(settings: Settings | None = None, *, api_keys: list[str] | None =
         return [_download_from_item(item) for item in response.get("Items", [])]
 
     @app.get("/v1/users/{user_id}/downloads", response_model=UserDownloads, tags=["users"],
-             dependencies=[Depends(require_key)], responses=_errors(401, 403, 404, 422))
+             dependencies=[Depends(require_key)], responses=error_responses(401, 403, 404, 422))
     def get_downloads(user_id: int = PathParam(ge=1, le=2**53 - 1, description="The user"),
                       limit: int = Query(100, ge=1, le=1000, description="At most this many, newest first")):
         """A user's downloads from DynamoDB, newest first; 404 when the user has none."""
@@ -392,7 +376,7 @@ def create_app(settings: Settings | None = None, *, api_keys: list[str] | None =
         return {"user_id": user_id, "count": len(downloads), "downloads": downloads}
 
     @app.get("/v1/users/{user_id}/recommendations", response_model=Recommendations, tags=["users"],
-             dependencies=[Depends(require_key)], responses=_errors(401, 403, 404, 422))
+             dependencies=[Depends(require_key)], responses=error_responses(401, 403, 404, 422))
     def get_recommendations(user_id: int = PathParam(ge=1, le=2**53 - 1, description="The user")):
         """The user's recommended apps (item sk="REC"); 404 until some were computed."""
         try:
@@ -409,7 +393,7 @@ def create_app(settings: Settings | None = None, *, api_keys: list[str] | None =
 
     add_dashboard(app, settings, require_key)
 
-    @app.get("/report", response_class=HTMLResponse, tags=["ops"], responses=_errors(404))
+    @app.get("/report", response_class=HTMLResponse, tags=["ops"], responses=error_responses(404))
     def report() -> HTMLResponse:
         """The static analytics report (aggregates only, no personal data, so no key needed):
         APPDATA_HOME/reports/appdata_report.html, else s3://<bucket>/reports/appdata_report.html.

@@ -38,6 +38,7 @@ from fastapi.responses import HTMLResponse, Response
 from pydantic import BaseModel, Field
 
 from appdata.analytics.privacy import DEFAULT_K
+from appdata.api.errors import ApiError, error_responses
 from appdata.api.ingest import StoreUnavailable
 from appdata.config import Settings
 
@@ -93,7 +94,6 @@ DATE_SCHEMA = {"format": "date", "examples": ["2024-01-31"]}
 
 def _date(name: str, value: Optional[str]) -> Optional[dt.date]:
     """A YYYY-MM-DD query value (parsed here: pydantic's date would take `1` as a Unix time)."""
-    from appdata.api.app import ApiError
 
     if value is None:
         return None
@@ -109,7 +109,6 @@ def _time_filters(start: Optional[str] = Query(None, description="First download
                                              json_schema_extra=DATE_SCHEMA),
                   grain: Literal["day", "week", "month"] = Query("week", description="Time bucket of the series"),
                   ) -> dict[str, Any]:
-    from appdata.api.app import ApiError
 
     first, last = _date("start", start), _date("end", end)
     if first and last and first > last:
@@ -124,7 +123,6 @@ def _filters(time: dict[str, Any] = Depends(_time_filters),
              age_band: Optional[str] = Query(None, min_length=1, max_length=16, description="e.g. 25-34"),
              ) -> dict[str, Any]:
     """The filters as keyword arguments of appdata.analytics.dashboard.Filters."""
-    from appdata.api.app import ApiError
 
     names = {"category": category, "app": app, "state": state, "age_band": age_band}
     for name, value in names.items():
@@ -187,7 +185,6 @@ def _template(name: str) -> str:
 
 def add_dashboard(app: FastAPI, settings: Settings, require_key: Any, k: int = DEFAULT_K) -> None:
     """Mount the pages, their public aggregate data, and the keyed /v1/analytics routes on `app`."""
-    from appdata.api.app import ApiError, _errors
 
     warehouse = Warehouse(settings)
 
@@ -238,18 +235,18 @@ def add_dashboard(app: FastAPI, settings: Settings, require_key: Any, k: int = D
         """The pages' shared style sheet."""
         return Response(_template("dashboard.css"), media_type="text/css")
 
-    @app.get("/dashboard/data/options", response_model=Options, tags=["dashboard"], responses=_errors(503))
+    @app.get("/dashboard/data/options", response_model=Options, tags=["dashboard"], responses=error_responses(503))
     def public_options() -> dict[str, Any]:
         """Filter choices: categories, apps, states and age bands having at least k users."""
         return options()
 
-    @app.get("/dashboard/data/overview", response_model=Overview, tags=["dashboard"], responses=_errors(422, 503))
+    @app.get("/dashboard/data/overview", response_model=Overview, tags=["dashboard"], responses=error_responses(422, 503))
     def public_overview(filters: dict[str, Any] = Depends(_filters)) -> dict[str, Any]:
         """The dashboard's numbers for the filters; groups under k users withheld."""
         return overview(filters)
 
     @app.get("/dashboard/data/app", response_model=AppProfile, tags=["dashboard"],
-             responses=_errors(404, 422, 503))
+             responses=error_responses(404, 422, 503))
     def public_app(filters: dict[str, Any] = Depends(_time_filters),
                    app: str = Query(..., min_length=1, max_length=1024, description="The app")) -> dict[str, Any]:
         """One app vs. its category median; 404 when it has fewer than k users."""
@@ -259,13 +256,13 @@ def add_dashboard(app: FastAPI, settings: Settings, require_key: Any, k: int = D
     keyed = [Depends(require_key)]
 
     @app.get("/v1/analytics/options", response_model=Options, tags=["analytics"], dependencies=keyed,
-             responses=_errors(401, 403, 503))
+             responses=error_responses(401, 403, 503))
     def v1_options() -> dict[str, Any]:
         """Filter values having at least k distinct users."""
         return options()
 
     @app.get("/v1/analytics/overview", response_model=Overview, tags=["analytics"], dependencies=keyed,
-             responses=_errors(401, 403, 422, 503))
+             responses=error_responses(401, 403, 422, 503))
     def v1_overview(filters: dict[str, Any] = Depends(_filters)) -> dict[str, Any]:
         """Downloads and users over time, by category, age band, state; top apps; time spent.
         Every group has at least k distinct users (the others are counted in `suppressed`)."""
@@ -273,7 +270,7 @@ def add_dashboard(app: FastAPI, settings: Settings, require_key: Any, k: int = D
 
     # {app:path}: app names may hold "/" (sent raw or as %2F); OpenAPI still shows /v1/analytics/apps/{app}
     @app.get("/v1/analytics/apps/{app:path}", response_model=AppProfile, tags=["analytics"], dependencies=keyed,
-             responses=_errors(401, 403, 404, 422, 503))
+             responses=error_responses(401, 403, 404, 422, 503))
     def v1_app(app: str = PathParam(min_length=1, max_length=1024,
                                     description='The app, URL-encoded (a "/" in its name may stay as is)'),
                filters: dict[str, Any] = Depends(_time_filters)) -> dict[str, Any]:

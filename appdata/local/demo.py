@@ -103,7 +103,7 @@ def run_demo(*, days: tuple[dt.date, ...] = DEFAULT_DAYS, events: int = 5_000, i
     """Run all three parts, print what each stage holds; True when everything reconciles."""
     from appdata.local.analytics_demo import run_analytics_demo
     from appdata.local.batch_demo import format_table, reconcile, run_batch_demo
-    from appdata.local.commands import local_environment
+    from appdata.local.environment import local_environment
     from appdata.local.instance import write_dagster_yaml
     from appdata.local.provision import provision
     from appdata.defs.resources import build_resources

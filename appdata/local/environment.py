@@ -1,0 +1,29 @@
+"""The environment the local stack's processes share: its home, the emulator, Dagster's home, the API key."""
+
+from __future__ import annotations
+
+import os
+import secrets
+
+from appdata.config import Settings, client_api_key
+
+
+def _local_api_key(settings: Settings) -> str:
+    """The local stack's API key: APPDATA_API_KEYS, else one generated once under APPDATA_HOME."""
+    key = client_api_key(settings)
+    if key is None:
+        settings.home.mkdir(parents=True, exist_ok=True)
+        key = secrets.token_urlsafe(24)
+        settings.api_key_file.write_text(key)
+        settings.api_key_file.chmod(0o600)
+    return key
+
+
+def local_environment(settings: Settings) -> dict[str, str]:
+    """Environment for the local stack's processes: emulator endpoint, Dagster home, API key."""
+    env = dict(os.environ)
+    env.setdefault("APPDATA_HOME", str(settings.home))
+    env.setdefault("APPDATA_AWS_ENDPOINT_URL", settings.aws_endpoint_url or "")
+    env["DAGSTER_HOME"] = str(settings.dagster_home)
+    env["APPDATA_API_KEYS"] = env.get("APPDATA_API_KEYS") or _local_api_key(settings)
+    return env
