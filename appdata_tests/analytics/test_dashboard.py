@@ -18,7 +18,7 @@ from appdata.api.app import create_app
 from appdata.config import Settings
 from appdata.contract.schema import EVENT_COLUMNS, coerce_event_frame
 from appdata.warehouse.loader import create_schema, replace_all
-from appdata_tests.support.analytics import D, event, hand_made
+from appdata_tests.support.analytics import D, event, hand_made, load_warehouse
 
 K = dashboard.DEFAULT_K
 FORMULA_APP = '=HYPERLINK("http://example.invalid","open")'  # what a spreadsheet would run, if unescaped
@@ -54,13 +54,7 @@ def dashboard_events() -> tuple[pd.DataFrame, pd.DataFrame]:
 
 
 def load_dashboard_data(url: str) -> sa.Engine:
-    engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
-    create_schema(engine)
-    batch, stream = dashboard_events()
-    replace_all(engine, "downloads_batch", batch)
-    replace_all(engine, "downloads_stream", stream)
-    marts.build_all_marts(engine)
-    return engine
+    return load_warehouse(url, *dashboard_events(), build_marts=True)
 
 
 def raw_groups(engine: sa.Engine, key: str, where: str = "1 = 1", params: dict | None = None) -> pd.DataFrame:
@@ -166,12 +160,7 @@ def test_app_profile_against_its_category(warehouse: sa.Engine) -> None:
 def test_hand_made_data_is_all_withheld_under_k(duckdb_url: str) -> None:
     """Six users in all: the total shows; no state, band or app reaches five users, and no category
     may be shown without exposing the others."""
-    engine = sa.create_engine(duckdb_url, poolclass=sa.pool.NullPool)
-    create_schema(engine)
-    batch, stream = hand_made()
-    replace_all(engine, "downloads_batch", batch)
-    replace_all(engine, "downloads_stream", stream)
-    marts.build_all_marts(engine)
+    engine = load_warehouse(duckdb_url, *hand_made(), build_marts=True)
     view = dashboard.overview(engine, dashboard.Filters())
     assert view["totals"] == {"downloads": 10, "users": 6}
     assert view["sections"]["by_state"] == {**view["sections"]["by_state"], "rows": [], "suppressed": 2}

@@ -11,15 +11,10 @@ import sqlalchemy as sa
 from appdata.analytics import marts
 from appdata.contract.schema import EVENT_COLUMNS, coerce_event_frame
 from appdata.warehouse.loader import create_schema, replace_all
-from appdata_tests.support.analytics import D, event, hand_made
+from appdata_tests.support.analytics import D, event, hand_made, load_warehouse
 
 def load(url: str) -> sa.Engine:
-    engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
-    create_schema(engine)
-    batch, stream = hand_made()
-    replace_all(engine, "downloads_batch", batch)
-    replace_all(engine, "downloads_stream", stream)
-    return engine
+    return load_warehouse(url, *hand_made())
 
 
 def rows(engine: sa.Engine, name: str) -> list[tuple]:

@@ -8,6 +8,7 @@ import datetime as dt
 import gzip
 import io
 import json
+from typing import Any
 from pathlib import Path
 
 import dagster as dg
@@ -310,15 +311,20 @@ def _materialize(resources, selection):
                                   selection=selection, raise_on_error=False)
 
 
-def test_curated_asset_writes_dead_letters_and_loads_only_good_rows(appdata_env, duckdb_url, monkeypatch):
-    monkeypatch.setenv("APPDATA_WAREHOUSE_URL", duckdb_url)
-    settings = Settings.from_env()
-    resources = build_resources(settings)
+
+def _batch_sinks(warehouse_url: str, monkeypatch) -> tuple[dict, Any, str]:
+    """Resources on `warehouse_url` with the bucket and warehouse schema in place: (resources, s3 client, bucket)."""
+    monkeypatch.setenv("APPDATA_WAREHOUSE_URL", warehouse_url)
+    resources = build_resources(Settings.from_env())
     ensure_bucket(resources["s3"])
+    with resources["warehouse"].connect() as engine:
+        create_schema(engine)
+    return resources, resources["s3"].get_client(), resources["s3"].bucket
+
+
+def test_curated_asset_writes_dead_letters_and_loads_only_good_rows(appdata_env, duckdb_url, monkeypatch):
+    resources, s3, bucket = _batch_sinks(duckdb_url, monkeypatch)
     engine = resources["warehouse"].get_engine()
-    create_schema(engine)
-    s3 = resources["s3"].get_client()
-    bucket = resources["s3"].bucket
     body, expected = dirty_file()
     s3.put_object(Bucket=bucket, Key=layout.landing_key(DAY), Body=body)
 
@@ -353,11 +359,7 @@ def test_curated_asset_writes_dead_letters_and_loads_only_good_rows(appdata_env,
 
 
 def test_curated_asset_refuses_a_headerless_file_and_loads_nothing(appdata_env, duckdb_url, monkeypatch):
-    monkeypatch.setenv("APPDATA_WAREHOUSE_URL", duckdb_url)
-    resources = build_resources(Settings.from_env())
-    ensure_bucket(resources["s3"])
-    s3 = resources["s3"].get_client()
-    bucket = resources["s3"].bucket
+    resources, s3, bucket = _batch_sinks(duckdb_url, monkeypatch)
     headerless = csv_bytes([good_row(1), good_row(2)]).split(b"\n", 1)[1]
     s3.put_object(Bucket=bucket, Key=layout.landing_key(DAY), Body=headerless)
 
@@ -381,13 +383,8 @@ def test_a_gzip_drop_is_loaded_and_reconciles_and_two_drops_are_refused(appdata_
     .csv and the .csv.gz is refused (which one is current?)."""
     from appdata.reliability.reconcile import reconcile_batch
 
-    monkeypatch.setenv("APPDATA_WAREHOUSE_URL", duckdb_url)
-    resources = build_resources(Settings.from_env())
-    ensure_bucket(resources["s3"])
+    resources, s3, bucket = _batch_sinks(duckdb_url, monkeypatch)
     engine = resources["warehouse"].get_engine()
-    create_schema(engine)
-    s3 = resources["s3"].get_client()
-    bucket = resources["s3"].bucket
     body, expected = dirty_file()
     plain_key, gz_key = layout.landing_drop_keys(DAY)
     assert gz_key == plain_key + ".gz"
@@ -415,13 +412,8 @@ def test_a_gzip_drop_is_loaded_and_reconciles_and_two_drops_are_refused(appdata_
 
 def test_nul_in_a_value_is_a_dead_letter_not_a_failed_postgresql_load(appdata_env, postgres_url, monkeypatch):
     """PostgreSQL refuses NUL in text: the row is rejected with its reason, the rest of the day loads."""
-    monkeypatch.setenv("APPDATA_WAREHOUSE_URL", postgres_url)
-    resources = build_resources(Settings.from_env())
-    ensure_bucket(resources["s3"])
+    resources, s3, bucket = _batch_sinks(postgres_url, monkeypatch)
     engine = resources["warehouse"].get_engine()
-    create_schema(engine)
-    s3 = resources["s3"].get_client()
-    bucket = resources["s3"].bucket
     rows = [good_row(i) for i in range(1, 6)]
     rows[2]["name"] = "Jo\x00e"
     s3.put_object(Bucket=bucket, Key=layout.landing_key(DAY), Body=csv_bytes(rows))

@@ -5,9 +5,12 @@ from __future__ import annotations
 import datetime as dt
 
 import pandas as pd
+import sqlalchemy as sa
 
 from appdata.sources.users import downloads_for_day, make_users
+from appdata.analytics import marts
 from appdata.contract.schema import EVENT_COLUMNS, coerce_event_frame
+from appdata.warehouse.loader import create_schema, replace_all
 from appdata_tests.support.events import make_event
 
 FIRST_DAY = dt.date(2024, 1, 1)
@@ -48,3 +51,14 @@ def generated(apps: pd.DataFrame, mode: str, *, users: int = 600, days: int = 10
     people = make_users(users, 100_001, 42, sorted(apps["category"].unique()), "stream")
     return pd.concat([downloads_for_day(apps, people, FIRST_DAY + dt.timedelta(days=d), source="stream",
                                        seed=42, rows=rows, mode=mode) for d in range(days)], ignore_index=True)
+
+
+def load_warehouse(url: str, batch: pd.DataFrame, stream: pd.DataFrame, *, build_marts: bool = False) -> sa.Engine:
+    """A warehouse at `url` holding exactly these download tables (and, on request, the marts built on them)."""
+    engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
+    create_schema(engine)
+    replace_all(engine, "downloads_batch", batch)
+    replace_all(engine, "downloads_stream", stream)
+    if build_marts:
+        marts.build_all_marts(engine)
+    return engine
