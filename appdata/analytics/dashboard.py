@@ -13,10 +13,12 @@ together hold 0 or at least k distinct users; when they hold fewer, the smallest
 withheld too (it has k users, so one is always enough). The `suppressed` count includes it.
 
 Category medians (per-app page) are taken only over the category's apps that themselves have at
-least k users under the same filters, and only when there are at least `MEDIAN_MIN_APPS` (3) of
-them: an app under k never moves a median, and no median is a two-app mean from which a reader
-who knows their own app could solve for the other. A median is also withheld where the whole
-category cell has fewer than k users.
+least k users under the same filters, and, cell by cell, only over those apps whose own cell
+(their users in that age band, state or week) holds k users or more, with at least
+`MEDIAN_MIN_APPS` (3) such cells: a median of three values is one app's value, and a reader who
+posts two apps of their own can bracket it onto a third app's cell, so every cell that can
+enter a median must itself be publishable. A median is also withheld where the whole category
+cell has fewer than k users.
 
 What this does not stop: differencing across requests (the same question with a filter moved by
 one day, or one value, can differ by one person). See appdata.api.dashboard.
@@ -257,6 +259,16 @@ def _median_apps(conn: sa.Connection, filters: Filters, k: int) -> list[str]:
     return list(apps["app"]) if len(apps) >= MEDIAN_MIN_APPS else []
 
 
+def _cellwise_median(values: pd.DataFrame, users: pd.DataFrame, median_apps: list[str], k: int) -> pd.Series:
+    """Per group (column), the median of `values` over the `median_apps` whose own cell in that
+    group holds k users or more; NaN where fewer than MEDIAN_MIN_APPS such cells exist. A cell of
+    an app under k in a group never enters, so no median can equal (or be bracketed onto) it."""
+    apps = [a for a in median_apps if a in values.index]
+    eligible = values.loc[apps].where(users.loc[apps] >= k)
+    median = eligible.median(axis=0)
+    return median.where(eligible.count(axis=0) >= MEDIAN_MIN_APPS)
+
+
 def _app_section(conn: sa.Connection, filters: Filters, key_sql: str, key: str, k: int,
                  **kwargs: Any) -> tuple[pd.DataFrame, int]:
     """The app's own groups, with small and complementary cells withheld."""
@@ -279,7 +291,7 @@ FROM {FACTS} f WHERE {where} GROUP BY {key_sql}, f.app""", params)
     per_app["users"] = per_app["users"].astype("int64")
     wide = per_app.pivot_table(index="app", columns=key, values="users", fill_value=0, aggfunc="sum")
     shares = wide.div(wide.sum(axis=1), axis=0) * 100.0
-    median = shares.loc[median_apps].median(axis=0) if median_apps else pd.Series(dtype=float)
+    median = _cellwise_median(shares, wide, median_apps, k).dropna()
     publishable = set(category_cells[key]) & set(median.index)
     own_share = 100.0 * mine.set_index(key)["users"] / int(wide.loc[app].sum()) if app in wide.index else None
     order = keys if keys is not None else list(mine.sort_values(["users", key], ascending=[False, True])[key])
@@ -324,11 +336,11 @@ def app_profile(engine: sa.Engine, app: str, filters: Filters, k: int = DEFAULT_
 
 def _over_time_vs_median(conn: sa.Connection, filters: Filters, app: str, k: int,
                          median_apps: list[str]) -> dict[str, Any]:
-    """The app's downloads per bucket beside the median of `median_apps` (zeros counted)."""
+    """The app's downloads per bucket beside the median over `median_apps` with k users in that bucket."""
     where, params = replace(filters, app=None).where()
     bucket = filters.bucket()
     per_app = _frame(conn, f"""
-SELECT {bucket} AS period_start, f.app, SUM(f.downloads) AS downloads
+SELECT {bucket} AS period_start, f.app, SUM(f.downloads) AS downloads, COUNT(DISTINCT f.user_id) AS users
 FROM {FACTS} f WHERE {where} GROUP BY {bucket}, f.app""", params)
     mine, withheld = _app_section(conn, filters, bucket, "period_start", k, order="period_start")
     category_cells, _ = _grouped(conn, replace(filters, app=None), bucket, "period_start", k, order="period_start")
@@ -336,10 +348,11 @@ FROM {FACTS} f WHERE {where} GROUP BY {bucket}, f.app""", params)
     if per_app.empty or mine.empty:
         return _section(pd.DataFrame(columns=columns), withheld, f"Downloads per {filters.grain} vs. category median",
                         grain=filters.grain)
-    per_app["downloads"] = per_app["downloads"].astype("int64")
-    wide = per_app.pivot_table(index="period_start", columns="app", values="downloads", fill_value=0, aggfunc="sum")
-    median = wide.reindex(columns=median_apps, fill_value=0).median(axis=1)
-    publishable = set(category_cells["period_start"]) if median_apps else set()
+    per_app[["downloads", "users"]] = per_app[["downloads", "users"]].astype("int64")
+    downloads = per_app.pivot_table(index="app", columns="period_start", values="downloads", fill_value=0, aggfunc="sum")
+    users = per_app.pivot_table(index="app", columns="period_start", values="users", fill_value=0, aggfunc="sum")
+    median = _cellwise_median(downloads, users, median_apps, k).dropna()
+    publishable = set(category_cells["period_start"]) & set(median.index)
     frame = mine.assign(category_median_downloads=[float(median[p]) if p in publishable else None
                                                    for p in mine["period_start"]])
     return _section(frame[columns], withheld, f"Downloads per {filters.grain} vs. category median",

@@ -266,14 +266,19 @@ def test_no_small_group_is_recoverable_from_totals_minus_the_rows_shown(private_
 
 
 def test_category_medians_ignore_apps_under_k_and_need_three_apps(private_warehouse: sa.Engine) -> None:
-    """D (1 user, 999 minutes) must not move GAME's median; TOOLS has only two apps of k users."""
+    """D (1 user, 999 minutes) must not move GAME's median; TOOLS has only two apps of k users; no
+    cell of an app under k users in that group enters a median."""
     profile = dashboard.app_profile(private_warehouse, "A", dashboard.Filters(grain="month"))
     time_spent = shown_groups(profile["sections"]["time_spent"])["A"]
     assert time_spent["category_median_avg_minutes"] == 20.0  # median of A 10, B 20, C 30; with D it would be 25
     over_time = profile["sections"]["over_time"]["rows"]
     assert [row[3] for row in over_time] == [8.0]  # median of 10, 8, 6 downloads, D's 1 not counted
     bands = shown_groups(profile["sections"]["by_age_band"])
-    assert bands["18-24"]["category_median_share_pct"] == 0.0  # B and C have no 18-24 users: median 0
+    assert bands["18-24"]["category_median_share_pct"] is None  # only A has k users aged 18-24
+    # B's 25-34 median over A (0 users there), B (8) and C (2) was C's exact share, 33.3 %: a reader
+    # posting two apps of their own could bracket any third app's small cell that way.
+    b_bands = shown_groups(dashboard.app_profile(private_warehouse, "B", dashboard.Filters())["sections"]["by_age_band"])
+    assert b_bands["25-34"]["users"] == 8 and b_bands["25-34"]["category_median_share_pct"] is None
     tools = dashboard.app_profile(private_warehouse, "T2", dashboard.Filters(grain="month"))
     for key in ("over_time", "by_age_band", "by_state", "time_spent"):
         section = tools["sections"][key]
