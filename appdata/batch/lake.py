@@ -44,8 +44,6 @@ def rejected_keys_by_landing_day(client: Any, bucket: str, days: set[dt.date]) -
     return found
 
 
-is_missing = aws.is_missing  # the batch assets' name for it (appdata/defs is not this change's to edit)
-
 
 def download(client: Any, bucket: str, key: str, path: Path) -> int:
     """Stream an object to a local file (one GET, bounded memory); returns its size in bytes."""

@@ -22,6 +22,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import sqlalchemy as sa
+from botocore.exceptions import ClientError
 from dagster_aws.s3 import S3Resource
 from dagster_aws.utils import ResourceWithBoto3Configuration
 from pydantic import Field
@@ -283,7 +284,9 @@ class LakeParquetIOManager(dg.ConfigurableIOManager):
             key = self._key(context.asset_key, partition_key)
             try:
                 body = client.get_object(Bucket=self.s3.bucket, Key=key)["Body"].read()
-            except client.exceptions.NoSuchKey:
+            except ClientError as exc:
+                if not aws.is_missing(exc):
+                    raise
                 raise FileNotFoundError(f"s3://{self.s3.bucket}/{key}: no stored value of "
                                         f"{context.asset_key.to_user_string()}; materialize it first") from None
             return frame_from_parquet(body)
@@ -303,15 +306,15 @@ def build_resources(settings: Settings | None = None) -> dict[str, Any]:
     """Resources keyed as assets expect them: s3, kinesis, dynamodb, warehouse, io_manager, the
     simulated clients, the ingest API they post to and the report's local home."""
     settings = settings or Settings.from_env()
-    aws = aws_client_kwargs(settings)
+    aws_kwargs = aws_client_kwargs(settings)
     copy_role = os.environ.get("APPDATA_REDSHIFT_COPY_ROLE_ARN") or None
-    lake = LakeS3Resource(bucket=settings.bucket, **aws)
+    lake = LakeS3Resource(bucket=settings.bucket, **aws_kwargs)
     return {
         "s3": lake,
         "io_manager": LakeParquetIOManager(s3=lake),
         RUN_MEMORY_IO_MANAGER: dg.InMemoryIOManager(),
-        "kinesis": KinesisResource(stream_name=settings.stream, **aws),
-        "dynamodb": DynamoDBResource(table_name=settings.table, **aws),
+        "kinesis": KinesisResource(stream_name=settings.stream, **aws_kwargs),
+        "dynamodb": DynamoDBResource(table_name=settings.table, **aws_kwargs),
         "warehouse": WarehouseResource(url=settings.warehouse_url, copy_iam_role=copy_role),
         "clients": SimulatedClientsResource(
             client_dir=str(settings.client_dir), catalogue_csv=settings.playstore_csv, seed=settings.seed,

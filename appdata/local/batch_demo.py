@@ -17,7 +17,6 @@ import dagster as dg
 import pyarrow.parquet as pq
 from botocore.exceptions import ClientError
 
-from appdata import aws
 from appdata.config import Settings
 from appdata.local.instance import local_instance
 
@@ -83,10 +82,9 @@ def stage_counts(settings: Settings, days: Sequence[dt.date], resources: dict[st
     client = s3.get_client()
     wanted = set(days)
     rejected: dict[dt.date, int] = {d: 0 for d in wanted}
-    for key in aws.list_keys(client, s3.bucket, layout.rejected_prefix("batch")):
-        landing_day = layout.landing_day_of_rejected_key(key)
-        if landing_day in wanted:
-            rejected[landing_day] += sum(1 for line in lake.get_bytes(client, s3.bucket, key).splitlines() if line.strip())
+    for landing_day, keys in lake.rejected_keys_by_landing_day(client, s3.bucket, wanted).items():
+        rejected[landing_day] += sum(1 for key in keys
+                                     for line in lake.get_bytes(client, s3.bucket, key).splitlines() if line.strip())
 
     landing_files = lake.landing_keys_by_day(client, s3.bucket, sorted(wanted)) if wanted else {}
     with resources["warehouse"].connect() as engine:

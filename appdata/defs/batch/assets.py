@@ -20,6 +20,7 @@ import pyarrow.parquet as pq
 import sqlalchemy as sa
 from botocore.exceptions import ClientError
 
+from appdata import aws
 from appdata.batch import etl, lake
 from appdata.defs.resources import TRANSIENT_IO_RETRY, LakeS3Resource, SimulatedClientsResource, WarehouseResource
 from appdata.contract import deadletters, layout
@@ -219,7 +220,7 @@ def curated_batch(context: dg.AssetExecutionContext, s3: LakeS3Resource) -> dg.M
                 try:
                     lake.download(client, s3.bucket, key, path)
                 except ClientError as exc:
-                    if lake.is_missing(exc):
+                    if aws.is_missing(exc):
                         raise dg.Failure(description=f"landing file {lake.s3_uri(s3.bucket, key)} vanished "
                                          "while the ETL ran; run the day again") from exc
                     raise
@@ -312,7 +313,7 @@ def _read_curated(client, bucket: str, days: list[dt.date], context: dg.AssetExe
         try:
             return lake.get_bytes(client, bucket, key)
         except ClientError as exc:
-            if lake.is_missing(exc):
+            if aws.is_missing(exc):
                 raise dg.Failure(description=f"no curated file for {day} at {lake.s3_uri(bucket, key)}; "
                                  "materialize curated_batch for this day first", allow_retries=False) from exc
             raise

@@ -18,7 +18,8 @@ from botocore.exceptions import ClientError
 
 from appdata.defs.resources import KinesisResource
 from appdata.defs.stream.drain import SHARD_TAG, drain_run_config, stream_drain_job
-from appdata.stream.drain import error_code, list_shards, parents_of, read_shard, shard_order
+from appdata.aws import error_code
+from appdata.stream.drain import list_shards, parents_of, read_shard, shard_order
 
 MAX_RECORDS_PER_RUN = 10_000
 TICK_BUDGET_SECONDS = 20.0
