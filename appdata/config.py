@@ -102,6 +102,7 @@ class Settings:
     bucket: str
     stream: str
     table: str
+    lease_table: str
     warehouse_url: str
     aws_endpoint_url: str | None
     aws_region: str
@@ -125,11 +126,13 @@ class Settings:
         api_host = _env("APPDATA_API_HOST", "127.0.0.1")
         api_port = _env_int("APPDATA_API_PORT", 8000)
         rows_per_day = _env_int("APPDATA_BATCH_ROWS_PER_DAY", 0)
+        table = _env("APPDATA_TABLE", "appdata-user-downloads")
         return cls(
             home=home,
             bucket=_env("APPDATA_BUCKET", "appdata-lake"),
             stream=_env("APPDATA_STREAM", "appdata-downloads"),
-            table=_env("APPDATA_TABLE", "appdata-user-downloads"),
+            table=table,
+            lease_table=_env("APPDATA_LEASE_TABLE", f"{table}-leases"),
             warehouse_url=_env("APPDATA_WAREHOUSE_URL", f"duckdb:///{home / 'warehouse.duckdb'}"),
             aws_endpoint_url=endpoint or None,  # empty string means real AWS
             aws_region=_env("APPDATA_AWS_REGION", os.environ.get("AWS_DEFAULT_REGION", "us-east-1")),

@@ -42,6 +42,7 @@ ENV_FROM_OUTPUTS = {
     "BucketName": "APPDATA_BUCKET",
     "StreamName": "APPDATA_STREAM",
     "TableName": "APPDATA_TABLE",
+    "LeaseTableName": "APPDATA_LEASE_TABLE",
     "RedshiftCopyRoleArn": "APPDATA_REDSHIFT_COPY_ROLE_ARN",
     "ApiUrl": "APPDATA_API_URL",
 }

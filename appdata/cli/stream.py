@@ -1,5 +1,7 @@
 """`appdata` subcommands of the stream concern: `appdata send`, `appdata drain`."""
 
+import os
+
 import click
 
 
@@ -39,104 +41,57 @@ def send(csv_path, rate, batch_size, limit, start, show_rejected):
 
 
 @click.command()
-@click.option("--max-records", type=click.IntRange(1, 10_000), default=10_000, show_default=True,
-              help="Records per range (one range = one drain_range call, as one sensor run drains).")
-def drain(max_records):
-    """Drain every shard up to now, in this process, with the code the sensor's runs use.
+def drain():
+    """Drain every shard up to now, in this process, as the daemon's consumer runs do.
 
-    Each shard (parents before children) is read from its oldest record (TRIM_HORIZON) to now
-    in ranges of up to --max-records, and each range goes through `drain_range`: lake objects,
-    DynamoDB items, warehouse rows, dead letters under rejected/stream/. Items and rows are keyed
-    by the event, lake objects and dead letters by the range: draining again adds no item or row,
-    rewrites the same objects for the same ranges, and restores what a sink lost (a range cut
-    differently from an earlier drain, e.g. the sensor's, writes a second lake object with the
-    same events, counted once by event id). Then the touched users' recommendations
-    are refreshed, as the runs do.
-    Exit 0 when every range is delivered; 1 naming the shard, the range and the reason otherwise.
+    For a stack without the daemon (`appdata up --no-ui`, scripts). Each shard (parents before
+    children) is consumed from its checkpoint (its oldest record the first time) under the
+    shard's lease, range by range into the lake, DynamoDB, the warehouse and rejected/stream/,
+    then the touched users' recommendations are refreshed. A shard whose lease a running
+    consumer holds is left to it. Exit 0 when every range is delivered; 1 naming the shard and
+    the reason otherwise (the range stays pending, and the next consumer drains it first).
     """
     from botocore.exceptions import ClientError
 
     from appdata.aws import error_code
     from appdata.config import Settings
     from appdata.defs.resources import build_resources
-    from appdata.stream.drain import drain_range, list_shards, parents_of, read_shard, shard_order
+    from appdata.stream.consumer import Sinks, drain_until_caught_up
+    from appdata.stream.leases import LeaseTable
 
     settings = Settings.from_env()
     resources = build_resources(settings)
-    kinesis, s3, dynamodb = (resources["kinesis"].get_client(), resources["s3"].get_client(),
-                             resources["dynamodb"].get_client())
-    stream, bucket, table = settings.stream, settings.bucket, resources["dynamodb"].table_name
+    dynamodb_resource, warehouse = resources["dynamodb"], resources["warehouse"]
+    kinesis, dynamodb = resources["kinesis"].get_client(), dynamodb_resource.get_client()
+    sinks = Sinks(s3=resources["s3"].get_client(), bucket=settings.bucket, dynamodb=dynamodb,
+                  table=dynamodb_resource.table_name, warehouse=warehouse.connect,
+                  copy_iam_role=warehouse.copy_iam_role)
+    leases = LeaseTable(dynamodb, dynamodb_resource.lease_table_name, settings.stream)
+
+    def show(result) -> None:
+        click.echo(f"  {result.shard_id} {result.first_sequence}..{result.last_sequence}: {result.records} records, "
+                   f"{result.valid} valid, {result.rejected} rejected; lake {len(result.lake_objects)} object(s), "
+                   f"DynamoDB {result.dynamodb_items} item(s), warehouse +{result.warehouse_inserted} row(s)")
+
+    click.echo(f"draining every shard of {settings.stream} from its checkpoint to now")
     try:
-        shards = shard_order(list_shards(kinesis, stream))
+        results = drain_until_caught_up(kinesis=kinesis, stream=settings.stream, leases=leases, sinks=sinks,
+                                        owner=f"cli-{os.getpid()}", on_range=show,
+                                        on_note=lambda level, text: click.echo(f"  {text}"))
     except ClientError as exc:
         if error_code(exc) == "ResourceNotFoundException":
-            raise click.ClickException(f"stream {stream} does not exist: run `appdata provision`") from exc
+            raise click.ClickException(f"{exc}: run `appdata provision`") from exc
         raise
-    click.echo(f"draining {len(shards)} shard(s) of {stream} from TRIM_HORIZON to now, "
-               f"up to {max_records:,} records per range")
-    failures: list[str] = []
-    failed: set[str] = set()
-    totals = {"ranges": 0, "records": 0, "valid": 0, "rejected": 0, "inserted": 0}
-    users: set[int] = set()
-    with resources["warehouse"].connect() as engine:
-        for shard in shards:
-            shard_id = shard["ShardId"]
-            blocked = [p for p in parents_of(shard) if p in failed]
-            if blocked:
-                failures.append(f"{shard_id}: not drained, its parent {blocked[0]} was not delivered")
-                failed.add(shard_id)
-                continue
-            done = {"ranges": 0, "records": 0, "valid": 0, "rejected": 0, "inserted": 0}
-            first_seen = last_seen = None
-            after = None
-            while True:
-                try:
-                    read = read_shard(kinesis, stream, shard_id, after=after, max_records=max_records)
-                except Exception as exc:  # noqa: BLE001 - named, and the exit code says it
-                    failures.append(f"{shard_id}: not read after {after or 'TRIM_HORIZON'}: "
-                                    f"{type(exc).__name__}: {exc}")
-                    failed.add(shard_id)
-                    break
-                if not read.records:
-                    break
-                first, last = read.records[0]["SequenceNumber"], read.records[-1]["SequenceNumber"]
-                try:
-                    result = drain_range(kinesis=kinesis, stream=stream, shard_id=shard_id, first_sequence=first,
-                                         last_sequence=last, s3=s3, bucket=bucket, dynamodb=dynamodb, table=table,
-                                         engine=engine, copy_iam_role=resources["warehouse"].copy_iam_role)
-                except Exception as exc:  # noqa: BLE001 - named, and the exit code says it
-                    failures.append(f"{shard_id}: range {first}..{last} ({len(read.records)} records) not "
-                                    f"delivered: {type(exc).__name__}: {exc}")
-                    failed.add(shard_id)
-                    click.echo(f"  {shard_id} {first}..{last}: NOT delivered: {type(exc).__name__}: {exc}")
-                    break
-                click.echo(f"  {shard_id} {first}..{last}: {result.records} records, {result.valid} valid, "
-                           f"{result.rejected} rejected; lake {len(result.lake_objects)} object(s), "
-                           f"DynamoDB {result.dynamodb_items} item(s), warehouse +{result.warehouse_inserted} row(s)")
-                first_seen = first_seen or first
-                last_seen = last
-                for key, value in (("ranges", 1), ("records", result.records), ("valid", result.valid),
-                                   ("rejected", result.rejected), ("inserted", result.warehouse_inserted)):
-                    done[key] += value
-                users |= result.users
-                after = last
-                if read.shard_end or read.caught_up:
-                    break
-            for key, value in done.items():
-                totals[key] += value
-            if done["ranges"]:
-                click.echo(f"{shard_id}: {done['records']:,} records in {done['ranges']} range(s) "
-                           f"{first_seen}..{last_seen}: {done['valid']:,} valid, {done['rejected']:,} rejected, "
-                           f"warehouse +{done['inserted']:,} new row(s)")
-            elif shard_id not in failed:
-                click.echo(f"{shard_id}: nothing to drain")
-        refreshed = _refresh_recommendations(engine, resources["dynamodb"], users)
-    click.echo(f"drained {totals['records']:,} records in {totals['ranges']} range(s) from {len(shards)} shard(s): "
-               f"{totals['valid']:,} valid (in the lake, DynamoDB and downloads_stream; +{totals['inserted']:,} "
-               f"new warehouse rows, the rest were there already), {totals['rejected']:,} rejected "
-               f"(dead letters under rejected/stream/){refreshed}")
-    if failures:
-        raise click.ClickException(f"{len(failures)} shard(s) not delivered: " + "; ".join(failures))
+    except Exception as exc:  # noqa: BLE001 - named, and the exit code says it
+        raise click.ClickException(f"not delivered: {type(exc).__name__}: {exc} (the range stays pending; the "
+                                   "next drain delivers it first)") from exc
+    users = set().union(*(r.users for r in results)) if results else set()
+    with warehouse.connect() as engine:
+        refreshed = _refresh_recommendations(engine, dynamodb_resource, users)
+    click.echo(f"drained {sum(r.records for r in results):,} records in {len(results)} range(s): "
+               f"{sum(r.valid for r in results):,} valid (in the lake, DynamoDB and downloads_stream; "
+               f"+{sum(r.warehouse_inserted for r in results):,} new warehouse rows), "
+               f"{sum(r.rejected for r in results):,} rejected (dead letters under rejected/stream/){refreshed}")
 
 
 def _refresh_recommendations(engine, dynamodb_resource, users: set[int]) -> str:

@@ -71,9 +71,11 @@ class KinesisResource(ResourceWithBoto3Configuration):
 
 
 class DynamoDBResource(ResourceWithBoto3Configuration):
-    """The DynamoDB table serving downloads and recommendations by user_id."""
+    """The DynamoDB table serving downloads and recommendations by user_id, and the drain's
+    shard leases and checkpoints (`appdata.stream.leases`)."""
 
     table_name: str = Field(description="DynamoDB table name")
+    lease_table_name: str = Field(description="DynamoDB table of the Kinesis drain's shard leases and checkpoints")
 
     def get_client(self) -> Any:
         return boto3_client("dynamodb", self)
@@ -314,7 +316,7 @@ def build_resources(settings: Settings | None = None) -> dict[str, Any]:
         "io_manager": LakeParquetIOManager(s3=lake),
         RUN_MEMORY_IO_MANAGER: dg.InMemoryIOManager(),
         "kinesis": KinesisResource(stream_name=settings.stream, **aws_kwargs),
-        "dynamodb": DynamoDBResource(table_name=settings.table, **aws_kwargs),
+        "dynamodb": DynamoDBResource(table_name=settings.table, lease_table_name=settings.lease_table, **aws_kwargs),
         "warehouse": WarehouseResource(url=settings.warehouse_url, copy_iam_role=copy_role),
         "clients": SimulatedClientsResource(
             client_dir=str(settings.client_dir), catalogue_csv=settings.playstore_csv, seed=settings.seed,

@@ -72,12 +72,34 @@ def ensure_table(dynamodb: DynamoDBResource) -> str:
     return state
 
 
+def ensure_lease_table(dynamodb: DynamoDBResource) -> str:
+    """The drain's shard leases and checkpoints: pk shard ("<stream>/<shard id>")."""
+    client = dynamodb.get_client()
+    try:
+        client.describe_table(TableName=dynamodb.lease_table_name)
+        state = "exists"
+    except ClientError as exc:
+        if exc.response["Error"]["Code"] != "ResourceNotFoundException":
+            raise
+        client.create_table(
+            TableName=dynamodb.lease_table_name,
+            AttributeDefinitions=[{"AttributeName": "shard", "AttributeType": "S"}],
+            KeySchema=[{"AttributeName": "shard", "KeyType": "HASH"}],
+            BillingMode="PAY_PER_REQUEST",
+        )
+        state = "created"
+    client.get_waiter("table_exists").wait(TableName=dynamodb.lease_table_name,
+                                           WaiterConfig={"Delay": 1, "MaxAttempts": 120})
+    return state
+
+
 def provision(resources: dict[str, Any], *, shards: int = 1) -> dict[str, str]:
     """Ensure every store exists; returns what was created and what already existed."""
     report = {
         f"s3://{resources['s3'].bucket}": ensure_bucket(resources["s3"]),
         f"kinesis:{resources['kinesis'].stream_name}": ensure_stream(resources["kinesis"], shards),
         f"dynamodb:{resources['dynamodb'].table_name}": ensure_table(resources["dynamodb"]),
+        f"dynamodb:{resources['dynamodb'].lease_table_name}": ensure_lease_table(resources["dynamodb"]),
     }
     warehouse: WarehouseResource = resources["warehouse"]
     with warehouse.connect() as engine:

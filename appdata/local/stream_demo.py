@@ -104,7 +104,8 @@ def run_stream_demo(
     caller); otherwise records go straight into Kinesis and the drain does the rejecting.
     """
     from appdata.defs.resources import build_resources
-    from appdata.stream.drain import drain_available
+    from appdata.stream.consumer import Sinks, drain_until_caught_up
+    from appdata.stream.leases import LeaseTable
 
     settings = settings or Settings.from_env()
     resources = build_resources(settings)
@@ -129,10 +130,13 @@ def run_stream_demo(
         accepted, rejected = None, None
     sent_seconds = time.monotonic() - started
 
+    stream = resources["kinesis"].stream_name
+    results = drain_until_caught_up(
+        kinesis=kinesis, stream=stream, owner=f"demo-{nonce}",
+        leases=LeaseTable(dynamodb, resources["dynamodb"].lease_table_name, stream),
+        sinks=Sinks(s3=s3, bucket=resources["s3"].bucket, dynamodb=dynamodb, table=resources["dynamodb"].table_name,
+                    warehouse=resources["warehouse"].connect))
     with resources["warehouse"].connect() as engine:
-        results, _ = drain_available(kinesis=kinesis, stream=resources["kinesis"].stream_name, s3=s3,
-                                     bucket=resources["s3"].bucket, dynamodb=dynamodb,
-                                     table=resources["dynamodb"].table_name, engine=engine, since=since)
         ours = [e["event_id"] for e in good]
         warehouse = warehouse_event_ids(engine, ours)
     drained_seconds = time.monotonic() - started - sent_seconds

@@ -80,16 +80,13 @@ def shard_order(shards: list[dict]) -> list[dict]:
     return ordered
 
 
-def get_iterator(kinesis: Any, stream: str, shard_id: str, *, at: str | None = None, after: str | None = None,
-                 at_timestamp: dt.datetime | None = None) -> str:
-    """A shard iterator AT or AFTER a sequence number, AT a timestamp, else from TRIM_HORIZON."""
+def get_iterator(kinesis: Any, stream: str, shard_id: str, *, at: str | None = None, after: str | None = None) -> str:
+    """A shard iterator AT or AFTER a sequence number, else from TRIM_HORIZON."""
     kwargs: dict[str, Any] = {"StreamName": stream, "ShardId": shard_id}
     if at is not None:
         kwargs.update(ShardIteratorType="AT_SEQUENCE_NUMBER", StartingSequenceNumber=at)
     elif after is not None:
         kwargs.update(ShardIteratorType="AFTER_SEQUENCE_NUMBER", StartingSequenceNumber=after)
-    elif at_timestamp is not None:
-        kwargs.update(ShardIteratorType="AT_TIMESTAMP", Timestamp=at_timestamp)
     else:
         kwargs.update(ShardIteratorType="TRIM_HORIZON")
     return kinesis.get_shard_iterator(**kwargs)["ShardIterator"]
@@ -113,7 +110,6 @@ def read_shard(
     at: str | None = None,
     after: str | None = None,
     until: str | None = None,
-    at_timestamp: dt.datetime | None = None,
     max_records: int = GET_RECORDS_LIMIT,
     limit_per_call: int = GET_RECORDS_LIMIT,
     max_empty_calls: int = 3,
@@ -125,7 +121,7 @@ def read_shard(
     ExpiredIteratorException renews the iterator after the last record seen.
     """
     last_seen: str | None = None
-    iterator = get_iterator(kinesis, stream, shard_id, at=at, after=after, at_timestamp=at_timestamp)
+    iterator = get_iterator(kinesis, stream, shard_id, at=at, after=after)
     until_int = seq_int(until) if until is not None else None
     records: list[dict] = []
     empty_calls = 0
@@ -142,7 +138,7 @@ def read_shard(
             if last_seen is not None:
                 iterator = get_iterator(kinesis, stream, shard_id, after=last_seen)
             else:
-                iterator = get_iterator(kinesis, stream, shard_id, at=at, after=after, at_timestamp=at_timestamp)
+                iterator = get_iterator(kinesis, stream, shard_id, at=at, after=after)
             continue
         batch = response.get("Records", [])
         behind = response.get("MillisBehindLatest", behind)
@@ -451,32 +447,3 @@ def drain_range(
     result.shard_end = read.shard_end
     result.millis_behind_latest = read.millis_behind_latest
     return result
-
-
-def drain_available(
-    *, kinesis: Any, stream: str, s3: Any, bucket: str, dynamodb: Any, table: str, engine: sa.Engine | None,
-    positions: dict[str, str] | None = None, since: dt.datetime | None = None, max_records: int = GET_RECORDS_LIMIT,
-) -> tuple[list[DrainResult], dict[str, str]]:
-    """Drain every shard up to now, range by range, as the sensor and its runs would (no daemon).
-
-    `positions` (shard -> last sequence drained) is where each shard resumes, else `since`
-    (AT_TIMESTAMP), else TRIM_HORIZON. Returns the results and the new positions.
-    """
-    positions = dict(positions or {})
-    results: list[DrainResult] = []
-    for shard in shard_order(list_shards(kinesis, stream)):
-        shard_id = shard["ShardId"]
-        while True:
-            after = positions.get(shard_id)
-            read = read_shard(kinesis, stream, shard_id, after=after, at_timestamp=None if after else since,
-                              max_records=max_records)
-            if not read.records:
-                break
-            first, last = read.records[0]["SequenceNumber"], read.records[-1]["SequenceNumber"]
-            results.append(drain_range(kinesis=kinesis, stream=stream, shard_id=shard_id, first_sequence=first,
-                                       last_sequence=last, s3=s3, bucket=bucket, dynamodb=dynamodb, table=table,
-                                       engine=engine))
-            positions[shard_id] = last
-            if read.shard_end or read.caught_up:
-                break
-    return results, positions

@@ -86,3 +86,30 @@ def split_range(kinesis, stream: str, shard_id: str, first: str, last: str, part
 def stream_tail(kinesis, stream: str) -> dict:
     """The last sequence number of each shard now: ranges after it are what a test added."""
     return {shard: last for shard, _, last in shard_ranges(kinesis, stream)}
+
+
+def lease_table(resources) -> "LeaseTable":
+    """The drain's lease table for the resources' stream."""
+    from appdata.stream.leases import LeaseTable
+
+    return LeaseTable(resources["dynamodb"].get_client(), resources["dynamodb"].lease_table_name,
+                      resources["kinesis"].stream_name)
+
+
+def consumer_sinks(resources, engine=None) -> "Sinks":
+    """The sinks of the resources; `engine` (else the warehouse resource's) for every range."""
+    from contextlib import nullcontext
+
+    from appdata.stream.consumer import Sinks
+
+    return Sinks(s3=resources["s3"].get_client(), bucket=resources["s3"].bucket,
+                 dynamodb=resources["dynamodb"].get_client(), table=resources["dynamodb"].table_name,
+                 warehouse=(lambda: nullcontext(engine)) if engine is not None else resources["warehouse"].connect)
+
+
+def drain_all(resources, engine=None, owner: str = "test-drain") -> list:
+    """Every shard drained up to now by a consumer that stops once caught up (no daemon)."""
+    from appdata.stream.consumer import drain_until_caught_up
+
+    return drain_until_caught_up(kinesis=resources["kinesis"].get_client(), stream=resources["kinesis"].stream_name,
+                                 leases=lease_table(resources), sinks=consumer_sinks(resources, engine), owner=owner)

@@ -1,16 +1,25 @@
-"""The drain as assets (group `stream`): one run drains one shard range into three sinks.
+"""The drain as assets (group `stream`): one run consumes one shard for a bounded time.
 
-One multi-asset materializes the lake, the DynamoDB downloads and `downloads_stream` together,
-so lineage shows Kinesis feeding all three and each materialization carries the range's counts.
-It writes the warehouse, hence pool "warehouse".
+One multi-asset stands for the lake, the DynamoDB downloads and `downloads_stream` together, so
+lineage shows Kinesis feeding all three. Its run is a long-lived shard consumer
+(`appdata.stream.consumer`): it holds the shard's lease, drains range after range about a second
+after they arrive, and every `report_seconds` records one materialization per sink with the
+ranges, counts and lag of that window; at `until_epoch` it hands the lease to the next run,
+which the sensor started beforehand. It takes no "warehouse" pool slot (it would hold it for the
+whole run): each range opens the warehouse only while writing it.
 """
 
 import datetime as dt
+import threading
+import time
+from dataclasses import dataclass, field
 
 import dagster as dg
 
 from appdata.defs.resources import DynamoDBResource, KinesisResource, LakeS3Resource, WarehouseResource
-from appdata.stream.drain import drain_range
+from appdata.stream.consumer import FollowUp, ShardConsumer, Sinks, stream_created
+from appdata.stream.drain import DrainResult, list_shards, parents_of
+from appdata.stream.leases import LeaseTable
 
 GROUP = "stream"
 KINESIS_ASSET = dg.AssetKey("kinesis_downloads")
@@ -19,7 +28,9 @@ DYNAMODB_ASSET = dg.AssetKey("dynamodb_downloads")
 WAREHOUSE_ASSET = dg.AssetKey("downloads_stream")
 DRAIN_OP = "stream_drain"
 SHARD_TAG = "appdata/shard"
-# The clients post all day (the local one every minute) and the sensor drains within seconds, so
+UNTIL_TAG = "appdata/until"
+LISTED_OBJECTS = 100  # lake objects named in one materialization's metadata (all are counted)
+# The clients post all day (the local one every minute) and the drain keeps up within seconds, so
 # a sink not updated for minutes means the drain stalled; a stream silent that long deserves a
 # look too. The UI shows each asset fresh, warning or failing against this.
 STREAM_FRESHNESS = dg.FreshnessPolicy.time_window(fail_window=dt.timedelta(minutes=15),
@@ -34,27 +45,80 @@ kinesis_downloads = dg.AssetSpec(
 
 
 class DrainConfig(dg.Config):
-    """One shard range, inclusive at both ends (AT_SEQUENCE_NUMBER first .. last)."""
+    """One shard, consumed until `until_epoch` (Unix seconds), then handed over; or, with
+    `stop_when_caught_up` (a one-off drain from the launchpad, tests), until nothing is waiting."""
 
     stream: str
     shard_id: str
-    first_sequence: str
-    last_sequence: str
+    until_epoch: float
+    stop_when_caught_up: bool = False
+    report_seconds: float = 30.0
+
+
+@dataclass
+class DrainWindow:
+    """What the consumer delivered since the last materialization (thread-safe: the follow-up
+    thread adds its recommendation counts)."""
+
+    ranges: list[DrainResult] = field(default_factory=list)
+    recommendations: int = 0
+    recommendation_seconds: float = 0.0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def add_range(self, result: DrainResult) -> None:
+        with self.lock:
+            self.ranges.append(result)
+
+    def add_recommendations(self, written: int, seconds: float) -> None:
+        with self.lock:
+            self.recommendations += written
+            self.recommendation_seconds += seconds
+
+    def take(self) -> tuple[list[DrainResult], int, float]:
+        with self.lock:
+            taken = (self.ranges, self.recommendations, self.recommendation_seconds)
+            self.ranges, self.recommendations, self.recommendation_seconds = [], 0, 0.0
+        return taken
+
+
+def window_metadata(shard_id: str, ranges: list[DrainResult], delivered_at: dict[int, float]) -> dict:
+    """The metadata every sink's materialization shares: ranges, counts and how fresh."""
+    users = set().union(*(r.users for r in ranges))
+    lags = [delivered_at[id(r)] - r.newest_arrival.timestamp() for r in ranges if r.newest_arrival is not None]
+    last = ranges[-1]
+    metadata = {
+        "shard_id": shard_id,
+        "sequence_range": f"{ranges[0].first_sequence}-{last.last_sequence}",
+        "ranges": len(ranges),
+        "records": sum(r.records for r in ranges),
+        "rejected": sum(r.rejected for r in ranges),
+        "users_touched": len(users),
+    }
+    if lags:
+        # arrival on Kinesis -> in every sink, of each range's newest record
+        metadata["newest_record_age_seconds"] = round(lags[-1], 3)
+        metadata["max_record_age_seconds"] = round(max(lags), 3)
+    if last.millis_behind_latest is not None:
+        # how far the last range's end trailed the shard's newest record (MillisBehindLatest)
+        metadata["behind_shard_tip_seconds"] = last.millis_behind_latest / 1000
+    return metadata
 
 
 @dg.multi_asset(
     name=DRAIN_OP,
     group_name=GROUP,
-    pool="warehouse",
     specs=[
         dg.AssetSpec(LAKE_ASSET, deps=[KINESIS_ASSET], kinds={"s3", "json"}, freshness_policy=STREAM_FRESHNESS,
+                     skippable=True,
                      description="s3://<bucket>/lake/stream/download_date=/hour=/<shard>-<first>-<last>.jsonl.gz"),
         dg.AssetSpec(DYNAMODB_ASSET, deps=[KINESIS_ASSET], kinds={"dynamodb"}, freshness_policy=STREAM_FRESHNESS,
+                     skippable=True,
                      description="Download items (user_id, DL#<date>#<event_id>) served by GET /v1/users/{id}/downloads"),
         dg.AssetSpec(WAREHOUSE_ASSET, deps=[KINESIS_ASSET], kinds={"sql"}, freshness_policy=STREAM_FRESHNESS,
-                     description="Warehouse table downloads_stream, deduplicated on event_id"),
+                     skippable=True, description="Warehouse table downloads_stream, deduplicated on event_id"),
     ],
-    description="Drain one Kinesis shard range into the lake, DynamoDB and the warehouse (idempotent).",
+    description="Consume one Kinesis shard into the lake, DynamoDB and the warehouse until the run's deadline "
+    "(exactly-once effects through the shard's lease and checkpoint).",
 )
 def stream_drain(
     context: dg.AssetExecutionContext,
@@ -64,78 +128,104 @@ def stream_drain(
     dynamodb: DynamoDBResource,
     warehouse: WarehouseResource,
 ):
-    with warehouse.connect() as engine:
-        result = drain_range(
-            kinesis=kinesis.get_client(), stream=config.stream, shard_id=config.shard_id,
-            first_sequence=config.first_sequence, last_sequence=config.last_sequence,
-            s3=s3.get_client(), bucket=s3.bucket, dynamodb=dynamodb.get_client(), table=dynamodb.table_name,
-            engine=engine, copy_iam_role=warehouse.copy_iam_role,
-        )
-        summary = result.summary()
-        context.log.info(f"drained {summary}")
-        users = sorted(result.users)
-        refreshed = _refresh_recommendations(context, engine, dynamodb, users)
-    common = {
-        "shard_id": config.shard_id,
-        "sequence_range": f"{config.first_sequence}-{config.last_sequence}",
-        "records": result.records,
-        "rejected": result.rejected,
-        "users_touched": len(users),
-        "users": dg.MetadataValue.json(users[:1000]),
-        **_lag_metadata(result.newest_arrival, result.millis_behind_latest),
-    }
-    yield dg.MaterializeResult(asset_key=LAKE_ASSET, metadata={
-        **common, "objects_written": len(result.lake_objects),
-        "objects": dg.MetadataValue.json(result.lake_objects),
-        "rejected_objects": dg.MetadataValue.json(result.rejected_objects),
-    })
-    yield dg.MaterializeResult(asset_key=DYNAMODB_ASSET, metadata={
-        **common, "items_written": result.dynamodb_items, "recommendations_refreshed": refreshed,
-    })
-    yield dg.MaterializeResult(asset_key=WAREHOUSE_ASSET,
-                               metadata={**common, "rows_inserted": result.warehouse_inserted})
+    kinesis_client = kinesis.get_client()
+    dynamodb_client = dynamodb.get_client()
+    shards = {s["ShardId"]: s for s in list_shards(kinesis_client, config.stream)}
+    if config.shard_id not in shards:
+        raise dg.Failure(f"shard {config.shard_id} is not in stream {config.stream}", allow_retries=False)
+    window = DrainWindow()
+    delivered_at: dict[int, float] = {}
+    totals = {"ranges": 0, "records": 0, "rejected": 0}
+
+    last_report = [time.monotonic()]
+
+    def on_range(result: DrainResult) -> None:
+        delivered_at[id(result)] = time.time()
+        window.add_range(result)
+        follow_up.add(result.users)
+        report_if_due()
+
+    def report_if_due() -> None:
+        if time.monotonic() - last_report[0] >= config.report_seconds:
+            report()
+
+    def pause(seconds: float) -> None:  # the consumer's pauses, when caught up
+        report_if_due()
+        time.sleep(seconds)
+
+    def report() -> None:
+        last_report[0] = time.monotonic()
+        ranges, recommendations, rec_seconds = window.take()
+        if not ranges:
+            return
+        common = window_metadata(config.shard_id, ranges, delivered_at)
+        for r in ranges:
+            delivered_at.pop(id(r), None)
+        for key in totals:
+            totals[key] += common.get(key, 0)
+        objects = [key for r in ranges for key in r.lake_objects]
+        rejected_objects = [key for r in ranges for key in r.rejected_objects]
+        context.log_event(dg.AssetMaterialization(LAKE_ASSET, metadata={
+            **common, "objects_written": len(objects), "objects": dg.MetadataValue.json(objects[:LISTED_OBJECTS]),
+            "rejected_objects": dg.MetadataValue.json(rejected_objects[:LISTED_OBJECTS])}))
+        context.log_event(dg.AssetMaterialization(DYNAMODB_ASSET, metadata={
+            **common, "items_written": sum(r.dynamodb_items for r in ranges),
+            "recommendations_refreshed": recommendations,
+            "recommendations_seconds": round(rec_seconds, 3)}))
+        context.log_event(dg.AssetMaterialization(WAREHOUSE_ASSET, metadata={
+            **common, "rows_inserted": sum(r.warehouse_inserted for r in ranges)}))
+        context.log.info(f"{config.shard_id}: {common['records']} records in {common['ranges']} ranges "
+                         f"({common['sequence_range']}); {common.get('behind_shard_tip_seconds', 0)} s behind the tip")
+
+    follow_up = FollowUp(
+        work=lambda users: _refresh_recommendations(warehouse, dynamodb, users),
+        on_done=lambda users, written, seconds: window.add_recommendations(written, seconds),
+        on_error=lambda users, exc: context.log.warning(
+            f"recommendations not refreshed for {len(users)} users: {exc!r}; the full refresh catches up"),
+    )
+    consumer = ShardConsumer(
+        kinesis=kinesis_client, stream=config.stream, shard_id=config.shard_id,
+        parents=parents_of(shards[config.shard_id]),
+        leases=LeaseTable(dynamodb_client, dynamodb.lease_table_name, config.stream),
+        owner=f"run-{context.run_id}", created=stream_created(kinesis_client, config.stream),
+        sinks=Sinks(s3=s3.get_client(), bucket=s3.bucket, dynamodb=dynamodb_client, table=dynamodb.table_name,
+                    warehouse=warehouse.connect, copy_iam_role=warehouse.copy_iam_role),
+        on_range=on_range,
+        on_note=lambda level, text: getattr(context.log, level)(text),
+        sleep=pause,
+    )
+    try:
+        summary = consumer.run(until=config.until_epoch, stop_when_caught_up=config.stop_when_caught_up,
+                               wait_for_lease_seconds=0.0 if config.stop_when_caught_up else float("inf"))
+    finally:
+        follow_up.close(timeout=120)
+        report()
+    context.log.info(f"{config.shard_id}: consumer done: {totals['records']} records in {totals['ranges']} ranges, "
+                     f"{totals['rejected']} rejected; shard end: {summary.shard_end}")
+    yield from ()
 
 
-def _lag_metadata(newest_arrival: dt.datetime | None, millis_behind_latest: int | None) -> dict:
-    """How fresh this drain left the sinks: the age of the range's newest record once written
-    (arrival on Kinesis -> in every sink), and how far the range's end trailed the shard's newest
-    record (Kinesis' MillisBehindLatest): a growing figure means the drain is falling behind."""
-    lag = {}
-    if newest_arrival is not None:
-        age = dt.datetime.now(dt.timezone.utc) - newest_arrival
-        lag["newest_record_age_seconds"] = round(age.total_seconds(), 3)
-    if millis_behind_latest is not None:
-        lag["behind_shard_tip_seconds"] = millis_behind_latest / 1000
-    return lag
-
-
-def _refresh_recommendations(context: dg.AssetExecutionContext, engine, dynamodb: DynamoDBResource,
-                             users: list[int]) -> int:
-    """Fresh recommendations for the users this range touched, so a new download shows up in
-    GET /v1/users/{id}/recommendations within the stream's freshness target. A failure here is
-    logged, not raised: the drained data is safe and user_recommendations rewrites every user when
-    mart_charts next changes."""
+def _refresh_recommendations(warehouse: WarehouseResource, dynamodb: DynamoDBResource, users: list[int]) -> int:
+    """Fresh recommendations for the users the drain touched, so a new download shows up in
+    GET /v1/users/{id}/recommendations soon after it lands."""
     from appdata.analytics.recommend import refresh_user_recommendations
 
-    if not users:
-        return 0
-    try:
+    with warehouse.connect() as engine:
         return refresh_user_recommendations(engine, dynamodb, users)
-    except Exception as exc:  # noqa: BLE001 - derived data; the drain itself succeeded
-        context.log.warning(f"recommendations not refreshed for {len(users)} users: {exc!r}")
-        return 0
 
 
 stream_drain_job = dg.define_asset_job(
     "stream_drain_job",
     # Without the reconciliation checks: they scan whole sinks and run on their own schedule.
     selection=dg.AssetSelection.assets(LAKE_ASSET, DYNAMODB_ASSET, WAREHOUSE_ASSET).without_checks(),
-    # One step: running it in the run's own process saves a step-process start (seconds of freshness).
+    # One step: running it in the run's own process saves a step-process start.
     executor_def=dg.in_process_executor,
-    description="One shard range per run; the drain sensor requests it.",
+    description="One shard consumer per run, until its deadline; the drain sensor requests them.",
 )
 
 
-def drain_run_config(stream: str, shard_id: str, first: str, last: str) -> dict:
-    return {"ops": {DRAIN_OP: {"config": {"stream": stream, "shard_id": shard_id,
-                                          "first_sequence": first, "last_sequence": last}}}}
+def drain_run_config(stream: str, shard_id: str, until_epoch: float = float("inf"), *,
+                     stop_when_caught_up: bool = False) -> dict:
+    config = {"stream": stream, "shard_id": shard_id, "until_epoch": until_epoch,
+              "stop_when_caught_up": stop_when_caught_up}
+    return {"ops": {DRAIN_OP: {"config": config}}}
