@@ -1,19 +1,17 @@
 """The Kinesis drain against the real emulator: exact counts in all three sinks, idempotent
-replays, dead letters with shard and sequence number, and the sensor's run requests."""
+replays, dead letters with shard and sequence number, and the consumer run's materializations."""
 
 from __future__ import annotations
 
 import datetime as dt
 import json
-import uuid
 
 import dagster as dg
 import pytest
 
 from appdata.contract import schema
-from appdata.defs.stream.drain import SHARD_TAG, STREAM_FRESHNESS, stream_drain
-from appdata.stream.drain import drain_range, list_shards, read_shard
-from appdata.defs.stream.sensor import kinesis_drain_sensor, shard_tag_value
+from appdata.defs.stream.drain import STREAM_FRESHNESS, drain_run_config, stream_drain
+from appdata.stream.drain import drain_range, read_shard
 from appdata.warehouse.loader import count_rows, read_frame
 from appdata_tests.support.events import todays_event
 from appdata_tests.support.stream import dynamo_items, lake_state, put
@@ -107,58 +105,13 @@ def test_duplicate_events_land_once(sinks):
     assert len(lake_ids) == 30
 
 
-def test_sensor_requests_ranges_with_run_keys_and_advances_cursor(provisioned):
-    kinesis = provisioned["kinesis"]
-    client, stream = kinesis.get_client(), kinesis.stream_name
-    first_batch = put(client, stream, [todays_event(i) for i in range(25)])
-    shard_id = first_batch[0]["ShardId"]
-    with dg.instance_for_test() as instance:
-        context = dg.build_sensor_context(instance=instance, resources={"kinesis": kinesis})
-        result = kinesis_drain_sensor(context)
-        first, last = first_batch[0]["SequenceNumber"], first_batch[-1]["SequenceNumber"]
-        assert [r.run_key for r in result.run_requests] == [f"{stream}:{shard_id}:{first}-{last}"]
-        request = result.run_requests[0]
-        assert request.tags[SHARD_TAG] == shard_tag_value(stream, shard_id)
-        assert request.run_config["ops"]["stream_drain"]["config"] == {
-            "stream": stream, "shard_id": shard_id, "first_sequence": first, "last_sequence": last}
-        cursor = json.loads(result.cursor)
-        assert cursor["shards"] == {shard_id: last}
-
-        # nothing new: no request, same cursor
-        idle = kinesis_drain_sensor(dg.build_sensor_context(instance=instance, cursor=result.cursor,
-                                                            resources={"kinesis": kinesis}))
-        assert not idle.run_requests and json.loads(idle.cursor) == cursor
-
-        second_batch = put(client, stream, [todays_event(i) for i in range(100, 110)])
-        nxt = kinesis_drain_sensor(dg.build_sensor_context(instance=instance, cursor=result.cursor,
-                                                           resources={"kinesis": kinesis}))
-        f2, l2 = second_batch[0]["SequenceNumber"], second_batch[-1]["SequenceNumber"]
-        assert [r.run_key for r in nxt.run_requests] == [f"{stream}:{shard_id}:{f2}-{l2}"]
-        assert json.loads(nxt.cursor)["shards"] == {shard_id: l2}
-
-
-def test_sensor_waits_while_a_shard_run_is_in_flight(provisioned):
-    kinesis = provisioned["kinesis"]
-    client, stream = kinesis.get_client(), kinesis.stream_name
-    put(client, stream, [todays_event(i) for i in range(5)])
-    shard_id = list_shards(client, stream)[0]["ShardId"]
-    with dg.instance_for_test() as instance:
-        instance.add_run(dg.DagsterRun(job_name="stream_drain_job", run_id=str(uuid.uuid4()),
-                                       status=dg.DagsterRunStatus.STARTED,
-                                       tags={SHARD_TAG: shard_tag_value(stream, shard_id)}))
-        result = kinesis_drain_sensor(dg.build_sensor_context(instance=instance, resources={"kinesis": kinesis}))
-        assert not result.run_requests
-        assert json.loads(result.cursor)["shards"] == {}
-
-
 def test_drain_asset_materializes_three_sinks_with_metadata(provisioned):
     kinesis = provisioned["kinesis"]
     results = put(kinesis.get_client(), kinesis.stream_name, [todays_event(i) for i in range(12)])
-    config = {"stream": kinesis.stream_name, "shard_id": results[0]["ShardId"],
-              "first_sequence": results[0]["SequenceNumber"], "last_sequence": results[-1]["SequenceNumber"]}
     with dg.instance_for_test() as instance:
         outcome = dg.materialize([stream_drain], resources=provisioned, instance=instance,
-                                 run_config={"ops": {"stream_drain": {"config": config}}})
+                                 run_config=drain_run_config(kinesis.stream_name, results[0]["ShardId"],
+                                                             stop_when_caught_up=True))
         assert outcome.success
         by_key = {m.asset_key.to_user_string(): m.metadata for m in outcome.get_asset_materialization_events()
                   and [e.materialization for e in outcome.get_asset_materialization_events()]}
@@ -215,11 +168,10 @@ def test_drain_refreshes_recommendations_of_the_users_it_touched(provisioned):
     event = {**todays_event(999, user_id=user), "app": before[0], "category": chosen["category"]}
     kinesis = provisioned["kinesis"]
     results = put(kinesis.get_client(), kinesis.stream_name, [event])
-    config = {"stream": kinesis.stream_name, "shard_id": results[0]["ShardId"],
-              "first_sequence": results[0]["SequenceNumber"], "last_sequence": results[0]["SequenceNumber"]}
     with dg.instance_for_test() as instance:
         outcome = dg.materialize([stream_drain], resources=provisioned, instance=instance,
-                                 run_config={"ops": {"stream_drain": {"config": config}}})
+                                 run_config=drain_run_config(kinesis.stream_name, results[0]["ShardId"],
+                                                             stop_when_caught_up=True))
     assert outcome.success
     meta = {e.materialization.asset_key.to_user_string(): e.materialization.metadata
             for e in outcome.get_asset_materialization_events()}

@@ -1,6 +1,6 @@
 """KCL-style shard handling with botocore's Stubber (moto never closes a shard): closed shards
-end at a null NextShardIterator, children wait for their parents, expired iterators are
-renewed after the last record, throttling is botocore's to retry."""
+end at a null NextShardIterator, a child is read only after its parents are delivered to their
+end, expired iterators are renewed after the last record, throttling is botocore's to retry."""
 
 from __future__ import annotations
 
@@ -11,8 +11,10 @@ import boto3
 import pytest
 from botocore.stub import ANY, Stubber
 
+from appdata.stream.consumer import ShardConsumer
 from appdata.stream.drain import read_shard, shard_order
-from appdata.defs.stream.sensor import load_cursor, plan_requests
+from appdata.stream.leases import LeaseTable
+from appdata_tests.support.stream import consumer_sinks
 
 STREAM = "s"
 ARRIVAL = dt.datetime(2024, 5, 1, 12, 30, tzinfo=dt.timezone.utc)
@@ -105,40 +107,30 @@ def test_parents_come_before_children():
     assert order.index("p2") < order.index("c2")
 
 
-def test_sensor_reads_a_split_parent_to_its_end_before_its_children(stubbed):
+def test_a_child_is_not_read_until_its_closed_parent_is_delivered_to_its_end(stubbed, provisioned):
     client, stubber = stubbed
-    topology = {"Shards": [shard("shardId-0", closed=True), shard("shardId-1", parent="shardId-0"),
-                           shard("shardId-2", parent="shardId-0")]}
+    leases = LeaseTable(provisioned["dynamodb"].get_client(), provisioned["dynamodb"].lease_table_name, STREAM)
+    sinks = consumer_sinks(provisioned)
 
-    # tick 1: the parent's remaining records and its end; children untouched
-    stubber.add_response("list_shards", topology, {"StreamName": STREAM})
-    iterator(stubber, "shardId-0", "AFTER_SEQUENCE_NUMBER", "40")
-    records(stubber, ["41", "42"], None)
-    requests, cursor, _ = plan_requests(client, STREAM, load_cursor(json.dumps({"shards": {"shardId-0": "40"}})))
-    assert [r.run_key for r in requests] == [f"{STREAM}:shardId-0:41-42"]
-    assert cursor == {"shards": {"shardId-0": "42"}, "ended": ["shardId-0"]}
+    def consumer(shard_id: str, parents: list[str], ranges: list) -> ShardConsumer:
+        return ShardConsumer(kinesis=client, stream=STREAM, shard_id=shard_id, parents=parents, leases=leases,
+                             owner="test", sinks=sinks, created="c", on_range=ranges.append,
+                             sleep=lambda seconds: None)
 
-    # tick 2: the parent is done, so both children are read from their start
-    stubber.add_response("list_shards", topology, {"StreamName": STREAM})
+    child_ranges: list = []
+    early = consumer("shardId-1", ["shardId-0"], child_ranges).run(stop_when_caught_up=True)
+    assert child_ranges == [] and "KCL order" in early.notes[-1]  # no Kinesis call was stubbed: none was made
+
+    parent_ranges: list = []
+    iterator(stubber, "shardId-0", "TRIM_HORIZON")
+    records(stubber, ["41", "42"], None)  # the parent's last records, then its end
+    parent = consumer("shardId-0", [], parent_ranges).run(stop_when_caught_up=True)
+    assert parent.shard_end and [(r.first_sequence, r.last_sequence) for r in parent_ranges] == [("41", "42")]
+    assert leases.get("shardId-0").shard_end and leases.get("shardId-0").checkpoint == "42"
+
     iterator(stubber, "shardId-1", "TRIM_HORIZON")
-    records(stubber, ["50"], "x", behind=0)
-    records(stubber, [], "y", behind=0)
-    iterator(stubber, "shardId-2", "TRIM_HORIZON")
-    records(stubber, [], "z", behind=0)
-    requests, cursor, _ = plan_requests(client, STREAM, cursor)
-    assert [r.run_key for r in requests] == [f"{STREAM}:shardId-1:50-50"]
-    assert cursor == {"shards": {"shardId-0": "42", "shardId-1": "50"}, "ended": ["shardId-0"]}
-
-
-def test_merged_child_waits_for_both_parents(stubbed):
-    client, stubber = stubbed
-    topology = {"Shards": [shard("a", closed=True), shard("b", closed=True), shard("m", parent="a", adjacent="b")]}
-    stubber.add_response("list_shards", topology, {"StreamName": STREAM})
-    # "a" already ended; "b" still has records and is not closed-through yet
-    iterator(stubber, "b", "AFTER_SEQUENCE_NUMBER", "7")
-    records(stubber, ["8"], "more", behind=100)
-    records(stubber, [], "more2", behind=0)
-    requests, cursor, _ = plan_requests(
-        client, STREAM, load_cursor(json.dumps({"shards": {"a": "5", "b": "7"}, "ended": ["a"]})))
-    assert [r.run_key for r in requests] == [f"{STREAM}:b:8-8"]
-    assert cursor["ended"] == ["a"]  # m was not read: b is not at its end yet
+    records(stubber, ["50"], "next")
+    records(stubber, [], "next")
+    consumer("shardId-1", ["shardId-0"], child_ranges).run(stop_when_caught_up=True)
+    assert [(r.first_sequence, r.last_sequence) for r in child_ranges] == [("50", "50")]
+    assert consumer("shardId-0", [], parent_ranges).run().shard_end  # delivered: never read again

@@ -101,7 +101,8 @@ def plan_requests(kinesis_client, leases: LeaseTable, instance: dg.DagsterInstan
         if runs.failed is not None:
             run = runs.failed.dagster_run
             attempt = int(run.tags.get(ATTEMPT_TAG, "1"))
-            wait = retry_delay(attempt) - (now - (runs.failed.end_time or now))
+            ended_at = runs.failed.end_time or runs.failed.update_timestamp.timestamp()
+            wait = retry_delay(attempt) - (now - ended_at)
             what = f"{shard_id}: consumer run {run.run_id[:8]} {run.status.value.lower()} (attempt {attempt})"
             if wait > 0:
                 notes.append(("warning", f"{what}; next consumer in {wait:.0f}s"))

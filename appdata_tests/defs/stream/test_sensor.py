@@ -1,67 +1,98 @@
-"""The drain sensor never moves on silently: a range whose run failed is requested again until
-it is delivered, and a stream that was re-created under the same name is said loudly and read
-from its start. Real emulator, real Dagster instance, real drain runs."""
+"""The drain sensor keeps one consumer per shard and never leaves a shard without one: the
+successor is requested before the deadline, a failed consumer is followed by a new one after a
+delay (which drains the failed range first), and shards run in KCL order. Real emulator, real
+Dagster instance, real consumer runs."""
 
 from __future__ import annotations
 
-import json
+import time
+import uuid
 
+import boto3
 import dagster as dg
+from botocore.stub import Stubber
 
 from appdata.definitions import build_definitions
-from appdata.local.provision import provision
-from appdata.defs.stream.sensor import ATTEMPT_TAG, plan_requests, retry_delay, stream_identity
+from appdata.defs.stream.drain import SHARD_TAG, UNTIL_TAG, drain_run_config
+from appdata.defs.stream.sensor import (
+    ATTEMPT_TAG, RUN_SECONDS, kinesis_drain_sensor, plan_requests, retry_delay, shard_tag_value,
+)
+from appdata.local.provision import ensure_table
+from appdata.stream.drain import list_shards
 from appdata.warehouse.loader import count_rows
 from appdata_tests.support.events import todays_event
-from appdata_tests.support.stream import dynamo_items, lake_state, put
+from appdata_tests.support.stream import dynamo_items, lake_state, lease_table, put
+
+NOW = 1_800_000_000.0
 
 
 def _drain_job():
     return build_definitions().resolve_job_def("stream_drain_job")
 
 
-def _tick(kinesis, cursor: dict, instance, now: float | None = None):
-    client = kinesis.get_client()
-    return plan_requests(client, kinesis.stream_name, cursor, instance,
-                         identity=stream_identity(client, kinesis.stream_name), now=now)
+def _tick(resources, instance, now: float = NOW):
+    return plan_requests(resources["kinesis"].get_client(), lease_table(resources), instance, now=now)
 
 
-def test_a_failed_range_is_requested_again_until_delivered(provisioned):
+def _consumer_run(instance, stream: str, shard_id: str, until: float, status=dg.DagsterRunStatus.STARTED) -> None:
+    instance.add_run(dg.DagsterRun(job_name="stream_drain_job", run_id=str(uuid.uuid4()), status=status,
+                                   tags={SHARD_TAG: shard_tag_value(stream, shard_id), UNTIL_TAG: f"{until:.0f}"}))
+
+
+def test_one_consumer_per_shard_and_its_successor_before_the_deadline(provisioned):
+    kinesis = provisioned["kinesis"]
+    stream = kinesis.stream_name
+    shard_id = list_shards(kinesis.get_client(), stream)[0]["ShardId"]
+    with dg.instance_for_test() as instance:
+        (request,), _ = _tick(provisioned, instance)
+        until = NOW + RUN_SECONDS
+        assert request.run_key == f"{stream}:{shard_id}:until-{until:.0f}"
+        assert request.tags[SHARD_TAG] == shard_tag_value(stream, shard_id) and request.tags[ATTEMPT_TAG] == "1"
+        assert request.run_config == drain_run_config(stream, shard_id, until)
+
+        _consumer_run(instance, stream, shard_id, until)
+        assert _tick(provisioned, instance, now=NOW + 10)[0] == []  # running, far from its deadline
+        (successor,), notes = _tick(provisioned, instance, now=until - 30)
+        assert successor.tags[UNTIL_TAG] == f"{until + RUN_SECONDS:.0f}"  # starts now, takes over at `until`
+        _consumer_run(instance, stream, shard_id, until + RUN_SECONDS, status=dg.DagsterRunStatus.NOT_STARTED)
+        assert _tick(provisioned, instance, now=until - 20)[0] == []  # never a third
+
+
+def test_sensor_tick_through_dagster(provisioned):
+    with dg.instance_for_test() as instance:
+        result = kinesis_drain_sensor(dg.build_sensor_context(
+            instance=instance, resources={"kinesis": provisioned["kinesis"], "dynamodb": provisioned["dynamodb"]}))
+    (request,) = result.run_requests
+    assert float(request.tags[UNTIL_TAG]) - time.time() > RUN_SECONDS - 60
+
+
+def test_a_failed_consumer_is_followed_by_one_that_delivers_its_pending_range(provisioned):
     kinesis, s3, dynamodb = provisioned["kinesis"], provisioned["s3"], provisioned["dynamodb"]
     put(kinesis.get_client(), kinesis.stream_name, [todays_event(i) for i in range(20)])
-    engine = provisioned["warehouse"].get_engine()
     job = _drain_job()
+    engine = provisioned["warehouse"].get_engine()
     with dg.instance_for_test() as instance:
-        requests, cursor, _ = _tick(kinesis, {"shards": {}, "ended": []}, instance)
-        (first_request,) = requests
-        with engine.begin() as conn:  # the warehouse "goes down" for this one run
-            conn.exec_driver_sql("DROP TABLE downloads_stream")
-        failed = job.execute_in_process(instance=instance, run_config=first_request.run_config,
-                                        tags=first_request.tags, raise_on_error=False)
+        (first,), _ = _tick(provisioned, instance, now=time.time())
+        dynamodb.get_client().delete_table(TableName=dynamodb.table_name)  # a sink goes down during this run
+        failed = job.execute_in_process(instance=instance, tags=first.tags, raise_on_error=False,
+                                        run_config=drain_run_config(kinesis.stream_name, list_shards(
+                                            kinesis.get_client(), kinesis.stream_name)[0]["ShardId"],
+                                            stop_when_caught_up=True))
         assert not failed.success
-        provision(provisioned)  # the sink is back
+        ensure_table(dynamodb)  # the sink is back
+        shard_id = list_shards(kinesis.get_client(), kinesis.stream_name)[0]["ShardId"]
+        assert lease_table(provisioned).get(shard_id).pending is not None
 
-        # Right after the failure: nothing new is requested and the shard does not move on.
         ended_at = instance.get_run_record_by_id(failed.run_id).end_time
-        put(kinesis.get_client(), kinesis.stream_name, [todays_event(i) for i in range(100, 105)])
-        waiting, cursor_waiting, notes = _tick(kinesis, cursor, instance, now=ended_at)
-        assert waiting == [] and cursor_waiting == cursor
-        assert any(level == "warning" and "not delivered, next attempt in" in line for level, line in notes)
-
-        # Once the delay has passed: the same range again, as attempt 2, and still nothing after it.
-        retried, cursor_retried, notes = _tick(kinesis, cursor, instance, now=ended_at + retry_delay(1))
-        (retry,) = retried
-        assert retry.run_config == first_request.run_config
-        assert retry.tags[ATTEMPT_TAG] == "2" and retry.run_key == first_request.run_key + ":attempt-2"
-        assert cursor_retried == cursor
-        delivered = job.execute_in_process(instance=instance, run_config=retry.run_config, tags=retry.tags)
+        waiting, notes = _tick(provisioned, instance, now=ended_at)
+        assert waiting == [] and any(level == "warning" and "next consumer in" in line for level, line in notes)
+        (retry,), notes = _tick(provisioned, instance, now=ended_at + retry_delay(1))
+        assert retry.tags[ATTEMPT_TAG] == "2"
+        delivered = job.execute_in_process(instance=instance, tags=retry.tags,
+                                           run_config=drain_run_config(kinesis.stream_name, shard_id,
+                                                                       stop_when_caught_up=True))
         assert delivered.success
-
-        # Delivered: the shard moves on to the records that came after.
-        later, cursor_later, _ = _tick(kinesis, cursor, instance)
-        assert [r.tags["appdata/records"] for r in later] == ["5"]
-        assert int(later[0].tags["appdata/first_sequence"]) > int(first_request.tags["appdata/last_sequence"])
-        assert cursor_later["shards"] != cursor["shards"]
+        assert lease_table(provisioned).get(shard_id).pending is None
 
     lake_ids = {line["event_id"] for lines in lake_state(s3.get_client(), s3.bucket).values() for line in lines}
     dynamo_ids = {item["sk"]["S"].split("#")[-1] for item in dynamo_items(dynamodb.get_client(), dynamodb.table_name)
@@ -72,52 +103,39 @@ def test_a_failed_range_is_requested_again_until_delivered(provisioned):
     engine.dispose()
 
 
-def test_a_re_created_stream_is_reported_and_read_from_its_start(provisioned):
-    kinesis = provisioned["kinesis"]
-    client, stream = kinesis.get_client(), kinesis.stream_name
-    put(client, stream, [todays_event(i) for i in range(30)])
+def test_a_failed_run_of_another_stream_is_not_this_streams(provisioned):
     with dg.instance_for_test() as instance:
-        _, cursor, _ = _tick(kinesis, {"shards": {}, "ended": []}, instance)
-        old_identity = cursor["stream"]
-
-        # The emulator lost its state (or someone redeployed): same name, new stream, numbering restarts.
-        client.delete_stream(StreamName=stream)
-        client.get_waiter("stream_not_exists").wait(StreamName=stream, WaiterConfig={"Delay": 0.2})
-        provision(provisioned)
-        fresh = put(client, stream, [todays_event(i) for i in range(200, 203)])
-
-        requests, new_cursor, notes = _tick(kinesis, cursor, instance)
-        errors = [line for level, line in notes if level == "error"]
-        assert len(errors) == 1 and "re-created" in errors[0] and old_identity["created"] in errors[0]
-        assert new_cursor["stream"] != old_identity
-        (request,) = requests
-        assert request.tags["appdata/first_sequence"] == fresh[0]["SequenceNumber"]
-        assert request.tags["appdata/last_sequence"] == fresh[-1]["SequenceNumber"]
-
-        # The next tick has nothing more to say: the new identity is the saved one.
-        again, _, notes = _tick(kinesis, json.loads(json.dumps(new_cursor)), instance)
-        assert again == [] and not [line for level, line in notes if level == "error"]
+        _consumer_run(instance, "another-stream", "shardId-000000000000", NOW, status=dg.DagsterRunStatus.FAILURE)
+        (request,), notes = _tick(provisioned, instance)
+    assert request.tags[ATTEMPT_TAG] == "1" and not [line for level, line in notes if level != "info"]
 
 
-def test_sensor_saves_the_stream_identity_in_its_cursor(provisioned):
-    from appdata.defs.stream.sensor import kinesis_drain_sensor
-
-    kinesis = provisioned["kinesis"]
-    with dg.instance_for_test() as instance:
-        result = kinesis_drain_sensor(dg.build_sensor_context(instance=instance, resources={"kinesis": kinesis}))
-    saved = json.loads(result.cursor)["stream"]
-    assert saved == stream_identity(kinesis.get_client(), kinesis.stream_name)
-    assert saved["arn"].endswith(f":stream/{kinesis.stream_name}")
+def _topology(*shards: dict) -> dict:
+    return {"Shards": [{"HashKeyRange": {"StartingHashKey": "0", "EndingHashKey": "1"},
+                        "SequenceNumberRange": {"StartingSequenceNumber": "1"}, **s} for s in shards]}
 
 
-def test_a_failed_run_blocks_nothing_else_on_other_streams(provisioned):
-    """Retries are per shard of this stream: a failed run of another stream's shard is not ours."""
-    kinesis = provisioned["kinesis"]
-    put(kinesis.get_client(), kinesis.stream_name, [todays_event(i) for i in range(3)])
-    with dg.instance_for_test() as instance:
-        instance.add_run(dg.DagsterRun(job_name="stream_drain_job", run_id="0" * 8 + "-0000-0000-0000-" + "0" * 12,
-                                       status=dg.DagsterRunStatus.FAILURE,
-                                       tags={"appdata/shard": "another-stream.shardId-000000000000"}))
-        requests, _, notes = _tick(kinesis, {"shards": {}, "ended": []}, instance)
-    assert len(requests) == 1 and requests[0].tags[ATTEMPT_TAG] == "1"
-    assert not [line for level, line in notes if level != "info"]
+def test_children_wait_until_each_parent_is_delivered_to_its_end(provisioned):
+    """moto never closes a shard: the topology comes from botocore's Stubber, the leases from the emulator."""
+    leases = lease_table(provisioned)
+    kinesis = boto3.client("kinesis", region_name="us-east-1", aws_access_key_id="x", aws_secret_access_key="x")
+    topology = _topology({"ShardId": "a"}, {"ShardId": "b"},
+                         {"ShardId": "m", "ParentShardId": "a", "AdjacentParentShardId": "b"})
+    with Stubber(kinesis) as stubber, dg.instance_for_test() as instance:
+        for _ in range(3):
+            stubber.add_response("list_shards", topology, {"StreamName": leases.stream})
+        requests, _ = plan_requests(kinesis, leases, instance, now=NOW)
+        assert [r.run_config["ops"]["stream_drain"]["config"]["shard_id"] for r in requests] == ["a", "b"]
+
+        for shard_id in ("a",):  # one parent delivered to its end: the child still waits
+            leases.acquire(shard_id, "consumer", 60)
+            leases.mark_shard_end(shard_id, "consumer")
+            leases.release(shard_id, "consumer")
+        requests, notes = plan_requests(kinesis, leases, instance, now=NOW)
+        assert [r.run_config["ops"]["stream_drain"]["config"]["shard_id"] for r in requests] == ["b"]
+        assert any("m: waits for its parents ['b']" in line for _, line in notes)
+
+        leases.acquire("b", "consumer", 60)
+        leases.mark_shard_end("b", "consumer")
+        requests, _ = plan_requests(kinesis, leases, instance, now=NOW)
+        assert [r.run_config["ops"]["stream_drain"]["config"]["shard_id"] for r in requests] == ["m"]
