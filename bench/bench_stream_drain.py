@@ -1,13 +1,17 @@
-"""Drain throughput vs a plain boto3 loop, and a 1,000 records/s stream drained at sensor cadence.
+"""A shard's full write rate drained live by the shard consumers, and drain_range vs plain boto3.
 
-Run: /tmp/v/bin/python bench/bench_stream_drain.py [--records 10000] [--rate 1000] [--duration 60]
+Run: .venv/bin/python bench/bench_stream_drain.py [--rate 1000] [--duration 120] [--shards 1]
+     [--throughput-records 10000]   (0 skips part 1)
 
-Part 1 drains the same range of a one-shard stream with `drain_range` (decode, validate,
-lake + dead letters, DynamoDB, warehouse insert_new) and with a plain boto3 loop that does the
-same reads and writes (GetRecords, gzip JSON lines to S3, BatchWriteItem, one bulk insert) on
-the same emulator, alternating, best of rounds. Part 2 writes `rate` records/s for `duration`
-seconds while a loop drains every 5 s (the sensor's interval) and reports the backlog.
-The LAST line is the throughput ratio drain / plain (target >= 0.8).
+Part 1 drains one 10,000-record range with `drain_range` (decode, validate, lake + dead letters,
+DynamoDB, warehouse insert_new) and with a plain boto3 loop doing the same reads and writes,
+best of two rounds each.
+Part 2 is the live drain as the Dagster runs do it: a producer process puts `rate` records/s for
+`duration` s (spread over `shards` shards), while one consumer process per shard
+(`ShardConsumer`, lease and checkpoint in DynamoDB) drains into S3, DynamoDB and the warehouse.
+Per range it records how long after its newest record's arrival on Kinesis the range was in
+every sink; at the end it counts every sink (each event exactly once).
+The LAST line: drained/offered records (1.00 = kept up) and the p95 lag against the 10 s target.
 """
 
 from __future__ import annotations
@@ -16,40 +20,32 @@ import argparse
 import datetime as dt
 import gzip
 import json
-import os
+import multiprocessing as mp
 import sys
-import tempfile
-import threading
 import time
-import uuid
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import pandas as pd  # noqa: E402
 
-from appdata.local.emulator import emulator_process  # noqa: E402
+from _common import BenchEnvironment, bench_events  # noqa: E402
+
+TARGET_P95_SECONDS = 10.0
 
 
-def events(n: int, tag: str) -> list[dict]:
-    today = dt.date.today().isoformat()
-    return [{
-        "event_id": str(uuid.uuid5(uuid.NAMESPACE_URL, f"{tag}-{i}")), "user_id": 100_001 + i % 1000,
-        "name": "Bench User", "location": "Ohio", "age": 20 + i % 50, "app": f"App {i % 5000}",
-        "category": "GAME", "rating": 4.1, "reviews": 1000 + i, "size_mb": 14.0, "installs": 100000, "type": "Free",
-        "price": 0.0, "content_rating": "Everyone", "genres": "Arcade", "last_updated": "2018-06-01",
-        "current_ver": "2.1", "android_ver": "4.4 and up", "minutes_spent": 5 + i % 90, "download_date": today,
-    } for i in range(n)]
-
-
-def put_all(kinesis, stream: str, items: list[dict]) -> list[dict]:
-    out = []
+def put_all(kinesis, stream: str, items: list[dict]) -> int:
+    """PutRecords in 500s, failed entries put again; returns records stored."""
+    stored = 0
     for start in range(0, len(items), 500):
-        chunk = items[start:start + 500]
-        response = kinesis.put_records(StreamName=stream, Records=[
-            {"Data": json.dumps(e, separators=(",", ":")).encode(), "PartitionKey": str(e["user_id"])} for e in chunk])
-        out.extend(response["Records"])
-    return out
+        entries = [{"Data": json.dumps(e, separators=(",", ":")).encode(), "PartitionKey": str(e["event_id"])}
+                   for e in items[start:start + 500]]
+        while entries:
+            response = kinesis.put_records(StreamName=stream, Records=entries)
+            failed = [entry for entry, result in zip(entries, response["Records"]) if "ErrorCode" in result]
+            stored += len(entries) - len(failed)
+            entries = failed
+    return stored
 
 
 def plain_loop(kinesis, stream, shard_id, first, last, s3, bucket, dynamodb, table, engine) -> int:
@@ -96,99 +92,163 @@ def plain_loop(kinesis, stream, shard_id, first, last, s3, bucket, dynamodb, tab
     return len(rows)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--records", type=int, default=10_000)
-    parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--rate", type=int, default=1_000)
-    parser.add_argument("--duration", type=int, default=60)
-    args = parser.parse_args()
+def _resources():
+    from appdata.config import Settings
+    from appdata.defs.resources import build_resources
 
-    with emulator_process() as endpoint:
-        home = tempfile.mkdtemp(prefix="bench-stream-")
-        os.environ.update(APPDATA_HOME=home, APPDATA_AWS_ENDPOINT_URL=endpoint)
-        from appdata.config import Settings
-        from appdata.local.provision import provision
-        from appdata.defs.resources import build_resources, WarehouseResource
-        from appdata.stream.drain import drain_available, drain_range
-        from appdata.warehouse.loader import create_schema
+    return build_resources(Settings.from_env())
 
-        settings = Settings.from_env()
-        res = build_resources(settings)
-        provision(res, shards=1)
-        kinesis, s3, dynamodb = res["kinesis"].get_client(), res["s3"].get_client(), res["dynamodb"].get_client()
-        stream, bucket, table = res["kinesis"].stream_name, res["s3"].bucket, res["dynamodb"].table_name
-        engine = res["warehouse"].get_engine()
-        plain_engine = WarehouseResource(url=f"duckdb:///{home}/plain.duckdb").get_engine()
-        create_schema(plain_engine)
 
-        # ---- part 1: throughput
-        put = put_all(kinesis, stream, events(args.records, "tp"))
-        shard_id, first, last = put[0]["ShardId"], put[0]["SequenceNumber"], put[-1]["SequenceNumber"]
+def produce(rate: int, duration: int, tag: str, report) -> None:
+    """Put `rate` records a second for `duration` seconds, in ten slices a second."""
+    resources = _resources()
+    kinesis, stream = resources["kinesis"].get_client(), resources["kinesis"].stream_name
+    batch = bench_events(rate * duration, tag)
+    slice_size = max(1, rate // 10)
+    start = time.monotonic()
+    stored = 0
+    for n, offset in enumerate(range(0, len(batch), slice_size)):
+        stored += put_all(kinesis, stream, batch[offset:offset + slice_size])
+        pause = start + (n + 1) / 10 - time.monotonic()
+        if pause > 0:
+            time.sleep(pause)
+    report.put(("produced", stored, time.monotonic() - start))
+
+
+def consume(shard_id: str, until: float, report) -> None:
+    """One shard consumer, as a Dagster drain run holds it, reporting each range's lag."""
+    from appdata.stream.consumer import ShardConsumer, Sinks, stream_created
+    from appdata.stream.drain import list_shards, parents_of
+    from appdata.stream.leases import LeaseTable
+
+    resources = _resources()
+    kinesis, dynamodb = resources["kinesis"].get_client(), resources["dynamodb"].get_client()
+    stream = resources["kinesis"].stream_name
+    shard = next(s for s in list_shards(kinesis, stream) if s["ShardId"] == shard_id)
+
+    def on_range(result) -> None:
+        lag = time.time() - result.newest_arrival.timestamp()
+        report.put(("range", shard_id, result.records, lag))
+
+    ShardConsumer(kinesis=kinesis, stream=stream, shard_id=shard_id, parents=parents_of(shard),
+                  leases=LeaseTable(dynamodb, resources["dynamodb"].lease_table_name, stream),
+                  owner=f"bench-{shard_id}", created=stream_created(kinesis, stream), on_range=on_range,
+                  sinks=Sinks(s3=resources["s3"].get_client(), bucket=resources["s3"].bucket, dynamodb=dynamodb,
+                              table=resources["dynamodb"].table_name, warehouse=resources["warehouse"].connect),
+                  ).run(until=until)
+
+
+def count_sinks(resources, engine) -> dict[str, tuple[int, int]]:
+    """(rows, distinct event ids) in each sink."""
+    from appdata import aws
+
+    with engine.connect() as conn:
+        warehouse = conn.exec_driver_sql("SELECT COUNT(*), COUNT(DISTINCT event_id) FROM downloads_stream").one()
+    dynamodb = resources["dynamodb"]
+    sks = [item["sk"]["S"] for item in aws.scan_items(dynamodb.get_client(), dynamodb.table_name,
+                                                      ProjectionExpression="sk")]
+    s3, bucket = resources["s3"].get_client(), resources["s3"].bucket
+    lake_ids = []
+    for key in aws.list_keys(s3, bucket, "lake/stream/"):
+        body = gzip.decompress(s3.get_object(Bucket=bucket, Key=key)["Body"].read()).decode()
+        lake_ids.extend(json.loads(line)["event_id"] for line in body.splitlines())
+    return {"warehouse": (warehouse[0], warehouse[1]), "dynamodb": (len(sks), len(set(sks))),
+            "lake": (len(lake_ids), len(set(lake_ids)))}
+
+
+def throughput(records: int) -> None:
+    env = BenchEnvironment("drain-throughput")
+    try:
+        resources = env.provision_all()
+        _throughput(resources, env, records)
+    finally:
+        env.close()
+
+
+def _throughput(resources, env: BenchEnvironment, records: int) -> None:
+    from appdata.defs.resources import WarehouseResource
+    from appdata.stream.drain import drain_range
+    from appdata.warehouse.loader import create_schema
+
+    kinesis, s3, dynamodb = resources["kinesis"].get_client(), resources["s3"].get_client(), resources["dynamodb"].get_client()
+    stream, bucket, table = resources["kinesis"].stream_name, resources["s3"].bucket, resources["dynamodb"].table_name
+    plain_engine = WarehouseResource(url=f"duckdb:///{env.home}/plain.duckdb").get_engine()
+    create_schema(plain_engine)
+    with resources["warehouse"].connect() as engine:
+        put_all(kinesis, stream, bench_events(records, "throughput"))
+        shard_id = kinesis.list_shards(StreamName=stream)["Shards"][0]["ShardId"]
+        iterator = kinesis.get_shard_iterator(StreamName=stream, ShardId=shard_id,
+                                              ShardIteratorType="TRIM_HORIZON")["ShardIterator"]
+        got = kinesis.get_records(ShardIterator=iterator, Limit=records)["Records"]
+        first, last = got[0]["SequenceNumber"], got[-1]["SequenceNumber"]
         drain_times, plain_times = [], []
-        for round_no in range(args.rounds):
-            with engine.begin() as conn:  # each round inserts for real, like the first drain of a range
+        for _ in range(2):
+            with engine.begin() as conn:
                 conn.exec_driver_sql("DELETE FROM downloads_stream")
             t = time.perf_counter()
             result = drain_range(kinesis=kinesis, stream=stream, shard_id=shard_id, first_sequence=first,
                                  last_sequence=last, s3=s3, bucket=bucket, dynamodb=dynamodb, table=table, engine=engine)
             drain_times.append(time.perf_counter() - t)
-            assert result.valid == args.records and result.warehouse_inserted == args.records, result.summary()
+            assert result.warehouse_inserted == len(got), result.summary()
             t = time.perf_counter()
-            n = plain_loop(kinesis, stream, shard_id, first, last, s3, bucket, dynamodb, table, plain_engine)
+            plain_loop(kinesis, stream, shard_id, first, last, s3, bucket, dynamodb, table, plain_engine)
             plain_times.append(time.perf_counter() - t)
-            assert n == args.records
-            print(f"round {round_no + 1}: drain {drain_times[-1]:.2f}s, plain boto3 loop {plain_times[-1]:.2f}s")
-        drain_rate = args.records / min(drain_times)
-        plain_rate = args.records / min(plain_times)
-        print(f"drain_range: {drain_rate:,.0f} records/s (S3 + DynamoDB + warehouse, validated)")
-        print(f"plain boto3 loop: {plain_rate:,.0f} records/s (same reads and writes, no validation)")
+    plain_engine.dispose()
+    drain_rate, plain_rate = len(got) / min(drain_times), len(got) / min(plain_times)
+    print(f"part 1: drain_range {drain_rate:,.0f} records/s, plain boto3 loop {plain_rate:,.0f} records/s "
+          f"({drain_rate / plain_rate:.2f}x) over a {len(got):,}-record range")
 
-        # ---- part 2: a one-shard stream at `rate` records/s, drained every 5 s
-        positions = {shard_id: last}
-        produced = {"n": 0}
-        stop = threading.Event()
 
-        def producer() -> None:
-            start = time.monotonic()
-            batch = events(args.rate * args.duration, "live")
-            second = 0
-            while second < args.duration:
-                put_all(kinesis, stream, batch[second * args.rate:(second + 1) * args.rate])
-                produced["n"] += args.rate
-                second += 1
-                pause = start + second - time.monotonic()
-                if pause > 0:
-                    time.sleep(pause)
-            produced["seconds"] = time.monotonic() - start
-            stop.set()
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rate", type=int, default=1_000, help="records/s offered, all shards together")
+    parser.add_argument("--duration", type=int, default=120)
+    parser.add_argument("--shards", type=int, default=1)
+    parser.add_argument("--throughput-records", type=int, default=10_000)
+    args = parser.parse_args()
 
-        drained = 0
-        lags: list[float] = []
-        thread = threading.Thread(target=producer)
-        thread.start()
-        while True:
-            tick = time.monotonic()
-            results, positions = drain_available(kinesis=kinesis, stream=stream, s3=s3, bucket=bucket,
-                                                 dynamodb=dynamodb, table=table, engine=engine, positions=positions,
-                                                 max_records=5_000)
-            now = dt.datetime.now(dt.timezone.utc)
-            drained += sum(r.records for r in results)
-            lags.extend((now - r.newest_arrival).total_seconds() for r in results if r.newest_arrival)
-            if stop.is_set() and drained >= produced["n"]:
-                break
-            time.sleep(max(0.0, 5.0 - (time.monotonic() - tick)))
-        thread.join()
+    if args.throughput_records:
+        throughput(args.throughput_records)
+    env = BenchEnvironment("drain-live")
+    try:
+        resources = env.provision_all(shards=args.shards)
+        kinesis, stream = resources["kinesis"].get_client(), resources["kinesis"].stream_name
+        shard_ids = [s["ShardId"] for s in kinesis.list_shards(StreamName=stream)["Shards"]]
+        ctx = mp.get_context("spawn")
+        report = ctx.Queue()
+        until = time.time() + args.duration + 600
+        consumers = [ctx.Process(target=consume, args=(shard_id, until, report)) for shard_id in shard_ids]
+        for process in consumers:
+            process.start()
+        time.sleep(3)  # the consumers' start (imports) is not part of the live figure
+        producer = ctx.Process(target=produce, args=(args.rate, args.duration, "live", report))
+        producer.start()
+        produced, produce_seconds, drained, lags = None, None, 0, []
+        while produced is None or drained < produced:
+            message = report.get(timeout=args.duration + 600)
+            if message[0] == "produced":
+                produced, produce_seconds = message[1], message[2]
+            else:
+                drained += message[2]
+                lags.append(message[3])
+        for process in consumers:
+            process.terminate()
+        producer.join()
+        with resources["warehouse"].connect() as engine:
+            sinks = count_sinks(resources, engine)
         lags.sort()
-        p95 = lags[int(0.95 * (len(lags) - 1))] if lags else 0.0
-        print(f"live: produced {produced['n']:,} records in {produced['seconds']:.1f}s "
-              f"({produced['n'] / produced['seconds']:,.0f}/s offered by the producer), drained {drained:,}; "
-              f"lag from arrival to drained per range: p95 {p95:.1f}s, max {lags[-1]:.1f}s over {len(lags)} ranges")
-        verdict = "kept up" if lags[-1] <= 15.0 else "FELL BEHIND"
-        print(f"live verdict: {verdict} (a range is drained within {lags[-1]:.1f}s of its newest record's arrival)")
-        print(f"ratio drain/plain throughput: {drain_rate / plain_rate:.2f}x (target >= 0.8)")
-        engine.dispose()
-        plain_engine.dispose()
+        p95 = lags[int(0.95 * (len(lags) - 1))]
+        print(f"live: {args.shards} shard(s), producer offered {produced:,} records in {produce_seconds:.1f}s "
+              f"({produced / produce_seconds:,.0f}/s); consumers drained {drained:,} in {len(lags):,} ranges")
+        print(f"lag from a range's newest arrival to in every sink: p50 {lags[len(lags) // 2]:.2f}s, "
+              f"p95 {p95:.2f}s, max {lags[-1]:.2f}s")
+        exact = all(pair == (produced, produced) for pair in sinks.values())
+        print("sinks (rows, distinct events): " + ", ".join(f"{k} {v[0]:,}/{v[1]:,}" for k, v in sinks.items())
+              + (" = every record exactly once" if exact else " NOT exactly once"))
+        print(f"drained/offered {drained / produced:.2f}x, p95 lag {p95:.2f}s "
+              f"({'meets' if p95 <= TARGET_P95_SECONDS and exact else 'MISSES'} the {TARGET_P95_SECONDS:.0f}s target)")
+    finally:
+        env.close()
 
 
 if __name__ == "__main__":
