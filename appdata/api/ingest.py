@@ -59,7 +59,7 @@ def check_records(records: list[Any]) -> Checked:
         bad_positions.add(position)
         index, candidate = candidates[position]
         out.rejected.append(Rejection(index, row.field, row.reason, {**records[index], "event_id": candidate["event_id"]}))
-    typed = typed_records(validation.valid)
+    typed = schema.typed_records(validation.valid)
     good = [c for position, c in enumerate(candidates) if position not in bad_positions]
     accepted = [(index, rec) for (index, _), rec in zip(good, typed, strict=True)]
     conflicting = schema.conflicts([rec for _, rec in accepted])
@@ -69,28 +69,6 @@ def check_records(records: list[Any]) -> Checked:
     out.accepted = [item for position, item in enumerate(accepted) if position not in conflicting]
     out.rejected.sort(key=lambda r: r.index)
     return out
-
-
-def typed_records(frame: Any) -> list[dict[str, Any]]:
-    """`schema.frame_to_records` for a frame from `validate_records`, column by column.
-
-    Same output (dates as YYYY-MM-DD, missing numbers as None; test_api checks they agree),
-    about ten times faster than converting value by value, which matters at 500 per request.
-    """
-    columns = []
-    for spec in schema.FIELDS:
-        values = frame[spec.name].tolist()
-        if spec.kind == "float":
-            values = [None if v is None or v != v else float(v) for v in values]
-        elif spec.kind == "int":
-            values = [int(v) for v in values]
-        elif spec.kind == "date":
-            values = [None if v is None else v.isoformat()[:10] for v in values]
-        else:
-            values = [None if v is None or (isinstance(v, float) and v != v) else v for v in values]
-        columns.append(values)
-    names = schema.EVENT_COLUMNS
-    return [dict(zip(names, row)) for row in zip(*columns)]
 
 
 def request_id_for(body: bytes) -> str:

@@ -593,6 +593,27 @@ def frame_to_records(frame: pd.DataFrame) -> list[dict[str, Any]]:
     return [{k: _canonical(v) for k, v in rec.items()} for rec in frame.to_dict(orient="records")]
 
 
+def typed_records(frame: Any) -> list[dict[str, Any]]:
+    """`frame_to_records` for a frame from `validate_records` (other columns ignored), column by
+    column: the same output (dates as YYYY-MM-DD, missing numbers as None; a test checks they
+    agree), about ten times faster than value by value, which matters at 500 events per request
+    and thousands per drain range."""
+    columns = []
+    for spec in FIELDS:
+        values = frame[spec.name].tolist()
+        if spec.kind == "float":
+            values = [None if v is None or v != v else float(v) for v in values]
+        elif spec.kind == "int":
+            values = [int(v) for v in values]
+        elif spec.kind == "date":
+            values = [None if v is None else v.isoformat()[:10] for v in values]
+        else:
+            values = [None if v is None or (isinstance(v, float) and v != v) else v for v in values]
+        columns.append(values)
+    names = EVENT_COLUMNS
+    return [dict(zip(names, row)) for row in zip(*columns)]
+
+
 # ---- JSON records (API, drain, replay) ------------------------------------------------------
 
 

@@ -28,13 +28,14 @@ from botocore.exceptions import ClientError
 from appdata import aws
 from appdata.aws import error_code
 from appdata.contract import deadletters, layout, schema
-from appdata.contract.schema import frame_to_records
+from appdata.contract.schema import typed_records
 from appdata.warehouse.loader import events_by_id, insert_new
 
 log = logging.getLogger(__name__)
 
 WAREHOUSE_TABLE = "downloads_stream"
 GET_RECORDS_LIMIT = 10_000  # Kinesis's own maximum per GetRecords call
+PRIVATE_COLUMNS = ["_seq", "_arrival", "_event"]  # what decoding adds beside the event columns
 
 
 # --------------------------------------------------------------------------- reading
@@ -166,7 +167,7 @@ def read_shard(
 
 @dataclass
 class Decoded:
-    valid: pd.DataFrame  # typed events, with columns _seq and _arrival beside the event columns
+    valid: pd.DataFrame  # typed events, with _seq, _arrival and _event (its JSON-safe dict) beside the event columns
     rejected: list[dict]  # dead-letter lines
 
 
@@ -233,7 +234,7 @@ def decode_records(records: list[dict], *, shard_id: str, stream: str,
     kept = [position for i, (position, _) in enumerate(candidates) if i not in bad_rows]
     valid = validation.valid
     if not valid.empty:
-        events = frame_to_records(valid)
+        events = typed_records(valid)
         conflicting = schema.conflicts(events, stored([e["event_id"] for e in events]) if stored else None)
         for i, reason in conflicting.items():
             source = sources[kept[i]]
@@ -244,7 +245,8 @@ def decode_records(records: list[dict], *, shard_id: str, stream: str,
             valid = valid[keep].reset_index(drop=True)
             kept = [position for position, ok in zip(kept, keep) if ok]
     kept = [sources[position] for position in kept]
-    valid = valid.copy()
+    valid = valid.reset_index(drop=True)
+    valid["_event"] = typed_records(valid) if not valid.empty else []
     valid["_seq"] = [r["SequenceNumber"] for r in kept]
     valid["_arrival"] = [_arrival(r) for r in kept]
     rejected.sort(key=lambda line: line["row"])
@@ -269,10 +271,8 @@ def write_lake(s3: Any, bucket: str, shard_id: str, valid: pd.DataFrame) -> list
     for (day, hour), group in frame.groupby([frame["download_date"].map(str), hours], sort=True):
         seqs = sorted(group["_seq"], key=seq_int)
         key = layout.lake_key(day, hour, shard_id, seqs[0], seqs[-1])
-        lines = frame_to_records(group.drop(columns=["_seq", "_arrival"]))
-        for line, seq, arrival in zip(lines, group["_seq"], group["_arrival"]):
-            line["sequence_number"] = seq
-            line["arrived_at"] = arrival.isoformat()
+        lines = [{**event, "sequence_number": seq, "arrived_at": arrival.isoformat()}
+                 for event, seq, arrival in zip(group["_event"], group["_seq"], group["_arrival"])]
         s3.put_object(Bucket=bucket, Key=key, Body=_gzip_lines(lines), ContentType="application/x-ndjson",
                       ContentEncoding="gzip")
         keys.append(key)
@@ -338,8 +338,7 @@ def drain_records(
     rejected = decoded.rejected
     if not valid.empty:
         result.lake_objects = write_lake(s3, bucket, shard_id, valid)
-        events = frame_to_records(valid.drop(columns=["_seq", "_arrival"]))
-        items = {event["event_id"]: download_item(event) for event in events}  # a repeat is one item
+        items = {event["event_id"]: download_item(event) for event in valid["_event"]}  # a repeat is one item
         refused = dict(isolate(lambda part: aws.batch_write_items(dynamodb, table, [item for _, item in part]),
                                list(items.items()), _dynamodb_refusal, key=lambda pair: pair[0]))
         if engine is not None and engine.dialect.name == "redshift":
@@ -351,7 +350,7 @@ def drain_records(
                 manifest_key=layout.stream_manifest_key(shard_id, first_sequence, last_sequence),
             )
         elif engine is not None:
-            rows = valid.drop(columns=["_seq", "_arrival"])
+            rows = valid.drop(columns=PRIVATE_COLUMNS)
             rows = rows[~rows["event_id"].isin(refused)]
             inserted: list[int] = []
             by_warehouse = dict(isolate(lambda part: inserted.append(insert_new(engine, WAREHOUSE_TABLE, part)), rows,

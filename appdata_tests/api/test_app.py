@@ -279,17 +279,6 @@ def test_openapi_documents_every_event_field(client):
     assert "x-api-key" in json.dumps(spec["components"]["securitySchemes"])
 
 
-def test_typed_records_agree_with_schema_frame_to_records():
-    from appdata.api.ingest import typed_records
-
-    events = [make_event(i, event_id=f"e{i}") for i in range(30)]
-    events[3]["size_mb"] = "NaN"
-    events[4]["age"] = "45"
-    events[5]["rating"] = " 3.5 "
-    valid = schema.validate_records(schema.records_to_frame(events)).valid
-    assert typed_records(valid) == schema.frame_to_records(valid)
-
-
 def test_a_second_record_of_one_event_id_with_other_content_is_rejected_as_a_conflict(client, provisioned, api_key):
     first = make_event(0, event_id="evt-1")
     events = [first, {**first, "app": "Other"}, dict(first), {**first, "event_id": " evt-1 ", "age": 70}, make_event(1)]

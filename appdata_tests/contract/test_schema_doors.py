@@ -79,7 +79,7 @@ def through_kinesis(body: bytes) -> Verdict:
               "ApproximateArrivalTimestamp": dt.datetime(2024, 1, 2, tzinfo=dt.timezone.utc)}
     decoded = decode_records([record], shard_id="shardId-0", stream="s")
     if not decoded.valid.empty:
-        return ("kinesis", None, "", schema.frame_to_records(decoded.valid.drop(columns=["_seq", "_arrival"]))[0])
+        return ("kinesis", None, "", decoded.valid["_event"].iloc[0])
     (line,) = decoded.rejected
     return ("kinesis", line["field"], line["reason"], None)
 
@@ -210,7 +210,7 @@ def test_every_special_value_in_every_field_gets_one_verdict_at_every_door(tmp_p
     kinesis: list[Verdict] = [("kinesis", None, "", None)] * len(cases)
     for line in decoded.rejected:
         kinesis[line["row"]] = ("kinesis", line["field"], line["reason"], None)
-    valid = schema.frame_to_records(decoded.valid.drop(columns=["_seq", "_arrival"]))
+    valid = list(decoded.valid["_event"])
     for sequence, stored in zip(decoded.valid["_seq"], valid):
         kinesis[int(sequence)] = ("kinesis", None, "", stored)
 

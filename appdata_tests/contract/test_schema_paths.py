@@ -136,3 +136,12 @@ def test_random_frames_get_the_same_validation_on_both_paths(frame, first_row):
 def test_values_whose_parse_depends_on_pandas_go_to_pandas(text):
     frame = schema.records_to_frame([make_event(0, age=text), make_event(1, age="20.5")])
     assert not compare(frame)
+
+
+def test_typed_records_agree_with_schema_frame_to_records():
+    events = [make_event(i, event_id=f"e{i}") for i in range(30)]
+    events[3]["size_mb"] = "NaN"
+    events[4]["age"] = "45"
+    events[5]["rating"] = " 3.5 "
+    valid = schema.validate_records(schema.records_to_frame(events)).valid
+    assert schema.typed_records(valid) == schema.frame_to_records(valid)
