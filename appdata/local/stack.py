@@ -7,9 +7,9 @@ and errors (each distinct one once), tracebacks, and 5xx answers of the API; `--
 passes every line through. SIGTERM (systemd, a container stop) and SIGINT (Ctrl-C) stop every
 group, the emulator last so it can write its snapshot: each leader is asked to stop first
 (`dagster dev` then stops its daemon, so no new run launches, and its webserver), the runs
-already going are given time to finish, and only what is left is killed. While stopping, the
-terminal shows run ends only (the rest is in the logs). A child that dies on its own stops the
-rest and makes the exit code non-zero.
+already going are given a few seconds to finish, then asked to stop (SIGTERM), and only what is
+left at the timeout is killed. While stopping, the terminal shows run ends only (the rest is in
+the logs). A child that dies on its own stops the rest and makes the exit code non-zero.
 """
 
 from __future__ import annotations
@@ -39,6 +39,10 @@ ACCESS_5XX = re.compile(r'" 5\d\d\b')
 # (they stay in the log files): library lifecycle notices, not problems of this stack.
 KNOWN_WARNINGS = frozenset({"BetaWarning", "PreviewWarning", "SupersessionWarning", "DeprecationWarning",
                             "ExperimentalWarning"})
+# How long runs left behind by a stopped leader may take to end on their own before they are asked
+# to stop (SIGTERM: Dagster interrupts the run; a drain consumer, which never ends on its own for
+# minutes, hands its shard's lease over), and killed at the stop's timeout.
+RUN_GRACE_SECONDS = 5.0
 RUN_LINE = re.compile(r"^\d\d:\d\d:\d\d run ")
 RUN_WORDS = {"RUN_START": "started", "RUN_SUCCESS": "succeeded", "RUN_FAILURE": "FAILED", "RUN_CANCELED": "canceled"}
 
@@ -151,8 +155,8 @@ class Supervisor:
 
     def stop(self, timeout: float = 30.0) -> None:
         """Stop every child: all but the emulator first, then the emulator. Each leader gets
-        SIGINT; once it is gone, what it left in its group (a run worker finishing its run) gets
-        the rest of `timeout` to end on its own before the group is killed."""
+        SIGINT; once it is gone, what it left in its group (a run worker) gets RUN_GRACE_SECONDS to
+        end on its own, then SIGTERM, then the rest of `timeout` before the group is killed."""
         self.stopping = True
         first = [c for c in self.children if c.name != "emulator"]
         last = [c for c in self.children if c.name == "emulator"]
@@ -165,6 +169,10 @@ class Supervisor:
                     child.proc.wait(timeout=max(0.1, deadline - time.monotonic()))
                 except subprocess.TimeoutExpired:
                     self.echo(f"[{child.name}] did not stop within {timeout:.0f}s: killed")
+                grace = min(deadline, time.monotonic() + RUN_GRACE_SECONDS)
+                while _group_alive(child.proc) and time.monotonic() < grace:
+                    time.sleep(0.2)
+                _signal_group(child.proc, signal.SIGTERM)  # runs still going: a drain consumer hands over
                 while _group_alive(child.proc) and time.monotonic() < deadline:
                     time.sleep(0.2)
                 _signal_group(child.proc, signal.SIGKILL)

@@ -194,14 +194,20 @@ def stream_drain(
         on_note=lambda level, text: getattr(context.log, level)(text),
         sleep=pause,
     )
+    stopped = False
     try:
         summary = consumer.run(until=config.until_epoch, stop_when_caught_up=config.stop_when_caught_up,
                                wait_for_lease_seconds=0.0 if config.stop_when_caught_up else float("inf"))
+    except dg.DagsterExecutionInterruptedError:
+        # Asked to stop (a deployment, `appdata up` stopping, Terminate in the UI): the consumer has
+        # handed its lease over; a range it was writing stays pending for the next consumer.
+        stopped = True
     finally:
-        follow_up.close(timeout=120)
+        follow_up.close(timeout=5 if stopped else 120)
         report()
+    ended = "stopped on request" if stopped else f"shard end: {summary.shard_end}"
     context.log.info(f"{config.shard_id}: consumer done: {totals['records']} records in {totals['ranges']} ranges, "
-                     f"{totals['rejected']} rejected; shard end: {summary.shard_end}")
+                     f"{totals['rejected']} rejected; {ended}")
     yield from ()
 
 
