@@ -149,3 +149,34 @@ def test_a_checkpoint_of_a_re_created_stream_is_said_loudly_and_the_new_one_read
              on_range=ranges.append).run(stop_when_caught_up=True)
     assert any(level == "error" and "another incarnation" in text for level, text in notes)
     assert sum(r.records for r in ranges) == 12 and count_rows(engine, "downloads_stream") == 12
+
+
+def test_follow_up_work_takes_every_user_queued_since_its_last_pass_and_reports_failures():
+    import threading
+
+    from appdata.stream.consumer import FollowUp
+
+    started, release = threading.Event(), threading.Event()
+    passes: list[list[int]] = []
+    errors: list[tuple[list[int], str]] = []
+
+    def work(users: list[int]) -> int:
+        started.set()
+        release.wait()  # the first pass is slow: what arrives meanwhile waits for the next one
+        passes.append(users)
+        if 13 in users:
+            raise RuntimeError("recommender down")
+        return len(users)
+
+    done: list[tuple[list[int], int]] = []
+    follow_up = FollowUp(work, on_done=lambda users, written, seconds: done.append((users, written)),
+                         on_error=lambda users, exc: errors.append((users, str(exc))))
+    follow_up.add([3, 1])
+    follow_up.add([])  # nothing to do: not queued
+    assert started.wait(timeout=10)  # the first pass has taken [1, 3] and waits in work()
+    follow_up.add([2, 1])
+    follow_up.add([13])
+    release.set()
+    follow_up.close(timeout=10)
+    assert passes == [[1, 3], [1, 2, 13]]
+    assert done == [([1, 3], 2)] and errors == [([1, 2, 13], "recommender down")]
