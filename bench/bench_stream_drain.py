@@ -128,8 +128,9 @@ def consume(shard_id: str, until: float, report) -> None:
 
     def on_range(result) -> None:
         lag = time.time() - result.newest_arrival.timestamp()
-        report.put(("range", shard_id, result.records, lag))
+        report.put(("range", shard_id, result.records, lag, time.process_time()))
 
+    report.put(("ready", shard_id, time.process_time()))
     ShardConsumer(kinesis=kinesis, stream=stream, shard_id=shard_id, parents=parents_of(shard),
                   leases=LeaseTable(dynamodb, resources["dynamodb"].lease_table_name, stream),
                   owner=f"bench-{shard_id}", created=stream_created(kinesis, stream), on_range=on_range,
@@ -224,13 +225,20 @@ def main() -> None:
         producer = ctx.Process(target=produce, args=(args.rate, args.duration, "live", report))
         producer.start()
         produced, produce_seconds, drained, lags = None, None, 0, []
+        cpu: dict[str, float] = {}
+        cpu_at_start: dict[str, float] = {}
+        live_started = time.monotonic()
         while produced is None or drained < produced:
             message = report.get(timeout=args.duration + 600)
             if message[0] == "produced":
                 produced, produce_seconds = message[1], message[2]
+            elif message[0] == "ready":
+                cpu_at_start[message[1]] = message[2]
             else:
                 drained += message[2]
                 lags.append(message[3])
+                cpu[message[1]] = message[4] - cpu_at_start[message[1]]
+        live_seconds = time.monotonic() - live_started
         for process in consumers:
             process.terminate()
         producer.join()
@@ -242,6 +250,9 @@ def main() -> None:
               f"({produced / produce_seconds:,.0f}/s); consumers drained {drained:,} in {len(lags):,} ranges")
         print(f"lag from a range's newest arrival to in every sink: p50 {lags[len(lags) // 2]:.2f}s, "
               f"p95 {p95:.2f}s, max {lags[-1]:.2f}s")
+        cores = sum(cpu.values()) / live_seconds / len(shard_ids)
+        print(f"consumer CPU: {sum(cpu.values()):.1f}s over {live_seconds:.0f}s, {cores:.2f} of a core per shard "
+              f"({sum(cpu.values()) / drained * 1000:.2f} CPU-s per 1,000 records; what an ECS task per shard needs)")
         exact = all(pair == (produced, produced) for pair in sinks.values())
         print("sinks (rows, distinct events): " + ", ".join(f"{k} {v[0]:,}/{v[1]:,}" for k, v in sinks.items())
               + (" = every record exactly once" if exact else " NOT exactly once"))
