@@ -36,7 +36,7 @@ from appdata.reliability.reconcile import (
 STREAM_ASSET = dg.AssetKey("downloads_stream")
 BATCH_ASSET = dg.AssetKey("downloads_batch")
 DESCRIPTION_LIMIT = 4000
-# The client posts every minute and the sensor drains every 5 s: an event accepted two minutes
+# The client posts every minute and the consumers drain within seconds: an event accepted two minutes
 # ago and still not in the warehouse means the drain is stalled or lost it.
 DELIVERY_GRACE_SECONDS = 120.0
 DELIVERY_WINDOW_SECONDS = 24 * 3600.0

@@ -457,12 +457,11 @@ def read_stream_reference(
 
     In flight: only records that arrived (ApproximateArrivalTimestamp) `grace_seconds` or more
     before `now` are due; younger ones are noted, not judged. Chosen over "up to each shard's
-    drained position" because that position is the sensor's cursor: it lives in the Dagster
-    instance, says what was *requested* rather than delivered, and stops moving when the sensor
-    is stopped or stuck, so a reference bounded by it would stay green over exactly the losses a
-    stalled drain causes. The arrival time is on every record and needs no other state; the
-    sensor ticks every 5 s and a range's run takes seconds, so an event in no sink 5 minutes
-    after Kinesis took it is late or lost, and red is the right answer either way. Tests pass
+    drained position" because that position (the lease table's checkpoint) is the drain's own
+    claim and stops moving when the drain is stopped or stuck, so a reference bounded by it
+    would stay green over exactly the losses a stalled drain causes. The arrival time is on every
+    record and needs no other state; the consumers deliver a range within seconds, so an event in
+    no sink 5 minutes after Kinesis took it is late or lost, and red is the right answer either way. Tests pass
     `now` (or a grace of 0), so the result does not depend on the clock.
     """
     from appdata.stream.drain import list_shards, shard_order
