@@ -19,8 +19,8 @@ from appdata.defs.resources import build_resources
 from appdata.local.emulator import free_port
 from appdata.stream.client import send_next_batch
 from appdata.local.stream_demo import run_stream_demo
-from appdata.stream.drain import drain_available
 from appdata_tests.support.events import todays_event
+from appdata_tests.support.stream import drain_all
 
 
 @pytest.fixture()
@@ -61,14 +61,7 @@ def test_send_command_posts_csv_and_prints_summary(api_url, monkeypatch, tmp_pat
     assert "row 5: age" in result.output and "row 10: age" in result.output
 
     # and the drain puts every accepted event where the GET finds it
-    r = provisioned
-    engine = r["warehouse"].get_engine()
-    try:
-        drain_available(kinesis=r["kinesis"].get_client(), stream=r["kinesis"].stream_name, s3=r["s3"].get_client(),
-                        bucket=r["s3"].bucket, dynamodb=r["dynamodb"].get_client(), table=r["dynamodb"].table_name,
-                        engine=engine)
-    finally:
-        engine.dispose()
+    drain_all(provisioned)
     key = {"x-api-key": os.environ["APPDATA_API_KEYS"]}
     answer = httpx.get(f"{api_url}/v1/users/100001/downloads", headers=key).json()
     expected = {todays_event(i)["event_id"] for i in range(30) if i % 7 == 0 and i not in (4, 9)}
@@ -175,11 +168,6 @@ def test_delivery_check_turns_red_while_accepted_events_are_not_in_the_warehouse
     assert stalled.metadata["missing"].value == 30 and "NOT in downloads_stream" in stalled.description
     assert set(stalled.metadata["missing_event_ids"].value) == {r["event_id"] for r in rows}
 
-    r = provisioned
-    engine = r["warehouse"].get_engine()
-    drain_available(kinesis=r["kinesis"].get_client(), stream=r["kinesis"].stream_name, s3=r["s3"].get_client(),
-                    bucket=r["s3"].bucket, dynamodb=r["dynamodb"].get_client(), table=r["dynamodb"].table_name,
-                    engine=engine)
-    engine.dispose()
+    drain_all(provisioned)
     drained = check()
     assert drained.passed and drained.metadata["delivered"].value == 30, drained.description
