@@ -20,7 +20,7 @@ from appdata.contract import deadletters, layout, schema
 from appdata.definitions import build_definitions
 from appdata.local.provision import provision
 from appdata.defs.resources import build_resources
-from appdata.defs.stream.drain import SHARD_TAG
+from appdata.defs.stream.drain import SHARD_TAG, WAREHOUSE_ASSET
 from appdata.defs.stream.sensor import ATTEMPT_TAG, plan_requests, retry_delay
 from appdata.warehouse.loader import read_frame
 from appdata_tests.support.events import make_event
@@ -145,7 +145,7 @@ def test_every_poison_between_valid_records_is_dead_lettered_and_its_neighbours_
         assert redone.success
         # It drained exactly the pending range first, then found nothing more.
         (materialized,) = [m.materialization.metadata for m in redone.get_asset_materialization_events()
-                           if m.asset_key.to_user_string() == "downloads_stream"]
+                           if m.asset_key == WAREHOUSE_ASSET]
         assert (materialized["sequence_range"].value, materialized["ranges"].value) == ("-".join(put_range), 1)
         assert (leases.get(shard).pending, leases.get(shard).checkpoint) == (None, put_range[1])
 
