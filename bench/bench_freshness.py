@@ -1,13 +1,13 @@
 """Freshness: seconds from POST /v1/downloads to the event being returned by GET, default settings.
 
-Run: /tmp/v/bin/python bench/bench_freshness.py [--duration 60] [--interval 0.5] [--tick 5]
+Run: /tmp/v/bin/python bench/bench_freshness.py [--duration 60] [--interval 0.5]
 
 Serves the ingest API (appdata.api.app.create_app) with uvicorn in a thread on the emulator,
-drains at the sensor's cadence (every `--tick` s, the sensor's minimum_interval, calling the
-same drain function its runs call), POSTs one event every `--interval` s, each for a fresh
-user, and polls GET /v1/users/{id}/downloads until it answers. That leaves out the Dagster
-daemon's run launch between sensor tick and drain; `--stack` measures it too, against a running
-`appdata up` (the sensor and its daemon-launched drain runs, the default path).
+drains with one shard consumer per shard in a thread (the `ShardConsumer` a drain run holds,
+under the shard's lease, at its default polling), POSTs one event every `--interval` s, each for
+a fresh user, and polls GET /v1/users/{id}/downloads until it answers. That leaves out the
+Dagster daemon's run launch and the sensor; `--stack` measures them too, against a running
+`appdata up` (the sensor and its daemon-launched consumer runs, the default path).
 The LAST line is p95 against the 30 s target (ratio <= 1.0 meets it).
 """
 
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import math
 import os
 import statistics
 import sys
@@ -109,7 +110,9 @@ def measure_in_process(args: argparse.Namespace) -> None:
         from appdata.config import Settings
         from appdata.local.provision import provision
         from appdata.defs.resources import build_resources
-        from appdata.stream.drain import drain_available
+        from appdata.stream.consumer import ShardConsumer, Sinks, stream_created
+        from appdata.stream.drain import list_shards, parents_of, shard_order
+        from appdata.stream.leases import LeaseTable
 
         settings = Settings.from_env()
         res = build_resources(settings)
@@ -121,25 +124,29 @@ def measure_in_process(args: argparse.Namespace) -> None:
         while not server.started:
             time.sleep(0.05)
         stop = threading.Event()
-
-        def drainer() -> None:  # the sensor's cadence: one tick every `tick` seconds
-            kinesis, s3, dynamodb = res["kinesis"].get_client(), res["s3"].get_client(), res["dynamodb"].get_client()
-            engine = res["warehouse"].get_engine()
-            positions: dict[str, str] = {}
-            while not stop.is_set():
-                tick = time.monotonic()
-                _, positions = drain_available(kinesis=kinesis, stream=res["kinesis"].stream_name, s3=s3,
-                                               bucket=res["s3"].bucket, dynamodb=dynamodb,
-                                               table=res["dynamodb"].table_name, engine=engine, positions=positions)
-                stop.wait(max(0.0, args.tick - (time.monotonic() - tick)))
-            engine.dispose()
-
-        threading.Thread(target=drainer, daemon=True).start()
+        kinesis, dynamodb = res["kinesis"].get_client(), res["dynamodb"].get_client()
+        stream = res["kinesis"].stream_name
+        sinks = Sinks(s3=res["s3"].get_client(), bucket=res["s3"].bucket, dynamodb=dynamodb,
+                      table=res["dynamodb"].table_name, warehouse=res["warehouse"].connect)
+        leases = LeaseTable(dynamodb, res["dynamodb"].lease_table_name, stream)
+        created = stream_created(kinesis, stream)
+        consumers = []
+        for shard in shard_order(list_shards(kinesis, stream)):
+            consumer = ShardConsumer(
+                kinesis=kinesis, stream=stream, shard_id=shard["ShardId"], parents=parents_of(shard), leases=leases,
+                owner=f"bench-{uuid.uuid4().hex[:8]}", sinks=sinks, created=created,
+                clock=lambda: math.inf if stop.is_set() else time.time(),  # its deadline passes when the bench stops
+                sleep=stop.wait)
+            consumers.append(threading.Thread(target=consumer.run, daemon=True))
+        for thread in consumers:
+            thread.start()
         try:
             measure(f"http://127.0.0.1:{api_port}", key, args.duration, args.interval,
-                    f"drain every {args.tick:.0f}s in process (sensor minimum_interval)")
+                    "a shard consumer per shard in process")
         finally:
             stop.set()
+            for thread in consumers:
+                thread.join(timeout=60)
             server.should_exit = True
 
 
@@ -147,7 +154,6 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--duration", type=float, default=60.0)
     parser.add_argument("--interval", type=float, default=0.5)
-    parser.add_argument("--tick", type=float, default=5.0)
     parser.add_argument("--stack", action="store_true",
                         help="measure the running `appdata up` (same APPDATA_* environment) instead")
     args = parser.parse_args()

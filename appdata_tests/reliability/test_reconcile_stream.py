@@ -1,6 +1,8 @@
 """Stream reconciliation on the real drain: green after loading, red naming the event deleted
 from one sink (lake object, DynamoDB item or warehouse row) or from every sink (the reference is
-the Kinesis stream itself), and `appdata drain` / `appdata reconcile` as an operator runs them."""
+the Kinesis stream itself), and `appdata drain` / `appdata reconcile` as an operator runs them.
+The drain is the shard consumer (a drain run, or `appdata drain`), which resumes from its
+checkpoint; a range is drained a second time explicitly, with `drain_range`, as a repair does."""
 
 from __future__ import annotations
 
@@ -12,9 +14,11 @@ from appdata.defs.reliability import stream_reconciled
 from appdata.reliability.reconcile import reconcile_stream, reconcile_stream_day
 from appdata.defs.resources import build_resources
 from appdata.defs.stream.drain import drain_run_config, kinesis_downloads, stream_drain, stream_drain_job
+from appdata.stream.drain import DrainResult, drain_range
 from appdata_tests.support.cli import run_cli
 from appdata_tests.support.events import make_event
 from appdata_tests.support.reliability import report
+from appdata_tests.support.stream import lease_table
 
 pytestmark = pytest.mark.reliability
 
@@ -29,6 +33,26 @@ def _put(kinesis, stream: str, records: list[dict]) -> tuple[str, str, str]:
     assert response["FailedRecordCount"] == 0
     seqs = [r["SequenceNumber"] for r in response["Records"]]
     return response["Records"][0]["ShardId"], seqs[0], seqs[-1]
+
+
+def _redrain(resources, settings, shard: str, first: str, last: str) -> DrainResult:
+    """The range first..last drained once more, whatever the shard's checkpoint says (a repair)."""
+    engine = resources["warehouse"].get_engine()
+    try:
+        return drain_range(kinesis=resources["kinesis"].get_client(), stream=settings.stream, shard_id=shard,
+                           first_sequence=first, last_sequence=last, s3=resources["s3"].get_client(),
+                           bucket=settings.bucket, dynamodb=resources["dynamodb"].get_client(), table=settings.table,
+                           engine=engine)
+    finally:
+        engine.dispose()
+
+
+def _consumer_run(defs, instance, settings, shard: str) -> dg.ExecuteInProcessResult:
+    """The drain run the sensor requests for the shard, stopping once caught up; it must succeed."""
+    run = defs.resolve_job_def("stream_drain_job").execute_in_process(
+        run_config=drain_run_config(settings.stream, shard, stop_when_caught_up=True), instance=instance)
+    assert run.success
+    return run
 
 
 def _reconcile_job(settings) -> dg.JobDefinition:
@@ -59,12 +83,14 @@ def test_stream_check_green_after_drain_and_red_naming_the_deleted_event(provisi
     defs = _reconcile_job(appdata_env)
     instance = dg.DagsterInstance.ephemeral()
 
-    # The real drain run (the job the sensor requests), twice: a replayed range changes nothing.
-    drain = defs.resolve_job_def("stream_drain_job")
-    for _ in range(2):
-        run = drain.execute_in_process(run_config=drain_run_config(appdata_env.stream, shard, first, last),
-                                       instance=instance)
-        assert run.success
+    # The real drain run (the job the sensor requests), twice: the second resumes after the
+    # checkpoint and finds nothing; then the range replayed explicitly changes nothing.
+    first_run = _consumer_run(defs, instance, appdata_env, shard)
+    assert len(first_run.get_asset_materialization_events()) == 3  # one window, one per sink
+    assert _consumer_run(defs, instance, appdata_env, shard).get_asset_materialization_events() == []
+    assert lease_table(provisioned).get(shard).checkpoint == last
+    replay = _redrain(provisioned, appdata_env, shard, first, last)
+    assert (replay.records, replay.warehouse_inserted) == (45, 0)
 
     green = _check(defs, instance)
     assert green.passed, green.description
@@ -87,15 +113,12 @@ def test_stream_check_green_after_drain_and_red_naming_the_deleted_event(provisi
     assert red.metadata["differences"].data[victim["download_date"]]["dynamodb"]["missing"] == [victim_id]
 
     # Re-draining the range repairs it (idempotent writes), and the check is green again.
-    assert drain.execute_in_process(run_config=drain_run_config(appdata_env.stream, shard, first, last),
-                                    instance=instance).success
+    assert _redrain(provisioned, appdata_env, shard, first, last).dynamodb_items == 40
     assert _check(defs, instance).passed
     report("stream reconciliation check", events=40, posted=45, days=2, red_after_delete=True, repaired_by_replay=True)
 
 
 def test_reconcile_names_an_event_missing_from_the_warehouse_or_the_lake(provisioned, appdata_env):
-    from appdata.stream.drain import drain_range
-
     kinesis = provisioned["kinesis"].get_client()
     records = [make_event(100 + i, day=DAYS[0]) for i in range(12)]
     shard, first, last = _put(kinesis, appdata_env.stream, records)
@@ -190,9 +213,7 @@ def test_check_red_naming_the_event_missing_from_every_sink_and_green_after_the_
     shard, first, last = _put(kinesis, appdata_env.stream, records)
     defs = _reconcile_job(appdata_env)
     instance = dg.DagsterInstance.ephemeral()
-    drain = defs.resolve_job_def("stream_drain_job")
-    config = drain_run_config(appdata_env.stream, shard, first, last)
-    assert drain.execute_in_process(run_config=config, instance=instance).success
+    _consumer_run(defs, instance, appdata_env, shard)
     assert _check(defs, instance).passed
 
     victim = records[7]
@@ -217,8 +238,11 @@ def test_check_red_naming_the_event_missing_from_every_sink_and_green_after_the_
     other_day = DAYS[1] if victim["download_date"] == DAYS[0] else DAYS[0]
     assert red.metadata["failing_days"].data == [victim["download_date"]] and other_day not in red.description
 
-    # The same range drained again (what the sensor's retry does) restores it everywhere.
-    assert drain.execute_in_process(run_config=config, instance=instance).success
+    # A consumer run resumes after its checkpoint: it does not see the loss, nor repair it.
+    assert _consumer_run(defs, instance, appdata_env, shard).get_asset_materialization_events() == []
+    assert not _check(defs, instance).passed
+    # The range drained again (the repair the red check's position points to) restores it everywhere.
+    assert _redrain(provisioned, appdata_env, shard, first, last).warehouse_inserted == 1
     green = _check(defs, instance)
     assert green.passed, green.description
     assert green.metadata["per_day"].data[victim["download_date"]]["accepted"] == 15
@@ -254,7 +278,6 @@ def test_events_in_flight_are_not_judged_until_due(provisioned, appdata_env):
 
 def test_every_record_the_drain_rejects_must_have_its_dead_letter(provisioned, appdata_env):
     from appdata.reliability.reconcile import reconcile_stream_against_source
-    from appdata.stream.drain import drain_range
 
     kinesis = provisioned["kinesis"].get_client()
     records = [make_event(500 + i, day=DAYS[0]) for i in range(5)] + [make_event(505, day=DAYS[0], age=7)]
@@ -290,16 +313,20 @@ def test_appdata_drain_and_reconcile_red_when_an_event_is_deleted_from_every_sin
     records = [make_event(600 + i, day=DAYS[i % 2]) for i in range(42)] + [make_event(700, day=DAYS[0], age=7)]
     shard, first, last = _put(kinesis, appdata_env.stream, records)
 
-    out = run_cli("drain", "--max-records", "10")
-    assert f"{shard}: 43 records in 5 range(s) {first}..{last}: 42 valid, 1 rejected, warehouse +42 new row(s)" in out
-    assert out.count(f"  {shard} ") == 5  # one line per range
-    assert "drained 43 records in 5 range(s) from 1 shard(s)" in out
+    out = run_cli("drain")
+    assert f"  {shard} {first}..{last}: 43 records, 42 valid, 1 rejected; lake " in out, out
+    assert "DynamoDB 42 item(s), warehouse +42 row(s)" in out
+    assert out.count(f"  {shard} ") == 1  # one line per range: one GetRecords answer, one range
+    assert "drained 43 records in 1 range(s): 42 valid" in out and "+42 new warehouse rows" in out
     ok = run_cli("reconcile", "--stream", "--grace", "0")
     assert "stream: 2 day(s) reconciled" in ok and "accepted 21, lake 21, dynamodb 21, downloads_stream 21" in ok
 
-    # Drained again: the same ranges rewrite the same objects and items, and insert no row.
-    again = run_cli("drain", "--max-records", "10")
-    assert "warehouse +0 new row(s)" in again and "+42" not in again
+    # Drained again: `appdata drain` resumes after the checkpoint and finds nothing ...
+    again = run_cli("drain")
+    assert "drained 0 records in 0 range(s)" in again and f"  {shard} " not in again, again
+    # ... and the same range drained explicitly rewrites the same objects and items, and inserts no row.
+    replay = _redrain(provisioned, appdata_env, shard, first, last)
+    assert (replay.records, replay.dynamodb_items, replay.warehouse_inserted) == (43, 42, 0)
     assert "stream: 2 day(s) reconciled" in run_cli("reconcile", "--stream", "--grace", "0")
 
     victim = records[10]
@@ -317,12 +344,13 @@ def test_appdata_drain_and_reconcile_red_when_an_event_is_deleted_from_every_sin
     # In flight (the default grace, records just put): not judged yet, so not red.
     assert "stream: 2 day(s) reconciled" in run_cli("reconcile", "--stream")
 
-    restored = run_cli("drain", "--max-records", "10")
-    assert "warehouse +1 new row(s)" in restored
+    # `appdata drain` does not go back behind its checkpoint; draining the range again restores the event.
+    assert "drained 0 records in 0 range(s)" in run_cli("drain")
+    assert _redrain(provisioned, appdata_env, shard, first, last).warehouse_inserted == 1
     assert "stream: 2 day(s) reconciled" in run_cli("reconcile", "--stream", "--grace", "0")
     assert "batch: nothing to reconcile" in run_cli("reconcile", "--batch")
     run_cli("reconcile", "--start", "2024-13-01", code=2)
-    report("appdata drain / reconcile", records=43, ranges=5, red_naming_event=True, restored_by_drain=True)
+    report("appdata drain / reconcile", records=43, ranges=1, red_naming_event=True, restored_by_redrain=True)
 
 
 def test_appdata_drain_exits_non_zero_naming_the_range_a_sink_refused_then_delivers_it(provisioned, appdata_env):
@@ -335,10 +363,14 @@ def test_appdata_drain_exits_non_zero_naming_the_range_a_sink_refused_then_deliv
     dynamodb.get_waiter("table_not_exists").wait(TableName=appdata_env.table)
 
     failed = run_cli("drain", code=1)
-    assert f"1 shard(s) not delivered: {shard}: range {first}..{last} (8 records) not delivered" in failed
-    assert "ResourceNotFoundException" in failed
+    assert f"{shard}: range {first}..{last} not delivered" in failed and "(attempt 5 of 5)" in failed, failed
+    assert "ResourceNotFoundException" in failed and "run `appdata provision`" in failed
+    assert lease_table(provisioned).get(shard).pending == (first, last)  # left for the next consumer
 
     provision(provisioned)
     out = run_cli("drain")
-    assert f"{shard}: 8 records in 1 range(s)" in out and "not delivered" not in out
+    assert f"{shard}: range {first}..{last} was left pending by an earlier consumer; draining it again first" in out
+    assert f"  {shard} {first}..{last}: 8 records, 8 valid" in out and "not delivered" not in out
+    assert "drained 8 records in 1 range(s)" in out
+    assert (lease_table(provisioned).get(shard).pending, lease_table(provisioned).get(shard).checkpoint) == (None, last)
     assert "stream: 1 day(s) reconciled" in run_cli("reconcile", "--stream", "--grace", "0")

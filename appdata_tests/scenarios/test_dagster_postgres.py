@@ -53,7 +53,9 @@ def test_production_yaml_validates_and_keeps_secrets_out(tmp_path, monkeypatch):
     assert config["run_monitoring"]["enabled"] is True
     assert config["run_launcher"]["class"] == "EcsRunLauncher"
     limits = {limit["key"]: limit for limit in config["concurrency"]["runs"]["tag_concurrency_limits"]}
-    assert limits["appdata/shard"]["limit"] == 1
+    # A shard's consumer run and its successor, started before the deadline to wait for the lease:
+    # a limit of 1 would hold the successor in the queue until the current run ends (a gap of a task start).
+    assert limits["appdata/shard"]["limit"] == 2
     assert config["concurrency"]["pools"]["default_limit"] == 1
 
 
@@ -95,6 +97,7 @@ def test_pipeline_runs_with_storage_on_postgres(appdata_env, provisioned, dagste
     from appdata.defs.stream.sensor import kinesis_drain_sensor
     from appdata.warehouse.loader import count_rows
     from appdata_tests.support.events import make_event
+    from appdata_tests.support.stream import until_caught_up
 
     instance = dg.DagsterInstance.from_config(str(_home_with_production_yaml(tmp_path)))
     try:
@@ -122,16 +125,19 @@ def test_pipeline_runs_with_storage_on_postgres(appdata_env, provisioned, dagste
         materialized = {e.asset_key.to_user_string() for e in batch.get_asset_materialization_events()}
         assert {k.to_user_string() for k in daily} <= materialized
 
-        # Stream: events into Kinesis, the drain sensor plans against this instance, its runs drain.
+        # Stream: events into Kinesis, the drain sensor plans against this instance, its consumer runs
+        # drain (until caught up here, not until their deadline minutes away).
         resources = build_resources(appdata_env)
         kinesis = resources["kinesis"]
         events = schema.frame_to_records(schema.validate_records(schema.records_to_frame(
             [make_event(i, event_id=f"pg-{i}") for i in range(8)])).valid)
         assert not aws.put_records(kinesis.get_client(), kinesis.stream_name, events, partition_key="user_id").failed
-        tick = kinesis_drain_sensor(dg.build_sensor_context(instance=instance, resources={"kinesis": kinesis}))
-        assert tick.run_requests, "the sensor saw no new records"
+        sensor_resources = {"kinesis": kinesis, "dynamodb": resources["dynamodb"]}
+        tick = kinesis_drain_sensor(dg.build_sensor_context(instance=instance, resources=sensor_resources))
+        assert len(tick.run_requests) == 1, "one consumer run for the stream's one shard"
         drains = [resolved.resolve_job_def("stream_drain_job").execute_in_process(
-            instance=instance, run_config=request.run_config, tags=request.tags) for request in tick.run_requests]
+            instance=instance, run_config=until_caught_up(request.run_config), tags=request.tags)
+            for request in tick.run_requests]
         assert all(d.success for d in drains)
 
         engine = resources["warehouse"].get_engine()

@@ -1,6 +1,7 @@
 """Outage: the emulator (a separate server process, not the session's) is killed while a drain
-run writes; the run fails with a clear error; after the emulator is back (moto keeps state in
-memory, so: re-provisioned, records re-sent by the producer) a retry succeeds and reconciles.
+run's shard consumer writes; the run fails with a clear error; after the emulator is back (moto
+keeps state in memory, so: re-provisioned, the lease table empty, records re-sent by the
+producer) the next consumer run drains the shard from its start, checkpoints it and reconciles.
 
 The kill point is deterministic: this emulator holds the drain's first DynamoDB BatchWriteItem
 (after the lake object is written), says so on stdout and waits; the test kills it right there.
@@ -28,6 +29,7 @@ from appdata.contract.schema import derive_event_id
 from appdata.defs.stream.drain import drain_run_config, kinesis_downloads, stream_drain, stream_drain_job
 from appdata_tests.support.events import make_event
 from appdata_tests.support.reliability import report
+from appdata_tests.support.stream import lease_table
 
 pytestmark = [pytest.mark.reliability, pytest.mark.emulator]
 
@@ -94,12 +96,12 @@ def test_emulator_killed_mid_run_fails_clearly_and_a_retry_after_it_is_back_succ
     try:
         wait_until_up(endpoint)
         provision(resources)
-        shard, first, last = _put_all(resources, settings.stream, records)
+        shard, _, _ = _put_all(resources, settings.stream, records)
         outcome: dict = {}
 
         def run() -> None:
             outcome["result"] = job.execute_in_process(
-                run_config=drain_run_config(settings.stream, shard, first, last), raise_on_error=False)
+                run_config=drain_run_config(settings.stream, shard, stop_when_caught_up=True), raise_on_error=False)
 
         worker = threading.Thread(target=run)
         worker.start()
@@ -121,9 +123,11 @@ def test_emulator_killed_mid_run_fails_clearly_and_a_retry_after_it_is_back_succ
         # Back: a fresh emulator (empty, moto is in-memory), re-provisioned; the producer re-sends.
         emulator = _start_emulator(port)
         provision(resources)
-        shard, first, last = _put_all(resources, settings.stream, records)
-        retry = job.execute_in_process(run_config=drain_run_config(settings.stream, shard, first, last))
+        shard, _, last = _put_all(resources, settings.stream, records)
+        retry = job.execute_in_process(run_config=drain_run_config(settings.stream, shard, stop_when_caught_up=True))
         assert retry.success
+        lease = lease_table(resources).get(shard)
+        assert (lease.checkpoint, lease.pending, lease.owner) == (last, None, None)
         engine = resources["warehouse"].get_engine()
         day = reconcile_stream_day(s3=s3, bucket=settings.bucket, dynamodb=resources["dynamodb"].get_client(),
                                    table=settings.table, engine=engine, day=DAY,

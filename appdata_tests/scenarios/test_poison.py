@@ -1,6 +1,7 @@
 """Poison never takes its neighbours down: every kind of record a producer or a hostile client
-can send sits between valid records, straight in Kinesis (drained by the sensor's runs, one of
-which fails on a sink that is down) and through the API (drained by `appdata drain`). Every valid
+can send sits between valid records, straight in Kinesis (drained by the sensor's consumer runs,
+the first of which fails on a sink that is down and leaves its range pending for the next) and
+through the API (drained by `appdata drain`, from the checkpoint the runs left). Every valid
 record reaches every sink once, every poison is a dead letter with its reason, and the
 reconciliation against the stream is green."""
 
@@ -19,12 +20,13 @@ from appdata.contract import deadletters, layout, schema
 from appdata.definitions import build_definitions
 from appdata.local.provision import provision
 from appdata.defs.resources import build_resources
-from appdata.defs.stream.sensor import plan_requests, retry_delay, stream_identity
+from appdata.defs.stream.drain import SHARD_TAG, WAREHOUSE_ASSET
+from appdata.defs.stream.sensor import ATTEMPT_TAG, plan_requests, retry_delay
 from appdata.warehouse.loader import read_frame
 from appdata_tests.support.events import make_event
 from appdata_tests.support.reliability import report
 from appdata_tests.support.cli import run_cli
-from appdata_tests.support.stream import dynamo_items, lake_state
+from appdata_tests.support.stream import dynamo_items, lake_state, lease_table, until_caught_up
 
 pytestmark = [pytest.mark.reliability, pytest.mark.postgres]
 
@@ -112,28 +114,40 @@ def test_every_poison_between_valid_records_is_dead_lettered_and_its_neighbours_
     kinesis = resources["kinesis"].get_client()
     s3, bucket = resources["s3"].get_client(), resources["s3"].bucket
 
-    # 1. Straight into Kinesis, drained by the sensor's runs; the first run meets DynamoDB down.
+    # 1. Straight into Kinesis, drained by the sensor's consumer runs; the first meets DynamoDB down.
     data, valid, expected = _interleave(0)
     response = kinesis.put_records(StreamName=settings.stream, Records=[
         {"Data": d, "PartitionKey": "p"} for d in data])
     assert response["FailedRecordCount"] == 0
+    shard = response["Records"][0]["ShardId"]
+    put_range = (response["Records"][0]["SequenceNumber"], response["Records"][-1]["SequenceNumber"])
     job = build_definitions().resolve_job_def("stream_drain_job")
     dynamodb = resources["dynamodb"].get_client()
+    leases = lease_table(resources)
     with dg.instance_for_test() as instance:
-        identity = stream_identity(kinesis, settings.stream)
-        (request,), cursor, _ = plan_requests(kinesis, settings.stream, {"shards": {}, "ended": []}, instance,
-                                              identity=identity)
+        (request,), _ = plan_requests(kinesis, leases, instance)
         dynamodb.delete_table(TableName=settings.table)
         dynamodb.get_waiter("table_not_exists").wait(TableName=settings.table)
-        failed = job.execute_in_process(instance=instance, run_config=request.run_config, tags=request.tags,
-                                        raise_on_error=False)
+        failed = job.execute_in_process(instance=instance, run_config=until_caught_up(request.run_config),
+                                        tags=request.tags, raise_on_error=False)
         assert not failed.success
+        # The run gave up on the range after its attempts: left pending, nothing checkpointed past it.
+        lease = leases.get(shard)
+        assert (lease.pending, lease.checkpoint, lease.owner) == (put_range, None, None)
         provision(resources)
         ended_at = instance.get_run_record_by_id(failed.run_id).end_time
-        (retry,), _, _ = plan_requests(kinesis, settings.stream, cursor, instance, identity=identity,
-                                       now=ended_at + retry_delay(1))
-        assert retry.run_config == request.run_config
-        assert job.execute_in_process(instance=instance, run_config=retry.run_config, tags=retry.tags).success
+        early, notes = plan_requests(kinesis, leases, instance, now=ended_at + retry_delay(1) - 1)
+        assert early == [] and any("next consumer in" in note for _, note in notes), notes
+        (retry,), _ = plan_requests(kinesis, leases, instance, now=ended_at + retry_delay(1))
+        assert (retry.tags[ATTEMPT_TAG], retry.tags[SHARD_TAG]) == ("2", request.tags[SHARD_TAG])
+        redone = job.execute_in_process(instance=instance, run_config=until_caught_up(retry.run_config),
+                                        tags=retry.tags)
+        assert redone.success
+        # It drained exactly the pending range first, then found nothing more.
+        (materialized,) = [m.materialization.metadata for m in redone.get_asset_materialization_events()
+                           if m.asset_key == WAREHOUSE_ASSET]
+        assert (materialized["sequence_range"].value, materialized["ranges"].value) == ("-".join(put_range), 1)
+        assert (leases.get(shard).pending, leases.get(shard).checkpoint) == (None, put_range[1])
 
     valid_ids = {schema.derive_event_id(r) for r in valid}
     _assert_every_sink_holds_once(resources, engine, valid_ids, lake_once=True)
@@ -167,13 +181,15 @@ def test_every_poison_between_valid_records_is_dead_lettered_and_its_neighbours_
             assert field in alone.json()["rejected"][0]["reason"], alone.text
     out = run_cli("drain")
     assert "not delivered" not in out
+    # From the checkpoint the runs left: only the 7 records the API accepted (6 valid, 1 the warehouse refuses).
+    assert "drained 7 records in 1 range(s)" in out, out
     valid_ids |= {schema.derive_event_id(r) for r in api_valid}
-    _assert_every_sink_holds_once(resources, engine, valid_ids, lake_once=False)
-    refused_twice = [letter for letter in _stream_letters(s3, bucket) if letter.record.get("app") == REFUSED_APP]
+    _assert_every_sink_holds_once(resources, engine, valid_ids, lake_once=True)
+    letters_now = _stream_letters(s3, bucket)
+    assert len(letters_now) == len(expected) + 1
+    refused_twice = [letter for letter in letters_now if letter.record.get("app") == REFUSED_APP]
     assert all("the warehouse refused the row" in d.reason for d in refused_twice)
-    # Two records refused (one per part); `appdata drain` cuts its own ranges from TRIM_HORIZON, so
-    # the first one's letter may also be filed under its range: the same Kinesis record, once per range.
-    assert len({d.context["sequence_number"] for d in refused_twice}) == 2
+    assert len(refused_twice) == len({d.context["sequence_number"] for d in refused_twice}) == 2  # one per part
     # The download day, and today: the undecodable records are filed under the day they arrived.
     assert "stream: 2 day(s) reconciled" in run_cli("reconcile", "--stream", "--grace", "0")
     report("poison isolation", poison_kinds=len(expected), valid_records=len(valid_ids), dead_letters=len(letters),

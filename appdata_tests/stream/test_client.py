@@ -19,8 +19,8 @@ from appdata.defs.resources import build_resources
 from appdata.local.emulator import free_port
 from appdata.stream.client import send_next_batch
 from appdata.local.stream_demo import run_stream_demo
-from appdata.stream.drain import drain_available
 from appdata_tests.support.events import todays_event
+from appdata_tests.support.stream import drain_all
 
 
 @pytest.fixture()
@@ -61,14 +61,7 @@ def test_send_command_posts_csv_and_prints_summary(api_url, monkeypatch, tmp_pat
     assert "row 5: age" in result.output and "row 10: age" in result.output
 
     # and the drain puts every accepted event where the GET finds it
-    r = provisioned
-    engine = r["warehouse"].get_engine()
-    try:
-        drain_available(kinesis=r["kinesis"].get_client(), stream=r["kinesis"].stream_name, s3=r["s3"].get_client(),
-                        bucket=r["s3"].bucket, dynamodb=r["dynamodb"].get_client(), table=r["dynamodb"].table_name,
-                        engine=engine)
-    finally:
-        engine.dispose()
+    drain_all(provisioned)
     key = {"x-api-key": os.environ["APPDATA_API_KEYS"]}
     answer = httpx.get(f"{api_url}/v1/users/100001/downloads", headers=key).json()
     expected = {todays_event(i)["event_id"] for i in range(30) if i % 7 == 0 and i not in (4, 9)}
@@ -110,6 +103,35 @@ def test_demo_straight_to_kinesis_reconciles(provisioned, appdata_env):
     report = run_stream_demo(appdata_env, n_events=80, invalid=8, repeated=10, via_api=False)
     assert report["reconciled"], report
     assert report["rejected"] == 8 and report["warehouse_rows"] == 72
+
+
+@pytest.mark.xfail(strict=True, reason="run_stream_demo counts only the ranges its own drain_until_caught_up "
+                   "delivered; a consumer run holding the lease (appdata up's daemon) leaves it none")
+def test_demo_reconciles_while_a_consumer_run_holds_the_shard(provisioned, appdata_env):
+    """`appdata demo` beside a running `appdata up`: the daemon's consumer run holds the shard's
+    lease and drains the demo's records; the demo must still count and reconcile them."""
+    import math
+
+    from appdata.stream.consumer import LEASE_SECONDS, ShardConsumer, stream_created
+    from appdata.stream.drain import list_shards
+    from appdata_tests.support.stream import consumer_sinks, lease_table
+
+    kinesis, stream = provisioned["kinesis"].get_client(), appdata_env.stream
+    (shard,) = [s["ShardId"] for s in list_shards(kinesis, stream)]
+    leases = lease_table(provisioned)
+    assert leases.acquire(shard, "daemon-run", LEASE_SECONDS) is not None  # held before the demo starts
+    stop = threading.Event()
+    running = ShardConsumer(kinesis=kinesis, stream=stream, shard_id=shard, parents=[], leases=leases,
+                            owner="daemon-run", sinks=consumer_sinks(provisioned), created=stream_created(kinesis, stream),
+                            clock=lambda: math.inf if stop.is_set() else time.time(), sleep=stop.wait)
+    thread = threading.Thread(target=running.run, daemon=True)
+    thread.start()
+    try:
+        report = run_stream_demo(appdata_env, n_events=40, invalid=4, repeated=5, via_api=False)
+    finally:
+        stop.set()
+        thread.join(timeout=60)
+    assert report["reconciled"], report
 
 
 CLIENT_RUN = """
@@ -175,11 +197,6 @@ def test_delivery_check_turns_red_while_accepted_events_are_not_in_the_warehouse
     assert stalled.metadata["missing"].value == 30 and "NOT in downloads_stream" in stalled.description
     assert set(stalled.metadata["missing_event_ids"].value) == {r["event_id"] for r in rows}
 
-    r = provisioned
-    engine = r["warehouse"].get_engine()
-    drain_available(kinesis=r["kinesis"].get_client(), stream=r["kinesis"].stream_name, s3=r["s3"].get_client(),
-                    bucket=r["s3"].bucket, dynamodb=r["dynamodb"].get_client(), table=r["dynamodb"].table_name,
-                    engine=engine)
-    engine.dispose()
+    drain_all(provisioned)
     drained = check()
     assert drained.passed and drained.metadata["delivered"].value == 30, drained.description

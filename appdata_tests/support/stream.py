@@ -113,3 +113,15 @@ def drain_all(resources, engine=None, owner: str = "test-drain") -> list:
 
     return drain_until_caught_up(kinesis=resources["kinesis"].get_client(), stream=resources["kinesis"].stream_name,
                                  leases=lease_table(resources), sinks=consumer_sinks(resources, engine), owner=owner)
+
+
+def until_caught_up(run_config: dict) -> dict:
+    """A consumer run's config (as the sensor requests it) that stops once nothing is waiting,
+    instead of at its deadline minutes away: the run a test can execute in process."""
+    import copy
+
+    from appdata.defs.stream.drain import DRAIN_OP
+
+    config = copy.deepcopy(run_config)
+    config["ops"][DRAIN_OP]["config"]["stop_when_caught_up"] = True
+    return config
