@@ -77,7 +77,7 @@ def drain():
     try:
         results = drain_until_caught_up(kinesis=kinesis, stream=settings.stream, leases=leases, sinks=sinks,
                                         owner=f"cli-{os.getpid()}", on_range=show,
-                                        on_note=lambda level, text: click.echo(f"  {text}"))
+                                        on_note=lambda level, text: click.echo(f"  {text}")).results
     except ClientError as exc:
         if error_code(exc) == "ResourceNotFoundException":
             raise click.ClickException(f"{exc}: run `appdata provision`") from exc

@@ -128,19 +128,20 @@ class ShardConsumer:
         backoff = Backoff(base=1.0, cap=15.0, attempts=RANGE_ATTEMPTS, sleep=self.sleep)
         for attempt in range(1, RANGE_ATTEMPTS + 1):
             try:
+                if attempt > 1:
+                    self.leases.renew(self.shard_id, self.owner, LEASE_SECONDS)
+                    self._renewed = self.clock()
                 with self.sinks.warehouse() as engine:
                     result = write(engine)
                 break
             except LeaseLost:
                 raise
-            except Exception as exc:  # noqa: BLE001 - a sink down or throttling: the whole range again
+            except Exception as exc:  # noqa: BLE001 - a sink (or the lease store) down: the whole range again
                 if attempt == RANGE_ATTEMPTS:
                     raise
                 self.note("warning", f"range {first}..{last} not delivered ({exc!r}); trying again (attempt "
                                      f"{attempt + 1} of {RANGE_ATTEMPTS})", summary)
                 backoff.wait(attempt - 1)
-                self.leases.renew(self.shard_id, self.owner, LEASE_SECONDS)
-                self._renewed = self.clock()
         self.leases.commit_range(self.shard_id, self.owner, last, shard_end=result.shard_end)
         summary.ranges += 1
         summary.records += result.records
@@ -212,7 +213,11 @@ class ShardConsumer:
             self._consume(self._iterator(checkpoint, summary), checkpoint, until, stop_when_caught_up, summary)
             return summary
         finally:
-            self.leases.release(self.shard_id, self.owner)
+            try:
+                self.leases.release(self.shard_id, self.owner)
+            except Exception as exc:  # noqa: BLE001 - never hide why the consumer stopped
+                self.note("warning", f"lease not handed over ({exc!r}); it expires by itself within "
+                                     f"{LEASE_SECONDS:.0f}s", summary)
 
     def _consume(self, iterator: str | None, checkpoint: str | None, until: float, stop_when_caught_up: bool,
                  summary: ConsumeSummary) -> None:
@@ -254,24 +259,34 @@ class ShardConsumer:
             self.sleep(min(pause, max(0.0, until - self.clock())))
 
 
+@dataclass
+class CatchUp:
+    """What `drain_until_caught_up` delivered, and the shards it left to another consumer."""
+
+    results: list[DrainResult]
+    held_elsewhere: list[str]
+
+
 def drain_until_caught_up(*, kinesis: Any, stream: str, leases: LeaseTable, sinks: Sinks, owner: str,
                           on_range: Callable[[DrainResult], None] = lambda result: None,
-                          on_note: Callable[[str, str], None] = lambda level, text: None) -> list[DrainResult]:
+                          on_note: Callable[[str, str], None] = lambda level, text: None) -> CatchUp:
     """Drain every shard (parents first) up to now, as a consumer that stops once caught up: what
     the CLI, the demos and the benchmarks run without a daemon. A shard whose lease another
-    consumer holds is left to it."""
-    results: list[DrainResult] = []
+    consumer holds (a running `stream_drain_job`) is left to it, and named."""
+    outcome = CatchUp([], [])
 
     def collect(result: DrainResult) -> None:
-        results.append(result)
+        outcome.results.append(result)
         on_range(result)
 
     created = stream_created(kinesis, stream)
     for shard in shard_order(list_shards(kinesis, stream)):
-        ShardConsumer(kinesis=kinesis, stream=stream, shard_id=shard["ShardId"], parents=parents_of(shard),
-                      leases=leases, owner=owner, sinks=sinks, created=created, on_range=collect,
-                      on_note=on_note).run(stop_when_caught_up=True)
-    return results
+        summary = ShardConsumer(kinesis=kinesis, stream=stream, shard_id=shard["ShardId"],
+                                parents=parents_of(shard), leases=leases, owner=owner, sinks=sinks, created=created,
+                                on_range=collect, on_note=on_note).run(stop_when_caught_up=True)
+        if not summary.lease_taken:
+            outcome.held_elsewhere.append(shard["ShardId"])
+    return outcome
 
 
 class FollowUp:

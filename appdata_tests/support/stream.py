@@ -73,22 +73,12 @@ def shard_ranges(kinesis, stream: str, after: dict | None = None) -> list[tuple[
     return ranges
 
 
-def split_range(kinesis, stream: str, shard_id: str, first: str, last: str, parts: int) -> list[tuple[str, str, str]]:
-    """One shard range cut into `parts` consecutive ranges, as successive sensor ticks would."""
-    from appdata.stream.drain import read_shard
-
-    seqs = [r["SequenceNumber"] for r in read_shard(kinesis, stream, shard_id, at=first, until=last,
-                                                     max_records=10**9).records]
-    size = max(1, -(-len(seqs) // parts))
-    return [(shard_id, seqs[i], seqs[min(i + size, len(seqs)) - 1]) for i in range(0, len(seqs), size)]
-
-
 def stream_tail(kinesis, stream: str) -> dict:
     """The last sequence number of each shard now: ranges after it are what a test added."""
     return {shard: last for shard, _, last in shard_ranges(kinesis, stream)}
 
 
-def lease_table(resources) -> "LeaseTable":
+def lease_table(resources):
     """The drain's lease table for the resources' stream."""
     from appdata.stream.leases import LeaseTable
 
@@ -96,7 +86,7 @@ def lease_table(resources) -> "LeaseTable":
                       resources["kinesis"].stream_name)
 
 
-def consumer_sinks(resources, engine=None) -> "Sinks":
+def consumer_sinks(resources, engine=None):
     """The sinks of the resources; `engine` (else the warehouse resource's) for every range."""
     from contextlib import nullcontext
 
@@ -112,7 +102,7 @@ def drain_all(resources, engine=None, owner: str = "test-drain") -> list:
     from appdata.stream.consumer import drain_until_caught_up
 
     return drain_until_caught_up(kinesis=resources["kinesis"].get_client(), stream=resources["kinesis"].stream_name,
-                                 leases=lease_table(resources), sinks=consumer_sinks(resources, engine), owner=owner)
+                                 leases=lease_table(resources), sinks=consumer_sinks(resources, engine), owner=owner).results
 
 
 def until_caught_up(run_config: dict) -> dict:
