@@ -115,7 +115,6 @@ def test_replay_through_the_api_sends_a_fixed_record_once(local_api, sinks, tmp_
 
 
 def test_every_post_twice_and_every_drain_range_three_times(local_api, sinks):
-    settings = sinks["settings"]
     day = "2023-03-01"
     total = scale(600, 5000)
     records = [make_event(1000 + i, day=day, age=5 if i % 25 == 0 else 30) for i in range(total)]
@@ -393,7 +392,6 @@ def api_process(module_env):
 
 def test_fifty_clients_posting_concurrently(api_process, sinks):
     local_api = api_process
-    settings = sinks["settings"]
     day = "2023-05-01"
     seconds = scale(6, 60)
     _consume(sinks)  # whatever earlier tests left: what is drained below is this test's
