@@ -32,6 +32,7 @@ BATCH_WRITE_LIMIT = 25  # items per BatchWriteItem call
 # a few overlap well (a range of 5,000 items is 200 calls).
 BATCH_WRITE_CONCURRENCY = 4
 MISSING_CODES = ("NoSuchKey", "404", "NotFound")
+NOT_MODIFIED_CODES = ("304", "NotModified")
 
 
 # --------------------------------------------------------------------------- clients and errors
@@ -246,4 +247,15 @@ def object_exists(s3: Any, bucket: str, key: str) -> bool:
     except ClientError as exc:
         if is_missing(exc):
             return False
+        raise
+
+
+def get_object_if_changed(s3: Any, bucket: str, key: str, etag: str | None) -> dict | None:
+    """GetObject, or None when the object still has `etag` (S3 answers 304 and sends no body), so
+    a reader holding a copy pays one request, not a download. A missing object raises as GetObject does."""
+    try:
+        return s3.get_object(Bucket=bucket, Key=key, **({"IfNoneMatch": etag} if etag else {}))
+    except ClientError as exc:
+        if etag and error_code(exc) in NOT_MODIFIED_CODES:
+            return None
         raise

@@ -6,6 +6,13 @@ everything) plus how much of the user's history is in the app's category. Users 
 history get the charts (top apps per category, their own categories first). Already downloaded
 apps are never recommended. Results go to DynamoDB as sk="REC" items, per the table contract.
 
+What is learnt from all users (the app index, the item-item similarity, popularity, the charts)
+is a `RecommenderModel`, fitted once and saved to S3 (`layout.RECOMMENDER_MODEL_KEY`); scoring a
+user needs only that model and the user's own (user, app) rows (`UserHistories`). So the full
+refresh (`refresh_all_recommendations`: fit, save, score everyone) and the incremental one
+(`refresh_touched_users`: load the saved model, read the touched users' rows, score them) run
+the same scoring code, and the incremental one costs in proportion to the users it touches.
+
 Offline evaluation holds out each user's latest download and compares hit rate at 10 with a
 most-popular baseline; both numbers land in the asset's metadata on every materialization.
 """
@@ -13,37 +20,71 @@ most-popular baseline; both numbers land in the asset's metadata on every materi
 from __future__ import annotations
 
 import datetime as dt
+import io
+import json
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
 import numpy as np
 import pandas as pd
 import sqlalchemy as sa
+from botocore.exceptions import ClientError
 from scipy import sparse
 
 from appdata import aws
-from appdata.analytics.marts import ALL_DOWNLOADS, CHART_DAYS, read_mart
+from appdata.analytics.marts import CHART_DAYS, read_mart
+from appdata.contract import layout
+from appdata.warehouse.tables import TABLES
 
 TOP_N = 10
 MIN_HISTORY = 3  # fewer distinct apps than this: charts instead of co-occurrence
 MAX_HISTORY = 200  # per user, most recent apps feeding the co-occurrence (bounds its cost)
+MAX_NEIGHBOURS = 200  # per app, the most similar apps the model keeps (bounds its size and scoring cost)
 W_COOCCURRENCE = 0.6
 W_CATEGORY = 0.4
 METHOD_COOCCURRENCE = "item-cooccurrence+category"
 METHOD_CHARTS = "charts"
-
-USER_APPS_SQL = f"""
-SELECT d.user_id, d.app, d.category, COUNT(*) AS downloads, MAX(d.download_date) AS last_download
-FROM {ALL_DOWNLOADS} d
-GROUP BY d.user_id, d.app, d.category"""
+USERS_PER_QUERY = 1000  # user ids per `WHERE user_id IN (...)` of the incremental refresh
+MODEL_FORMAT = 1
+CHART_COLUMNS = ["category", "chart_rank", "app", "downloads"]
 
 
-def load_user_apps(engine: sa.Engine) -> pd.DataFrame:
-    """One row per (user, app): how often and when last downloaded, from batch and stream."""
+def user_apps_query(*, of_users: bool = False) -> sa.Select:
+    """One row per (user, app) over batch and stream: downloads and last download day.
+
+    With `of_users`, only the users of the expanding parameter `user_ids`: the filter sits on
+    each download table, so an index (PostgreSQL) or the distribution key (Redshift) on user_id
+    serves it.
+    """
+    parts = []
+    for name in ("downloads_batch", "downloads_stream"):
+        table = TABLES[name]
+        part = sa.select(table.c.user_id, table.c.app, table.c.category, table.c.download_date)
+        if of_users:
+            part = part.where(table.c.user_id.in_(sa.bindparam("user_ids", expanding=True)))
+        parts.append(part)
+    d = sa.union_all(*parts).subquery("d")
+    return (sa.select(d.c.user_id, d.c.app, d.c.category, sa.func.count().label("downloads"),
+                      sa.func.max(d.c.download_date).label("last_download"))
+            .group_by(d.c.user_id, d.c.app, d.c.category))
+
+
+def load_user_apps(engine: sa.Engine, user_ids: Iterable[int] | None = None) -> pd.DataFrame:
+    """(user, app) rows from batch and stream: every user's, or only `user_ids`' (queried
+    USERS_PER_QUERY at a time, so the cost follows the users asked for, not the warehouse)."""
+    frames = []
     with engine.connect() as conn:
-        result = conn.execute(sa.text(USER_APPS_SQL))
-        frame = pd.DataFrame(result.fetchall(), columns=list(result.keys()))
-    return normalise_user_apps(frame)
+        if user_ids is None:
+            result = conn.execute(user_apps_query())
+            frames.append(pd.DataFrame(result.fetchall(), columns=list(result.keys())))
+        else:
+            ids = sorted({int(u) for u in user_ids})
+            query = user_apps_query(of_users=True)
+            for start in range(0, len(ids), USERS_PER_QUERY):
+                result = conn.execute(query, {"user_ids": ids[start:start + USERS_PER_QUERY]})
+                frames.append(pd.DataFrame(result.fetchall(), columns=list(result.keys())))
+    columns = ["user_id", "app", "category", "downloads", "last_download"]
+    return normalise_user_apps(pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=columns))
 
 
 def normalise_user_apps(frame: pd.DataFrame) -> pd.DataFrame:
@@ -67,13 +108,13 @@ def charts_from_user_apps(user_apps: pd.DataFrame, days: int = CHART_DAYS, size:
     Used where the mart cannot be (offline evaluation on held-out data, an empty mart).
     """
     if user_apps.empty:
-        return pd.DataFrame(columns=["category", "chart_rank", "app", "downloads"])
+        return pd.DataFrame(columns=CHART_COLUMNS)
     latest = max(user_apps["last_download"])
     recent = user_apps[user_apps["last_download"] >= latest - dt.timedelta(days=days - 1)]
     counts = recent.groupby(["category", "app"], as_index=False)["downloads"].sum()
     counts = counts.sort_values(["category", "downloads", "app"], ascending=[True, False, True])
     counts["chart_rank"] = counts.groupby("category").cumcount() + 1
-    return counts[counts["chart_rank"] <= size][["category", "chart_rank", "app", "downloads"]].reset_index(drop=True)
+    return counts[counts["chart_rank"] <= size][CHART_COLUMNS].reset_index(drop=True)
 
 
 @dataclass
@@ -83,58 +124,77 @@ class Recommendation:
     method: str
 
 
-@dataclass
-class Recommender:
-    """A model fitted on (user, app) rows; recommends for any user id, known or not."""
+def _binary(rows: np.ndarray, cols: np.ndarray, shape: tuple[int, int]) -> sparse.csr_matrix:
+    matrix = sparse.csr_matrix((np.ones(len(rows)), (rows, cols)), shape=shape)
+    matrix.data[:] = 1.0
+    return matrix
 
-    user_apps: pd.DataFrame
-    charts: pd.DataFrame
+
+def _top_per_row(matrix: sparse.csr_matrix, k: int) -> sparse.csr_matrix:
+    """Each row's k largest entries (ties to the lower column), the rest dropped."""
+    counts = np.diff(matrix.indptr)
+    if counts.max(initial=0) <= k:
+        return matrix
+    keep = []
+    for row in np.flatnonzero(counts > 0):
+        start, end = matrix.indptr[row], matrix.indptr[row + 1]
+        if end - start <= k:
+            keep.append(np.arange(start, end))
+        else:
+            keep.append(start + np.lexsort((matrix.indices[start:end], -matrix.data[start:end]))[:k])
+    kept = np.sort(np.concatenate(keep))
+    rows = np.repeat(np.arange(matrix.shape[0]), counts)[kept]
+    pruned = sparse.csr_matrix((matrix.data[kept], (rows, matrix.indices[kept])), shape=matrix.shape)
+    pruned.sort_indices()
+    return pruned
+
+
+@dataclass
+class UserHistories:
+    """Some users' own (user, app) rows against a model's app index: all scoring needs of them.
+
+    Apps the model has never seen (new since its fit) cannot feed the co-occurrence (no
+    similarity row) nor be recommended, but they still count as downloaded, in the user's
+    category shares (by the row's category) and towards MIN_HISTORY, as they would in a refit.
+    """
+
+    user_ids: np.ndarray
+    known: sparse.csr_matrix  # users x model apps, 1 where downloaded
+    category_share: np.ndarray  # users x model categories, over all the user's distinct apps
+    app_counts: np.ndarray  # distinct apps per user, unknown ones included
+    unknown: dict[int, set[str]]  # per user, downloaded apps the model has never seen
+
+    def __post_init__(self) -> None:
+        self.user_index = {int(u): i for i, u in enumerate(self.user_ids)}
+
+    @property
+    def unknown_apps(self) -> set[str]:
+        return set().union(*self.unknown.values())
+
+
+@dataclass
+class RecommenderModel:
+    """What the recommender learns from all users; fitted once, saved, then scores any user."""
+
+    app_names: np.ndarray  # sorted
+    app_category: np.ndarray
+    similarity: sparse.csr_matrix  # apps x apps: cosine co-occurrence, top MAX_NEIGHBOURS per app
+    popularity: np.ndarray  # distinct users per app
+    charts: pd.DataFrame  # CHART_COLUMNS
+    fitted_at: dt.datetime
+    users: int  # users fitted on
     w_cooccurrence: float = W_COOCCURRENCE
     w_category: float = W_CATEGORY
     min_history: int = MIN_HISTORY
-    _fitted: dict = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
-        ua = self.user_apps
-        apps = ua.drop_duplicates("app")[["app", "category"]].sort_values("app").reset_index(drop=True)
-        self.app_names = apps["app"].to_numpy(dtype=object)
-        self.app_category = apps["category"].to_numpy(dtype=object)
         self.app_index = {a: i for i, a in enumerate(self.app_names)}
-        self.user_ids = np.array(sorted(ua["user_id"].unique()), dtype="int64")
-        self.user_index = {int(u): i for i, u in enumerate(self.user_ids)}
-        categories = sorted(set(self.app_category))
-        self.category_index = {c: i for i, c in enumerate(categories)}
-        n_users, n_apps = len(self.user_ids), len(self.app_names)
-
-        rows = ua["user_id"].map(self.user_index).to_numpy()
-        cols = ua["app"].map(self.app_index).to_numpy()
-        self.history = sparse.csr_matrix((np.ones(len(ua)), (rows, cols)), shape=(n_users, n_apps))
-        self.history.data[:] = 1.0
-        # Co-occurrence from each user's most recent MAX_HISTORY apps only.
-        recent = ua.groupby("user_id", sort=False).tail(MAX_HISTORY)
-        r_rows = recent["user_id"].map(self.user_index).to_numpy()
-        r_cols = recent["app"].map(self.app_index).to_numpy()
-        recent_matrix = sparse.csr_matrix((np.ones(len(recent)), (r_rows, r_cols)), shape=(n_users, n_apps))
-        recent_matrix.data[:] = 1.0
-        self.popularity = np.asarray(self.history.sum(axis=0)).ravel()  # distinct users per app
-        recent_pop = np.asarray(recent_matrix.sum(axis=0)).ravel()
-        scale = sparse.diags(1.0 / np.sqrt(np.maximum(recent_pop, 1.0)))
-        normalised = recent_matrix @ scale
-        similarity = (normalised.T @ normalised).tocsr()
-        similarity.setdiag(0.0)
-        similarity.eliminate_zeros()
-        self.similarity = similarity
-
-        app_cat = np.array([self.category_index[c] for c in self.app_category], dtype="int64")
-        self.app_cat = app_cat
-        cat_onehot = sparse.csr_matrix((np.ones(n_apps), (np.arange(n_apps), app_cat)),
-                                       shape=(n_apps, len(categories)))
-        per_category = np.asarray((self.history @ cat_onehot).todense())
-        totals = per_category.sum(axis=1, keepdims=True)
-        self.category_share = np.divide(per_category, totals, out=np.zeros_like(per_category), where=totals > 0)
-        best_in_category = np.zeros(len(categories))
-        np.maximum.at(best_in_category, app_cat, self.popularity)
-        self.popularity_in_category = 0.5 + 0.5 * self.popularity / np.maximum(best_in_category[app_cat], 1.0)
+        self.categories = sorted(set(self.app_category))
+        self.category_index = {c: i for i, c in enumerate(self.categories)}
+        self.app_cat = np.array([self.category_index[c] for c in self.app_category], dtype="int64")
+        best_in_category = np.zeros(len(self.categories))
+        np.maximum.at(best_in_category, self.app_cat, self.popularity)
+        self.popularity_in_category = 0.5 + 0.5 * self.popularity / np.maximum(best_in_category[self.app_cat], 1.0)
         self.global_order = np.lexsort((self.app_names, -self.popularity))
         charts = self.charts.sort_values(["chart_rank", "downloads"], ascending=[True, False], kind="stable")
         self.charts_by_category = {c: list(g["app"]) for c, g in charts.groupby("category", sort=True)}
@@ -142,30 +202,113 @@ class Recommender:
         self.charts_overall = list(charts.sort_values(["downloads", "chart_rank", "app"],
                                                       ascending=[False, True, True])["app"])
 
-    # -- scoring ------------------------------------------------------------------------------
-    def _scores(self, rows: np.ndarray) -> np.ndarray:
+    # -- fitting ------------------------------------------------------------------------------
+    @classmethod
+    def fit(cls, user_apps: pd.DataFrame, charts: pd.DataFrame, *, max_neighbours: int = MAX_NEIGHBOURS,
+            fitted_at: dt.datetime | None = None, **weights: Any) -> RecommenderModel:
+        """Fit on every user's (user, app) rows (sorted as `normalise_user_apps` leaves them)."""
+        ua = user_apps.reset_index(drop=True)
+        apps = ua.drop_duplicates("app")[["app", "category"]].sort_values("app").reset_index(drop=True)
+        app_names = apps["app"].to_numpy(dtype=object)
+        app_index = {a: i for i, a in enumerate(app_names)}
+        user_codes, user_ids = pd.factorize(ua["user_id"], sort=True)
+        shape = (len(user_ids), len(app_names))
+        history = _binary(user_codes, ua["app"].map(app_index).to_numpy(), shape)
+        # Co-occurrence from each user's most recent MAX_HISTORY apps only.
+        recent = ua.groupby("user_id", sort=False).tail(MAX_HISTORY)
+        recent_matrix = _binary(user_codes[recent.index.to_numpy()], recent["app"].map(app_index).to_numpy(), shape)
+        recent_pop = np.asarray(recent_matrix.sum(axis=0)).ravel()
+        normalised = recent_matrix @ sparse.diags(1.0 / np.sqrt(np.maximum(recent_pop, 1.0)))
+        similarity = (normalised.T @ normalised).tocsr()
+        similarity.setdiag(0.0)
+        similarity.eliminate_zeros()
+        return cls(app_names=app_names, app_category=apps["category"].to_numpy(dtype=object),
+                   similarity=_top_per_row(similarity, max_neighbours),
+                   popularity=np.asarray(history.sum(axis=0)).ravel(),
+                   charts=charts[CHART_COLUMNS].reset_index(drop=True),
+                   fitted_at=fitted_at or dt.datetime.now(dt.timezone.utc), users=len(user_ids), **weights)
+
+    # -- the saved form: npz of arrays plus JSON, nothing pickled ------------------------------
+    def to_bytes(self) -> bytes:
+        meta = {"format": MODEL_FORMAT, "fitted_at": self.fitted_at.isoformat(), "users": self.users,
+                "apps": [str(a) for a in self.app_names], "app_categories": [str(c) for c in self.app_category],
+                "charts": {c: self.charts[c].tolist() for c in CHART_COLUMNS},
+                "weights": {"w_cooccurrence": self.w_cooccurrence, "w_category": self.w_category,
+                            "min_history": self.min_history}}
+        buffer = io.BytesIO()
+        np.savez_compressed(buffer, meta=np.frombuffer(json.dumps(meta).encode("utf-8"), dtype=np.uint8),
+                            similarity_data=self.similarity.data, similarity_indices=self.similarity.indices,
+                            similarity_indptr=self.similarity.indptr, popularity=self.popularity)
+        return buffer.getvalue()
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> RecommenderModel:
+        with np.load(io.BytesIO(data), allow_pickle=False) as arrays:
+            meta = json.loads(arrays["meta"].tobytes().decode("utf-8"))
+            if meta.get("format") != MODEL_FORMAT:
+                raise ValueError(f"recommender model format {meta.get('format')!r}, expected {MODEL_FORMAT}")
+            n = len(meta["apps"])
+            similarity = sparse.csr_matrix((arrays["similarity_data"], arrays["similarity_indices"],
+                                            arrays["similarity_indptr"]), shape=(n, n))
+            popularity = arrays["popularity"]
+        charts = pd.DataFrame(meta["charts"], columns=CHART_COLUMNS).astype({"chart_rank": "int64", "downloads": "int64"})
+        return cls(app_names=np.array(meta["apps"], dtype=object), app_category=np.array(meta["app_categories"], dtype=object),
+                   similarity=similarity, popularity=popularity, charts=charts,
+                   fitted_at=dt.datetime.fromisoformat(meta["fitted_at"]), users=int(meta["users"]), **meta["weights"])
+
+    # -- per-user input -----------------------------------------------------------------------
+    def histories(self, user_apps: pd.DataFrame) -> UserHistories:
+        """The users of `user_apps` (any users: fitted on or not), indexed against this model."""
+        rows = user_apps.drop_duplicates(["user_id", "app"])
+        user_codes, user_ids = pd.factorize(rows["user_id"], sort=True)
+        n_users = len(user_ids)
+        app_codes = rows["app"].map(self.app_index).to_numpy(dtype="float64")
+        known = ~np.isnan(app_codes)
+        known_codes = app_codes[known].astype("int64")
+        matrix = _binary(user_codes[known], known_codes, (n_users, len(self.app_names)))
+        category = rows["category"].to_numpy(dtype=object).copy()
+        category[known] = self.app_category[known_codes]  # the model's category of an app it knows
+        cat_codes = pd.Series(category).map(self.category_index).to_numpy(dtype="float64")
+        in_model = ~np.isnan(cat_codes)
+        per_category = np.zeros((n_users, len(self.categories)))
+        np.add.at(per_category, (user_codes[in_model], cat_codes[in_model].astype("int64")), 1.0)
+        app_counts = np.bincount(user_codes, minlength=n_users)
+        totals = app_counts[:, None].astype("float64")
+        share = np.divide(per_category, totals, out=np.zeros_like(per_category), where=totals > 0)
+        unknown: dict[int, set[str]] = {}
+        for code, app in zip(user_codes[~known], rows["app"].to_numpy(dtype=object)[~known]):
+            unknown.setdefault(int(user_ids[code]), set()).add(str(app))
+        return UserHistories(np.asarray(user_ids, dtype="int64"), matrix, share, app_counts, unknown)
+
+    # -- scoring: the one implementation, for the full and the incremental refresh ------------
+    def downloaded(self, histories: UserHistories, user_id: int) -> set[str]:
+        row = histories.user_index.get(user_id)
+        if row is None:
+            return set()
+        return set(self.app_names[histories.known[row].indices]) | histories.unknown.get(user_id, set())
+
+    def _scores(self, histories: UserHistories, rows: np.ndarray) -> np.ndarray:
         """Blended scores (users x apps) for the given history rows; downloaded apps at -inf."""
-        history = self.history[rows]
+        history = histories.known[rows]
         cooc = np.asarray((history @ self.similarity).todense())
         peak = cooc.max(axis=1, keepdims=True)
         cooc = np.divide(cooc, peak, out=np.zeros_like(cooc), where=peak > 0)
-        category = self.category_share[rows][:, self.app_cat] * self.popularity_in_category
-        tie_break = 1e-6 * self.popularity / max(self.popularity.max(), 1.0)
+        category = histories.category_share[rows][:, self.app_cat] * self.popularity_in_category
+        tie_break = 1e-6 * self.popularity / max(self.popularity.max(initial=0.0), 1.0)
         scores = self.w_cooccurrence * cooc + self.w_category * category + tie_break
         scores[history.toarray() > 0] = -np.inf
         return scores
 
-    def _charts_for(self, user_id: int, downloaded: set[str], n: int) -> list[dict[str, Any]]:
+    def _charts_for(self, histories: UserHistories, user_id: int, downloaded: set[str], n: int) -> list[dict[str, Any]]:
         """Charts of the user's categories (by share), then the overall charts, then popularity."""
         picks: list[str] = []
-        row = self.user_index.get(user_id)
+        row = histories.user_index.get(user_id)
         if row is not None:
-            shares = self.category_share[row]
-            names = list(self.category_index)
+            shares = histories.category_share[row]
             for ci in np.argsort(-shares, kind="stable"):
                 if shares[ci] <= 0:
                     break
-                picks.extend(self.charts_by_category.get(names[ci], []))
+                picks.extend(self.charts_by_category.get(self.categories[ci], []))
         picks.extend(self.charts_overall)
         picks.extend(self.app_names[self.global_order])
         out: list[dict[str, Any]] = []
@@ -181,21 +324,16 @@ class Recommender:
                 break
         return out
 
-    def downloaded(self, user_id: int) -> set[str]:
-        row = self.user_index.get(user_id)
-        if row is None:
-            return set()
-        return set(self.app_names[self.history[row].indices])
-
-    def recommend(self, user_ids: Iterable[int], n: int = TOP_N, chunk: int = 256) -> list[Recommendation]:
+    def recommend(self, histories: UserHistories, user_ids: Iterable[int], n: int = TOP_N,
+                  chunk: int = 256) -> list[Recommendation]:
+        """Top `n` new apps for each of `user_ids`; a user absent from `histories` gets the charts."""
         user_ids = [int(u) for u in user_ids]
-        counts = np.diff(self.history.indptr)
+        index, counts = histories.user_index, histories.app_counts
         out: dict[int, Recommendation] = {}
-        rich = [u for u in user_ids if u in self.user_index and counts[self.user_index[u]] >= self.min_history]
+        rich = [u for u in user_ids if u in index and counts[index[u]] >= self.min_history]
         for start in range(0, len(rich), chunk):
             block = rich[start:start + chunk]
-            rows = np.array([self.user_index[u] for u in block])
-            scores = self._scores(rows)
+            scores = self._scores(histories, np.array([index[u] for u in block]))
             for user_id, row_scores in zip(block, scores):
                 finite = np.flatnonzero(np.isfinite(row_scores))
                 k = min(n, len(finite))
@@ -204,23 +342,47 @@ class Recommender:
                 apps = [{"app": str(self.app_names[i]), "category": str(self.app_category[i]),
                          "score": round(float(row_scores[i]), 6)} for i in top]
                 if len(apps) < n:  # a tiny catalogue: top up from the charts
-                    apps += self._charts_for(user_id, self.downloaded(user_id) | {a["app"] for a in apps}, n - len(apps))
+                    have = self.downloaded(histories, user_id) | {a["app"] for a in apps}
+                    apps += self._charts_for(histories, user_id, have, n - len(apps))
                 out[user_id] = Recommendation(user_id, apps, METHOD_COOCCURRENCE)
         for user_id in user_ids:
             if user_id not in out:
-                out[user_id] = Recommendation(user_id, self._charts_for(user_id, self.downloaded(user_id), n), METHOD_CHARTS)
+                charts = self._charts_for(histories, user_id, self.downloaded(histories, user_id), n)
+                out[user_id] = Recommendation(user_id, charts, METHOD_CHARTS)
         return [out[u] for u in user_ids]
 
-    def most_popular(self, user_id: int, n: int = TOP_N) -> list[str]:
-        """The baseline: the most downloaded apps the user does not have."""
-        have = self.downloaded(user_id)
+    def most_popular(self, downloaded: set[str], n: int = TOP_N) -> list[str]:
+        """The baseline: the most downloaded apps not in `downloaded`."""
         picks = []
         for i in self.global_order:
-            if self.app_names[i] not in have:
+            if self.app_names[i] not in downloaded:
                 picks.append(str(self.app_names[i]))
                 if len(picks) == n:
                     break
         return picks
+
+
+class Recommender:
+    """A model fitted on (user, app) rows together with those users' histories: what the full
+    refresh and the offline evaluation score."""
+
+    def __init__(self, user_apps: pd.DataFrame, charts: pd.DataFrame, **params: Any) -> None:
+        self.user_apps = user_apps
+        self.model = RecommenderModel.fit(user_apps, charts, **params)
+        self.histories = self.model.histories(user_apps)
+
+    @property
+    def user_ids(self) -> np.ndarray:
+        return self.histories.user_ids
+
+    def recommend(self, user_ids: Iterable[int], n: int = TOP_N) -> list[Recommendation]:
+        return self.model.recommend(self.histories, user_ids, n)
+
+    def downloaded(self, user_id: int) -> set[str]:
+        return self.model.downloaded(self.histories, user_id)
+
+    def most_popular(self, user_id: int, n: int = TOP_N) -> list[str]:
+        return self.model.most_popular(self.downloaded(user_id), n)
 
 
 @dataclass(frozen=True)
@@ -278,7 +440,7 @@ def load_charts(engine: sa.Engine, user_apps: pd.DataFrame) -> pd.DataFrame:
         return charts_from_user_apps(user_apps)
     charts["chart_rank"] = charts["chart_rank"].astype("int64")
     charts["downloads"] = charts["downloads"].astype("int64")
-    return charts[["category", "chart_rank", "app", "downloads"]]
+    return charts[CHART_COLUMNS]
 
 
 def fit_from_warehouse(engine: sa.Engine) -> Recommender:
@@ -286,21 +448,119 @@ def fit_from_warehouse(engine: sa.Engine) -> Recommender:
     return Recommender(user_apps, load_charts(engine, user_apps))
 
 
-def refresh_user_recommendations(engine: sa.Engine, dynamodb_resource: Any, user_ids: Iterable[int]) -> int:
-    """Recompute and write the REC items of `user_ids` (e.g. the users a stream drain touched).
+# -- the saved model -------------------------------------------------------------------------------
+# The last model read or written, per (endpoint, bucket): its ETag and the model. A reader sends
+# the ETag with GetObject and reuses its copy on 304, so a long-lived process downloads the model
+# once per refit, not once per refresh.
+_models: dict[tuple[str, str], tuple[str, RecommenderModel]] = {}
 
-    The model is fitted on all downloads in the warehouse, so the drain must have loaded its
-    events before calling this. Returns the number of items written.
+
+def _cache_key(s3: Any, bucket: str) -> tuple[str, str]:
+    return s3.meta.endpoint_url, bucket
+
+
+def save_model(s3: Any, bucket: str, model: RecommenderModel) -> str:
+    """Write the model at `layout.RECOMMENDER_MODEL_KEY` (replacing the previous fit); its s3:// URI."""
+    response = s3.put_object(Bucket=bucket, Key=layout.RECOMMENDER_MODEL_KEY, Body=model.to_bytes(),
+                             ContentType="application/octet-stream")
+    _models[_cache_key(s3, bucket)] = (response["ETag"], model)
+    return f"s3://{bucket}/{layout.RECOMMENDER_MODEL_KEY}"
+
+
+def load_model(s3: Any, bucket: str) -> RecommenderModel | None:
+    """The saved model (None if none was saved yet), downloaded only when its ETag changed."""
+    key = _cache_key(s3, bucket)
+    cached = _models.get(key)
+    try:
+        response = aws.get_object_if_changed(s3, bucket, layout.RECOMMENDER_MODEL_KEY, cached[0] if cached else None)
+    except ClientError as exc:
+        if aws.is_missing(exc):
+            _models.pop(key, None)
+            return None
+        raise
+    if response is None:
+        return cached[1]
+    model = RecommenderModel.from_bytes(response["Body"].read())
+    _models[key] = (response["ETag"], model)
+    return model
+
+
+# -- refreshes -------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class FullRefresh:
+    """What `refresh_all_recommendations` did: every user's items from a model fitted and saved now."""
+
+    items_written: int
+    recommender: Recommender
+    recommendations: list[Recommendation]
+    model_uri: str
+
+    @property
+    def model(self) -> RecommenderModel:
+        return self.recommender.model
+
+
+@dataclass(frozen=True)
+class TouchedRefresh:
+    """What `refresh_touched_users` did, for the caller's metadata and logs."""
+
+    items_written: int
+    users: int
+    model_fitted_at: dt.datetime | None  # None when no user was given (no model was loaded)
+    model_fitted_now: bool  # no model was saved yet, so this refresh fitted and saved one
+    unknown_apps: int  # distinct apps of these users the model has never seen (new since its fit)
+
+    def model_age_seconds(self, now: dt.datetime | None = None) -> float | None:
+        if self.model_fitted_at is None:
+            return None
+        return round(((now or dt.datetime.now(dt.timezone.utc)) - self.model_fitted_at).total_seconds(), 3)
+
+    def as_metadata(self) -> dict[str, Any]:
+        return {"recommendations_written": self.items_written, "recommendation_users": self.users,
+                "recommender_fitted_at": self.model_fitted_at.isoformat() if self.model_fitted_at else None,
+                "recommender_age_seconds": self.model_age_seconds(),
+                "recommender_fitted_now": self.model_fitted_now, "apps_newer_than_recommender": self.unknown_apps}
+
+
+def refresh_all_recommendations(engine: sa.Engine, s3: Any, bucket: str, dynamodb: Any, table: str) -> FullRefresh:
+    """Fit on the whole warehouse, save the model for the incremental refreshes, write every user's items."""
+    recommender = fit_from_warehouse(engine)
+    uri = save_model(s3, bucket, recommender.model)
+    recs = recommender.recommend(recommender.user_ids.tolist())
+    return FullRefresh(write_recommendations(dynamodb, table, recs), recommender, recs, uri)
+
+
+def refresh_touched_users(engine: sa.Engine, s3: Any, bucket: str, dynamodb: Any, table: str,
+                          user_ids: Iterable[int]) -> TouchedRefresh:
+    """Rewrite the REC items of `user_ids` (e.g. the users a drained range touched) with the saved
+    model and only their own rows, so the cost follows the users, not the warehouse.
+
+    The warehouse must hold their new events already. With no model saved yet, one is fitted on
+    the whole warehouse and saved (once). Apps newer than the model count as downloaded and in
+    the user's categories, but are neither recommended nor used for co-occurrence until the next
+    full refit (`user_recommendations`) learns them; `unknown_apps` says how many there were.
+    """
+    ids = sorted({int(u) for u in user_ids})
+    if not ids:
+        return TouchedRefresh(0, 0, None, False, 0)
+    model = load_model(s3, bucket)
+    fitted_now = model is None
+    if model is None:
+        model = fit_from_warehouse(engine).model
+        save_model(s3, bucket, model)
+    histories = model.histories(load_user_apps(engine, ids))
+    written = write_recommendations(dynamodb, table, model.recommend(histories, ids))
+    return TouchedRefresh(written, len(ids), model.fitted_at, fitted_now, len(histories.unknown_apps))
+
+
+def refresh_user_recommendations(engine: sa.Engine, dynamodb_resource: Any, user_ids: Iterable[int]) -> int:
+    """Recompute and write the REC items of `user_ids` with a model fitted on the whole warehouse.
+
+    What the stream drain calls until it switches to `refresh_touched_users`, whose cost does not
+    grow with the warehouse. Returns the number of items written.
     """
     ids = sorted({int(u) for u in user_ids})
     if not ids:
         return 0
-    model = fit_from_warehouse(engine)
-    return write_recommendations(dynamodb_resource.get_client(), dynamodb_resource.table_name, model.recommend(ids))
-
-
-def refresh_all_recommendations(engine: sa.Engine, dynamodb_resource: Any) -> tuple[int, Recommender, list[Recommendation]]:
-    model = fit_from_warehouse(engine)
-    recs = model.recommend(model.user_ids.tolist())
-    written = write_recommendations(dynamodb_resource.get_client(), dynamodb_resource.table_name, recs)
-    return written, model, recs
+    recommender = fit_from_warehouse(engine)
+    return write_recommendations(dynamodb_resource.get_client(), dynamodb_resource.table_name, recommender.recommend(ids))

@@ -9,6 +9,7 @@
     rejected/<source>/download_date=D/<name>.jsonl                      dead letters (api, stream, batch)
     rejected/_replayed/<source>/...                                     dead letters already replayed
     reports/appdata_report.html                                         the analytics report
+    models/recommender/model.npz                                        the fitted recommender (npz, no pickle)
     assets/<asset path>/<partition key or "all">.parquet                a DataFrame asset's value
 
 Every name is derived from what it holds (day, shard and sequence range, request body, landing
@@ -27,6 +28,8 @@ REJECTED = "rejected/"
 REPLAYED = "rejected/_replayed/"
 DEAD_LETTER_SOURCES = ("api", "stream", "batch")
 REPORT_KEY = "reports/appdata_report.html"
+# The latest fitted recommender, overwritten by each full refit; read by the incremental refresh.
+RECOMMENDER_MODEL_KEY = "models/recommender/model.npz"
 ASSETS = "assets/"
 UNPARTITIONED = "all"
 

@@ -9,7 +9,8 @@ When they refresh (declarative automation, sensor `analytics_automation`, on by 
 - the stream (`downloads_stream`) is drained every few seconds, so following it eagerly would
   rebuild the marts constantly: its updates rebuild the marts at most every 15 minutes
   (`STREAM_REFRESH_CRON`), and only if a drain wrote something since the last rebuild;
-- recommendations follow `mart_charts`, the report follows the marts.
+- recommendations follow `mart_charts` (a full refit, saved for the drain's incremental refreshes),
+  the report follows the marts.
 No clock is involved (a 23:45 schedule used to assume the 23:00 batch was done). Plain `eager()`
 does not fit: it waits while any upstream partition is missing, and a daily-partitioned input
 since 2020 always has some.
@@ -24,6 +25,7 @@ from appdata.analytics import plots
 from appdata.analytics.marts import MARTS, build_mart, read_mart
 from appdata.analytics.recommend import evaluate, refresh_all_recommendations
 from appdata.analytics.report import build_report, write_report
+from appdata.contract.layout import RECOMMENDER_MODEL_KEY
 from appdata.defs.resources import DynamoDBResource, LakeS3Resource, LocalReportResource, WarehouseResource
 
 GROUP = "analytics"
@@ -91,28 +93,36 @@ mart_assets = [_mart_asset(name) for name in MARTS]
 
 
 @dg.asset(
-    group_name=GROUP, pool=POOL, deps=[dg.AssetKey("mart_charts"), *DOWNLOADS], kinds={"dynamodb", "python"},
+    group_name=GROUP, pool=POOL, deps=[dg.AssetKey("mart_charts"), *DOWNLOADS], kinds={"dynamodb", "s3", "python"},
     automation_condition=follows(["mart_charts"]),
     check_specs=[dg.AssetCheckSpec("beats_most_popular_baseline", asset="user_recommendations",
                                    description="Hit rate at 10 (latest download held out) above the most-popular baseline's.")],
     description="For every user, 10 apps they have not downloaded: item-item co-occurrence blended with the "
-    "user's categories, charts for users with little history; written to DynamoDB (sk=REC). Evaluated "
-    "offline on every run (latest download held out, hit rate at 10 vs. most popular).",
+    "user's categories, charts for users with little history; written to DynamoDB (sk=REC). Refits the "
+    "model on the whole warehouse and saves it to s3://<bucket>/" + RECOMMENDER_MODEL_KEY + ", from which "
+    "the stream drain refreshes the users it touches. Evaluated offline on every run (latest download held "
+    "out, hit rate at 10 vs. most popular).",
 )
 def user_recommendations(context: dg.AssetExecutionContext, warehouse: WarehouseResource,
-                         dynamodb: DynamoDBResource) -> dg.MaterializeResult:
+                         dynamodb: DynamoDBResource, s3: LakeS3Resource) -> dg.MaterializeResult:
     with warehouse.connect() as engine:
-        written, model, recs = refresh_all_recommendations(engine, dynamodb)
-    evaluation = evaluate(model.user_apps)
+        refresh = refresh_all_recommendations(engine, s3.get_client(), s3.bucket, dynamodb.get_client(),
+                                              dynamodb.table_name)
+    recs, model = refresh.recommendations, refresh.model
+    evaluation = evaluate(refresh.recommender.user_apps)
     methods = pd.Series([r.method for r in recs], dtype=object).value_counts().to_dict()
-    context.log.info(f"wrote {written:,} recommendation items; hit@10 {evaluation.hit_rate:.4f} "
-                     f"vs most popular {evaluation.baseline_hit_rate:.4f} over {evaluation.users:,} users")
+    context.log.info(f"wrote {refresh.items_written:,} recommendation items; model saved to {refresh.model_uri}; "
+                     f"hit@10 {evaluation.hit_rate:.4f} vs most popular {evaluation.baseline_hit_rate:.4f} "
+                     f"over {evaluation.users:,} users")
     sample = pd.DataFrame([{"user_id": r.user_id, "method": r.method, "apps": ", ".join(a["app"] for a in r.apps[:5])}
                            for r in recs[:5]])
     beats = evaluation.users > 0 and evaluation.hit_rate > evaluation.baseline_hit_rate
     return dg.MaterializeResult(
-        metadata={"dagster/row_count": written, "users": len(recs), **{f"users_{k}": int(v) for k, v in methods.items()},
-                  **evaluation.as_metadata(), "sample": _preview(sample)},
+        metadata={"dagster/row_count": refresh.items_written, "users": len(recs),
+                  **{f"users_{k}": int(v) for k, v in methods.items()}, **evaluation.as_metadata(),
+                  "model_fitted_at": dg.MetadataValue.timestamp(model.fitted_at),
+                  "model_uri": dg.MetadataValue.url(refresh.model_uri), "model_apps": len(model.app_names),
+                  "model_similarity_pairs": int(model.similarity.nnz), "sample": _preview(sample)},
         check_results=[dg.AssetCheckResult(
             check_name="beats_most_popular_baseline", passed=bool(beats), severity=dg.AssetCheckSeverity.WARN,
             metadata={"hit_rate_at_10": evaluation.hit_rate, "baseline_hit_rate_at_10": evaluation.baseline_hit_rate,
