@@ -17,7 +17,7 @@ import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from appdata.warehouse.tables import TABLES, metadata
+from appdata.warehouse.tables import TABLES, USER_ID_INDEX_DIALECTS, metadata, user_id_index_ddl
 
 _staging_ids = itertools.count()
 
@@ -27,8 +27,13 @@ def dialect_of(conn_or_engine: Connection | sa.Engine) -> str:
 
 
 def create_schema(engine: sa.Engine) -> list[str]:
-    """Create every warehouse table that is missing (idempotent); returns the table names."""
+    """Create every warehouse table that is missing, and the user_id indexes where the dialect
+    takes them (idempotent, so an existing warehouse gets them too); returns the table names."""
     metadata.create_all(engine, checkfirst=True)
+    if dialect_of(engine) in USER_ID_INDEX_DIALECTS:
+        with engine.begin() as conn:
+            for table in TABLES:
+                conn.exec_driver_sql(user_id_index_ddl(table))
     return sorted(TABLES)
 
 

@@ -60,3 +60,15 @@ def test_stream_copy_appends_only_unseen_events_and_compiles_for_redshift():
     assert "NOT (EXISTS (SELECT * FROM downloads_stream WHERE downloads_stream.event_id = ranked.event_id))" in insert
     assert sql[3] == 'DROP TABLE "downloads_stream_staging"'
     assert json.loads(json_manifest(["s3://b/k1"])) == {"entries": [{"url": "s3://b/k1", "mandatory": True}]}
+
+
+def test_download_tables_keep_a_users_rows_together_and_sorted_by_day_then_user():
+    """Redshift has no index: the recommendation refresh's `user_id IN (...)` leans on the
+    distribution key and on zone maps of the second sort column."""
+    from sqlalchemy.schema import CreateTable
+    from sqlalchemy_redshift.dialect import RedshiftDialect_psycopg2
+
+    for table in ("downloads_batch", "downloads_stream"):
+        ddl = str(CreateTable(TABLES[table]).compile(dialect=RedshiftDialect_psycopg2()))
+        assert ddl.rstrip().endswith("DISTSTYLE KEY DISTKEY (user_id) SORTKEY (download_date, user_id)"), ddl
+        assert "INDEX" not in ddl
