@@ -162,3 +162,16 @@ def test_missing_objects_are_told_apart_from_other_errors(s3_bucket):
         s3.get_object(Bucket=f"{bucket}-absent", Key="here.txt")
     assert not aws.is_missing(no_bucket.value) and aws.error_code(no_bucket.value) == "NoSuchBucket"
     assert aws.error_code(ValueError("not AWS")) == "" and not aws.is_missing(ValueError("x"))
+
+
+def test_get_object_if_changed_skips_the_download_while_the_etag_holds(s3_bucket):
+    s3, bucket = s3_bucket
+    etag = s3.put_object(Bucket=bucket, Key="model.npz", Body=b"first")["ETag"]
+    assert aws.get_object_if_changed(s3, bucket, "model.npz", etag) is None  # 304: nothing sent
+    assert aws.get_object_if_changed(s3, bucket, "model.npz", None)["Body"].read() == b"first"
+    s3.put_object(Bucket=bucket, Key="model.npz", Body=b"second")
+    changed = aws.get_object_if_changed(s3, bucket, "model.npz", etag)
+    assert changed["Body"].read() == b"second" and changed["ETag"] != etag
+    with pytest.raises(s3.exceptions.ClientError) as missing:
+        aws.get_object_if_changed(s3, bucket, "absent.npz", etag)
+    assert aws.is_missing(missing.value)

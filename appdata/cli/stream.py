@@ -87,25 +87,26 @@ def drain():
                                    "next drain delivers it first)") from exc
     users = set().union(*(r.users for r in results)) if results else set()
     with warehouse.connect() as engine:
-        refreshed = _refresh_recommendations(engine, dynamodb_resource, users)
+        refreshed = _refresh_recommendations(engine, sinks.s3, sinks.bucket, dynamodb, sinks.table, users)
     click.echo(f"drained {sum(r.records for r in results):,} records in {len(results)} range(s): "
                f"{sum(r.valid for r in results):,} valid (in the lake, DynamoDB and downloads_stream; "
                f"+{sum(r.warehouse_inserted for r in results):,} new warehouse rows), "
                f"{sum(r.rejected for r in results):,} rejected (dead letters under rejected/stream/){refreshed}")
 
 
-def _refresh_recommendations(engine, dynamodb_resource, users: set[int]) -> str:
-    """As the drain runs do: fresh recommendations for the touched users; derived data, so a
-    failure is said and does not fail the drain."""
-    from appdata.analytics.recommend import refresh_user_recommendations
+def _refresh_recommendations(engine, s3, bucket: str, dynamodb, table: str, users: set[int]) -> str:
+    """Fresh recommendations for the touched users, from the saved model and their own rows;
+    derived data, so a failure is said and does not fail the drain."""
+    from appdata.analytics.recommend import refresh_touched_users
 
     if not users:
         return ""
     try:
-        written = refresh_user_recommendations(engine, dynamodb_resource, sorted(users))
+        done = refresh_touched_users(engine, s3, bucket, dynamodb, table, users)
     except Exception as exc:  # noqa: BLE001
         return f"; recommendations NOT refreshed for {len(users)} user(s): {type(exc).__name__}: {exc}"
-    return f"; {written:,} recommendation item(s) refreshed for {len(users)} user(s)"
+    return (f"; {done.items_written:,} recommendation item(s) refreshed for {done.users:,} user(s) with the model "
+            f"fitted at {done.model_fitted_at:%Y-%m-%d %H:%M:%S} UTC")
 
 
 def register(group: click.Group) -> None:

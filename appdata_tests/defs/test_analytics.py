@@ -70,3 +70,27 @@ def test_the_automation_sensor_is_on_by_default() -> None:
     automated = {node.key.to_user_string() for node in repo.asset_graph.asset_nodes
                  if node.automation_condition is not None}
     assert automated == MARTS_AND_FOLLOWERS
+
+
+def test_user_recommendations_refits_saves_the_model_and_says_when(provisioned: dict) -> None:
+    """The full refresh leaves the model the drain's incremental refreshes load, fitted when its metadata says."""
+    from appdata.analytics import recommend
+    from appdata.contract import layout
+    from appdata.defs.analytics import user_recommendations
+    from appdata.sources.catalogue import clean_catalogue, load_catalogue
+    from appdata.warehouse.loader import replace_all
+    from appdata_tests.support.analytics import generated
+
+    apps, _ = clean_catalogue(load_catalogue(None, seed=7)[0])
+    engine = provisioned["warehouse"].get_engine()
+    replace_all(engine, "downloads_stream", generated(apps, "taste", users=120, days=3, rows=600))
+    engine.dispose()
+    result = dg.materialize([user_recommendations], resources=provisioned)
+    assert result.success
+    metadata = {k: v.value for k, v in result.asset_materializations_for_node("user_recommendations")[0].metadata.items()}
+    assert metadata["users"] == 120 and metadata["model_apps"] > 0
+    bucket = provisioned["s3"].bucket
+    assert metadata["model_uri"] == f"s3://{bucket}/{layout.RECOMMENDER_MODEL_KEY}"
+    recommend._models.clear()
+    saved = recommend.load_model(provisioned["s3"].get_client(), bucket)
+    assert saved.fitted_at.timestamp() == metadata["model_fitted_at"]

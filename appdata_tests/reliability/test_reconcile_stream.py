@@ -10,6 +10,8 @@ import dagster as dg
 import pytest
 import sqlalchemy as sa
 
+from appdata import aws
+from appdata.contract import layout
 from appdata.defs.reliability import stream_reconciled
 from appdata.reliability.reconcile import reconcile_stream, reconcile_stream_day
 from appdata.defs.resources import build_resources
@@ -318,6 +320,9 @@ def test_appdata_drain_and_reconcile_red_when_an_event_is_deleted_from_every_sin
     assert "DynamoDB 42 item(s), warehouse +42 row(s)" in out
     assert out.count(f"  {shard} ") == 1  # one line per range: one GetRecords answer, one range
     assert "drained 43 records in 1 range(s): 42 valid" in out and "+42 new warehouse rows" in out
+    # The touched users' recommendations, from a model fitted once (none was saved yet) and kept in S3.
+    assert "recommendation item(s) refreshed for" in out and "with the model fitted at" in out
+    assert aws.object_exists(provisioned["s3"].get_client(), appdata_env.bucket, layout.RECOMMENDER_MODEL_KEY)
     ok = run_cli("reconcile", "--stream", "--grace", "0")
     assert "stream: 2 day(s) reconciled" in ok and "accepted 21, lake 21, dynamodb 21, downloads_stream 21" in ok
 
