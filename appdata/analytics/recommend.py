@@ -34,6 +34,7 @@ from scipy import sparse
 from appdata import aws
 from appdata.analytics.marts import CHART_DAYS, read_mart
 from appdata.contract import layout
+from appdata.warehouse.loader import read_select
 from appdata.warehouse.tables import TABLES
 
 TOP_N = 10
@@ -72,17 +73,12 @@ def user_apps_query(*, of_users: bool = False) -> sa.Select:
 def load_user_apps(engine: sa.Engine, user_ids: Iterable[int] | None = None) -> pd.DataFrame:
     """(user, app) rows from batch and stream: every user's, or only `user_ids`' (queried
     USERS_PER_QUERY at a time, so the cost follows the users asked for, not the warehouse)."""
-    frames = []
-    with engine.connect() as conn:
-        if user_ids is None:
-            result = conn.execute(user_apps_query())
-            frames.append(pd.DataFrame(result.fetchall(), columns=list(result.keys())))
-        else:
-            ids = sorted({int(u) for u in user_ids})
-            query = user_apps_query(of_users=True)
-            for start in range(0, len(ids), USERS_PER_QUERY):
-                result = conn.execute(query, {"user_ids": ids[start:start + USERS_PER_QUERY]})
-                frames.append(pd.DataFrame(result.fetchall(), columns=list(result.keys())))
+    if user_ids is None:
+        return normalise_user_apps(read_select(engine, user_apps_query()))
+    ids = sorted({int(u) for u in user_ids})
+    query = user_apps_query(of_users=True)
+    frames = [read_select(engine, query, {"user_ids": ids[start:start + USERS_PER_QUERY]})
+              for start in range(0, len(ids), USERS_PER_QUERY)]
     columns = ["user_id", "app", "category", "downloads", "last_download"]
     return normalise_user_apps(pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=columns))
 
@@ -135,13 +131,10 @@ def _top_per_row(matrix: sparse.csr_matrix, k: int) -> sparse.csr_matrix:
     counts = np.diff(matrix.indptr)
     if counts.max(initial=0) <= k:
         return matrix
-    keep = []
-    for row in np.flatnonzero(counts > 0):
-        start, end = matrix.indptr[row], matrix.indptr[row + 1]
-        if end - start <= k:
-            keep.append(np.arange(start, end))
-        else:
-            keep.append(start + np.lexsort((matrix.indices[start:end], -matrix.data[start:end]))[:k])
+    matrix = matrix.sorted_indices()  # so a stable sort by value breaks ties by column
+    keep = [np.arange(start, end) if end - start <= k
+            else start + np.argsort(-matrix.data[start:end], kind="stable")[:k]
+            for start, end in zip(matrix.indptr[:-1], matrix.indptr[1:]) if end > start]
     kept = np.sort(np.concatenate(keep))
     rows = np.repeat(np.arange(matrix.shape[0]), counts)[kept]
     pruned = sparse.csr_matrix((matrix.data[kept], (rows, matrix.indices[kept])), shape=matrix.shape)
@@ -189,6 +182,7 @@ class RecommenderModel:
 
     def __post_init__(self) -> None:
         self.app_index = {a: i for i, a in enumerate(self.app_names)}
+        self.app_lookup = pd.Index(self.app_names)
         self.categories = sorted(set(self.app_category))
         self.category_index = {c: i for i, c in enumerate(self.categories)}
         self.app_cat = np.array([self.category_index[c] for c in self.app_category], dtype="int64")
@@ -210,13 +204,13 @@ class RecommenderModel:
         ua = user_apps.reset_index(drop=True)
         apps = ua.drop_duplicates("app")[["app", "category"]].sort_values("app").reset_index(drop=True)
         app_names = apps["app"].to_numpy(dtype=object)
-        app_index = {a: i for i, a in enumerate(app_names)}
+        app_codes = pd.Index(app_names).get_indexer(ua["app"])
         user_codes, user_ids = pd.factorize(ua["user_id"], sort=True)
         shape = (len(user_ids), len(app_names))
-        history = _binary(user_codes, ua["app"].map(app_index).to_numpy(), shape)
+        history = _binary(user_codes, app_codes, shape)
         # Co-occurrence from each user's most recent MAX_HISTORY apps only.
-        recent = ua.groupby("user_id", sort=False).tail(MAX_HISTORY)
-        recent_matrix = _binary(user_codes[recent.index.to_numpy()], recent["app"].map(app_index).to_numpy(), shape)
+        recent = ua.groupby("user_id", sort=False).tail(MAX_HISTORY).index.to_numpy()
+        recent_matrix = _binary(user_codes[recent], app_codes[recent], shape)
         recent_pop = np.asarray(recent_matrix.sum(axis=0)).ravel()
         normalised = recent_matrix @ sparse.diags(1.0 / np.sqrt(np.maximum(recent_pop, 1.0)))
         similarity = (normalised.T @ normalised).tocsr()
@@ -261,17 +255,16 @@ class RecommenderModel:
         """The users of `user_apps` (any users: fitted on or not), indexed against this model."""
         rows = user_apps.drop_duplicates(["user_id", "app"])
         user_codes, user_ids = pd.factorize(rows["user_id"], sort=True)
-        n_users = len(user_ids)
-        app_codes = rows["app"].map(self.app_index).to_numpy(dtype="float64")
-        known = ~np.isnan(app_codes)
-        known_codes = app_codes[known].astype("int64")
-        matrix = _binary(user_codes[known], known_codes, (n_users, len(self.app_names)))
+        n_users, n_categories = len(user_ids), len(self.categories)
+        app_codes = self.app_lookup.get_indexer(rows["app"])
+        known = app_codes >= 0
+        matrix = _binary(user_codes[known], app_codes[known], (n_users, len(self.app_names)))
         category = rows["category"].to_numpy(dtype=object).copy()
-        category[known] = self.app_category[known_codes]  # the model's category of an app it knows
-        cat_codes = pd.Series(category).map(self.category_index).to_numpy(dtype="float64")
-        in_model = ~np.isnan(cat_codes)
-        per_category = np.zeros((n_users, len(self.categories)))
-        np.add.at(per_category, (user_codes[in_model], cat_codes[in_model].astype("int64")), 1.0)
+        category[known] = self.app_category[app_codes[known]]  # the model's category of an app it knows
+        cat_codes = pd.Index(self.categories).get_indexer(category)
+        in_model = cat_codes >= 0
+        per_category = np.bincount(user_codes[in_model] * n_categories + cat_codes[in_model],
+                                   minlength=n_users * n_categories).reshape(n_users, n_categories).astype("float64")
         app_counts = np.bincount(user_codes, minlength=n_users)
         totals = app_counts[:, None].astype("float64")
         share = np.divide(per_category, totals, out=np.zeros_like(per_category), where=totals > 0)

@@ -170,6 +170,17 @@ def count_rows(engine: sa.Engine, table: str, where: str = "", params: dict | No
         return int(conn.execute(sa.text(sql), params or {}).scalar_one())
 
 
+def read_select(engine: sa.Engine, statement: sa.Select, params: dict | None = None) -> pd.DataFrame:
+    """The rows of a SQLAlchemy SELECT as a frame. DuckDB hands a parameterless query's result over
+    as columns (4 million rows in seconds, where building Python tuples takes over a minute)."""
+    with engine.connect() as conn:
+        if dialect_of(conn) == "duckdb" and not params:
+            return conn.connection.driver_connection.execute(str(statement.compile(dialect=conn.dialect))).df()
+        result = conn.execute(statement, params or {})
+        # Plain tuples: pandas probes each Row's attributes, 10x the cost of the fetch itself.
+        return pd.DataFrame([tuple(row) for row in result.fetchall()], columns=list(result.keys()))
+
+
 def read_frame(engine: sa.Engine, sql: str, params: dict | None = None) -> pd.DataFrame:
     with engine.connect() as conn:
         result = conn.execute(sa.text(sql), params or {})
