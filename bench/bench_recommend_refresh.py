@@ -1,18 +1,20 @@
 """Incremental recommendation refresh of one drained range, with 50,000 and 5,000,000 rows of history.
 
-Run: .venv/bin/python bench/bench_recommend_refresh.py [--sizes 50000 5000000] [--repeats 5]
+Run: .venv/bin/python bench/bench_recommend_refresh.py [--sizes 50000 5000000] [--repeats 7]
 
 For each size, an embedded DuckDB warehouse gets that many download rows (`downloads_batch`)
 over a year, generated with numpy straight into DuckDB: the warehouse grows by users (20
 downloads each on average, lognormal activity), each user prefers 3 categories (80% of their
 downloads), apps within a category follow a Zipf law over the catalogue's installs order. The
 model is fitted on the whole warehouse and saved to S3 once per size (timed, not in the ratio).
-Then each repetition lands a 1,000-event range in `downloads_stream`, as a drain does: events of
-the 1,000 stream-client users (the first 1,000 users, whose histories follow the same law at
-both sizes), 1% of them downloads of apps newer than the model, and times
+Then each repetition, the sizes taking turns so both see the same machine load, lands a
+1,000-event range in `downloads_stream`, as a drain does: events of the 1,000 stream-client
+users (the first 1,000 users, whose histories follow the same law at both sizes), 1% of them
+downloads of apps newer than the model, and times
 `refresh_touched_users` for the range's users (model from S3 by ETag, their rows from the
 warehouse, scoring, REC items written to DynamoDB on the emulator server). A cold refresh (model
-downloaded) is shown apart; the median over repetitions is the warm, steady-state figure.
+downloaded) is shown apart; the median over repetitions is the warm, steady-state figure. Each
+repetition also runs the refresh's steps one by one on another range, to show where time goes.
 
 The hit rate at 10 (latest download held out) and the most-popular baseline's are measured on
 the smallest size. The LAST line is time(largest) / time(smallest); the target is <= 1.5.
@@ -116,74 +118,97 @@ def history_days(rng: np.random.Generator, rows: int) -> np.ndarray:
     return np.sort(first + rng.integers(0, HISTORY_DAYS, rows))  # landed in day order, as loads do
 
 
-def run_size(env_resources: dict, home: Path, apps, rows: int, repeats: int, evaluate_quality: bool) -> dict:
-    from appdata.analytics import marts, recommend
-    from appdata.contract import layout
-    from appdata.warehouse.loader import create_schema
+class Size:
+    """One warehouse size: its DuckDB file, population and model (in a bucket of its own, so the
+    sizes can take turns and share the machine's load alike)."""
 
-    s3, bucket = env_resources["s3"].get_client(), env_resources["s3"].bucket
-    dynamodb, table = env_resources["dynamodb"].get_client(), env_resources["dynamodb"].table_name
-    engine = sa.create_engine(f"duckdb:///{home / f'warehouse-{rows}.duckdb'}", poolclass=sa.pool.NullPool)
-    create_schema(engine)
-    out: dict = {"rows": rows}
+    def __init__(self, resources: dict, home: Path, apps, rows: int):
+        from appdata.analytics import marts
+        from appdata.warehouse.loader import create_schema
 
-    started = time.perf_counter()
-    population = Population(apps, max(rows // DOWNLOADS_PER_USER, STREAM_USERS))
-    users, catalogue_rows = population.events(rows)
-    load_events(engine, "downloads_batch", apps, users, catalogue_rows, history_days(population.rng, rows), "h")
-    marts.build_mart(engine, "mart_charts")
-    out["users"] = population.n_users
-    out["setup_s"] = time.perf_counter() - started
-
-    started = time.perf_counter()
-    recommender = recommend.fit_from_warehouse(engine)
-    out["fit_s"] = time.perf_counter() - started
-    started = time.perf_counter()
-    recommend.save_model(s3, bucket, recommender.model)
-    out["save_s"] = time.perf_counter() - started
-    out["model_bytes"] = s3.head_object(Bucket=bucket, Key=layout.RECOMMENDER_MODEL_KEY)["ContentLength"]
-    out["similarity_pairs"] = recommender.model.similarity.nnz
-    if evaluate_quality:
-        out["evaluation"] = recommend.evaluate(recommender.user_apps)
-    del recommender
-
-    stream_users = np.arange(STREAM_USERS)
-    timings, touched, unknown = [], [], []
-    for repeat in range(repeats + 1):  # the first one cold: the model is downloaded
-        user, catalogue_row = population.events(RANGE_EVENTS, stream_users)
-        new_apps = np.where(population.rng.random(RANGE_EVENTS) < NEW_APP_SHARE,
-                            np.char.add("Bench New App ", (np.arange(RANGE_EVENTS) % 7).astype(str)), None)
-        day = np.datetime64(LAST_HISTORY_DAY + dt.timedelta(days=1 + repeat))
-        load_events(engine, "downloads_stream", apps, user, catalogue_row, np.full(RANGE_EVENTS, day), f"r{repeat}",
-                    new_apps=new_apps)
-        if repeat == 0:
-            recommend._models.clear()  # as a fresh process
+        self.rows, self.apps = rows, apps
+        self.s3, self.bucket = resources["s3"].get_client(), f"{resources['s3'].bucket}-{rows}"
+        self.s3.create_bucket(Bucket=self.bucket)
+        self.dynamodb, self.table = resources["dynamodb"].get_client(), resources["dynamodb"].table_name
+        self.engine = sa.create_engine(f"duckdb:///{home / f'warehouse-{rows}.duckdb'}", poolclass=sa.pool.NullPool)
         started = time.perf_counter()
-        done = recommend.refresh_touched_users(engine, s3, bucket, dynamodb, table, (user + FIRST_USER).tolist())
+        create_schema(self.engine)
+        self.population = Population(apps, max(rows // DOWNLOADS_PER_USER, STREAM_USERS))
+        users, catalogue_rows = self.population.events(rows)
+        load_events(self.engine, "downloads_batch", apps, users, catalogue_rows,
+                    history_days(self.population.rng, rows), "h")
+        marts.build_mart(self.engine, "mart_charts")
+        self.setup_s = time.perf_counter() - started
+        self.timings: list[float] = []
+        self.parts: dict[str, list[float]] = {"model check": [], "warehouse read": [], "scoring": [], "DynamoDB write": []}
+        self.touched: list[int] = []
+        self.unknown = 0
+        self.ranges = 0
+
+    def fit_and_save(self, evaluate_quality: bool) -> None:
+        from appdata.analytics import recommend
+        from appdata.contract import layout
+
+        started = time.perf_counter()
+        recommender = recommend.fit_from_warehouse(self.engine)
+        self.fit_s = time.perf_counter() - started
+        started = time.perf_counter()
+        recommend.save_model(self.s3, self.bucket, recommender.model)
+        self.save_s = time.perf_counter() - started
+        self.model_bytes = self.s3.head_object(Bucket=self.bucket, Key=layout.RECOMMENDER_MODEL_KEY)["ContentLength"]
+        self.similarity_pairs = recommender.model.similarity.nnz
+        self.evaluation = recommend.evaluate(recommender.user_apps) if evaluate_quality else None
+
+    def land_range(self) -> list[int]:
+        """A drained range's 1,000 events in downloads_stream; returns its users."""
+        user, catalogue_row = self.population.events(RANGE_EVENTS, np.arange(STREAM_USERS))
+        new_apps = np.where(self.population.rng.random(RANGE_EVENTS) < NEW_APP_SHARE,
+                            np.char.add("Bench New App ", (np.arange(RANGE_EVENTS) % 7).astype(str)), None)
+        self.ranges += 1
+        day = np.datetime64(LAST_HISTORY_DAY + dt.timedelta(days=self.ranges))
+        load_events(self.engine, "downloads_stream", self.apps, user, catalogue_row, np.full(RANGE_EVENTS, day),
+                    f"r{self.ranges}", new_apps=new_apps)
+        return (user + FIRST_USER).tolist()
+
+    def refresh(self) -> float:
+        from appdata.analytics import recommend
+
+        users = self.land_range()
+        started = time.perf_counter()
+        done = recommend.refresh_touched_users(self.engine, self.s3, self.bucket, self.dynamodb, self.table, users)
         elapsed = time.perf_counter() - started
-        assert done.items_written == done.users == len(set(user.tolist())) and not done.model_fitted_now
-        if repeat == 0:
-            out["cold_s"] = elapsed
-        else:
-            timings.append(elapsed)
-            touched.append(done.users)
-            unknown.append(done.unknown_apps)
-    out["refresh_s"] = statistics.median(timings)
-    out["refresh_all_s"] = timings
-    out["touched_users"] = statistics.median(touched)
-    out["unknown_apps"] = max(unknown)
-    engine.dispose()
-    return out
+        assert done.items_written == done.users == len(set(users)) and not done.model_fitted_now
+        self.touched.append(done.users)
+        self.unknown = max(self.unknown, done.unknown_apps)
+        return elapsed
+
+    def breakdown(self) -> None:
+        """Where a refresh's time goes: its steps run one by one for another range."""
+        from appdata.analytics import recommend
+
+        users = self.land_range()
+        marks = [time.perf_counter()]
+        model = recommend.load_model(self.s3, self.bucket)
+        marks.append(time.perf_counter())
+        user_apps = recommend.load_user_apps(self.engine, users)
+        marks.append(time.perf_counter())
+        recs = model.recommend(model.histories(user_apps), sorted(set(users)))
+        marks.append(time.perf_counter())
+        recommend.write_recommendations(self.dynamodb, self.table, recs)
+        marks.append(time.perf_counter())
+        for name, start, end in zip(self.parts, marks, marks[1:]):
+            self.parts[name].append(end - start)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[50_000, 5_000_000])
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=7)
     args = parser.parse_args()
 
     env = BenchEnvironment("recs")
     try:
+        from appdata.analytics import recommend
         from appdata.config import Settings
         from appdata.defs.resources import build_resources
         from appdata.local.provision import ensure_bucket, ensure_table
@@ -193,25 +218,36 @@ def main() -> None:
         ensure_bucket(resources["s3"])
         ensure_table(resources["dynamodb"])
         apps, _ = clean_catalogue(load_catalogue(None, seed=7)[0])
-        results = []
+        sizes = []
         for index, rows in enumerate(sorted(args.sizes)):
-            result = run_size(resources, env.home, apps, rows, args.repeats, evaluate_quality=index == 0)
-            results.append(result)
-            print(f"{rows:>9,} rows, {result['users']:,} users: setup {result['setup_s']:.1f} s; "
-                  f"fit {result['fit_s']:.2f} s + save {result['save_s']:.2f} s "
-                  f"({result['model_bytes'] / 1e6:.1f} MB, {result['similarity_pairs']:,} similar pairs); "
-                  f"refresh of a {RANGE_EVENTS:,}-event range ({result['touched_users']:.0f} users, "
-                  f"{result['unknown_apps']} apps newer than the model): cold {result['cold_s']:.3f} s, "
-                  f"median {result['refresh_s']:.3f} s over {args.repeats} "
-                  f"[{', '.join(f'{t:.3f}' for t in result['refresh_all_s'])}]", flush=True)
-            if "evaluation" in result:
-                evaluation = result["evaluation"]
+            size = Size(resources, env.home, apps, rows)
+            size.fit_and_save(evaluate_quality=index == 0)
+            sizes.append(size)
+            print(f"{rows:>9,} rows, {size.population.n_users:,} users: generated and loaded in {size.setup_s:.1f} s; "
+                  f"model fitted in {size.fit_s:.2f} s, saved in {size.save_s:.2f} s "
+                  f"({size.model_bytes / 1e6:.1f} MB, {size.similarity_pairs:,} similar pairs)", flush=True)
+            if size.evaluation:
+                evaluation = size.evaluation
                 print(f"  quality at {rows:,} rows: hit rate at 10 {evaluation.hit_rate:.4f} vs most popular "
                       f"{evaluation.baseline_hit_rate:.4f} over {evaluation.users:,} users "
                       f"({evaluation.hits} vs {evaluation.baseline_hits} hits)", flush=True)
-        small, large = results[0], results[-1]
-        print(f"ratio refresh time {large['rows']:,} / {small['rows']:,} rows: "
-              f"{large['refresh_s'] / small['refresh_s']:.2f} (target <= 1.5)")
+        cold = {}
+        for size in sizes:  # a fresh process: the model is downloaded once
+            recommend._models.clear()
+            cold[size.rows] = size.refresh()
+        for _ in range(args.repeats):  # the sizes take turns, so both see the same machine load
+            for size in sizes:
+                size.timings.append(size.refresh())
+                size.breakdown()
+        for size in sizes:
+            parts = ", ".join(f"{name} {statistics.median(values):.3f}" for name, values in size.parts.items())
+            print(f"{size.rows:>9,} rows: refresh of a {RANGE_EVENTS:,}-event range ({statistics.median(size.touched):.0f} "
+                  f"users, up to {size.unknown} apps newer than the model): cold {cold[size.rows]:.3f} s, "
+                  f"median {statistics.median(size.timings):.3f} s over {args.repeats} "
+                  f"[{', '.join(f'{t:.3f}' for t in size.timings)}]; steps (median s): {parts}", flush=True)
+        small, large = sizes[0], sizes[-1]
+        ratio = statistics.median(large.timings) / statistics.median(small.timings)
+        print(f"ratio refresh time {large.rows:,} / {small.rows:,} rows: {ratio:.2f} (target <= 1.5)")
     finally:
         env.close()
 
