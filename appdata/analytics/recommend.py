@@ -22,7 +22,7 @@ from __future__ import annotations
 import datetime as dt
 import io
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Iterable
 
 import numpy as np
@@ -245,9 +245,10 @@ class RecommenderModel:
             similarity = sparse.csr_matrix((arrays["similarity_data"], arrays["similarity_indices"],
                                             arrays["similarity_indptr"]), shape=(n, n))
             popularity = arrays["popularity"]
-        charts = pd.DataFrame(meta["charts"], columns=CHART_COLUMNS).astype({"chart_rank": "int64", "downloads": "int64"})
-        return cls(app_names=np.array(meta["apps"], dtype=object), app_category=np.array(meta["app_categories"], dtype=object),
-                   similarity=similarity, popularity=popularity, charts=charts,
+        charts = pd.DataFrame(meta["charts"], columns=CHART_COLUMNS)
+        charts = charts.astype({"chart_rank": "int64", "downloads": "int64"})
+        return cls(app_names=np.array(meta["apps"], dtype=object),
+                   app_category=np.array(meta["app_categories"], dtype=object), similarity=similarity, popularity=popularity, charts=charts,
                    fitted_at=dt.datetime.fromisoformat(meta["fitted_at"]), users=int(meta["users"]), **meta["weights"])
 
     # -- per-user input -----------------------------------------------------------------------
@@ -555,5 +556,5 @@ def refresh_user_recommendations(engine: sa.Engine, dynamodb_resource: Any, user
     ids = sorted({int(u) for u in user_ids})
     if not ids:
         return 0
-    recommender = fit_from_warehouse(engine)
-    return write_recommendations(dynamodb_resource.get_client(), dynamodb_resource.table_name, recommender.recommend(ids))
+    recs = fit_from_warehouse(engine).recommend(ids)
+    return write_recommendations(dynamodb_resource.get_client(), dynamodb_resource.table_name, recs)
