@@ -40,7 +40,7 @@ from appdata.warehouse.tables import TABLES
 TOP_N = 10
 MIN_HISTORY = 3  # fewer distinct apps than this: charts instead of co-occurrence
 MAX_HISTORY = 200  # per user, most recent apps feeding the co-occurrence (bounds its cost)
-MAX_NEIGHBOURS = 200  # per app, the most similar apps the model keeps (bounds its size and scoring cost)
+MAX_NEIGHBOURS = 1000  # per app, the most similar apps the model keeps (bounds its size)
 W_COOCCURRENCE = 0.6
 W_CATEGORY = 0.4
 METHOD_COOCCURRENCE = "item-cooccurrence+category"
@@ -171,7 +171,7 @@ class RecommenderModel:
 
     app_names: np.ndarray  # sorted
     app_category: np.ndarray
-    similarity: sparse.csr_matrix  # apps x apps: cosine co-occurrence, top MAX_NEIGHBOURS per app
+    similarity: sparse.csr_matrix  # apps x apps: cosine co-occurrence (float32), top MAX_NEIGHBOURS per app
     popularity: np.ndarray  # distinct users per app
     charts: pd.DataFrame  # CHART_COLUMNS
     fitted_at: dt.datetime
@@ -217,7 +217,7 @@ class RecommenderModel:
         similarity.setdiag(0.0)
         similarity.eliminate_zeros()
         return cls(app_names=app_names, app_category=apps["category"].to_numpy(dtype=object),
-                   similarity=_top_per_row(similarity, max_neighbours),
+                   similarity=_top_per_row(similarity, max_neighbours).astype(np.float32),
                    popularity=np.asarray(history.sum(axis=0)).ravel(),
                    charts=charts[CHART_COLUMNS].reset_index(drop=True),
                    fitted_at=fitted_at or dt.datetime.now(dt.timezone.utc), users=len(user_ids), **weights)
@@ -229,8 +229,8 @@ class RecommenderModel:
                 "charts": {c: self.charts[c].tolist() for c in CHART_COLUMNS},
                 "weights": {"w_cooccurrence": self.w_cooccurrence, "w_category": self.w_category,
                             "min_history": self.min_history}}
-        buffer = io.BytesIO()
-        np.savez_compressed(buffer, meta=np.frombuffer(json.dumps(meta).encode("utf-8"), dtype=np.uint8),
+        buffer = io.BytesIO()  # uncompressed: similarities barely compress, and it takes seconds
+        np.savez(buffer, meta=np.frombuffer(json.dumps(meta).encode("utf-8"), dtype=np.uint8),
                             similarity_data=self.similarity.data, similarity_indices=self.similarity.indices,
                             similarity_indptr=self.similarity.indptr, popularity=self.popularity)
         return buffer.getvalue()

@@ -175,7 +175,9 @@ def read_select(engine: sa.Engine, statement: sa.Select, params: dict | None = N
     as columns (4 million rows in seconds, where building Python tuples takes over a minute)."""
     with engine.connect() as conn:
         if dialect_of(conn) == "duckdb" and not params:
-            return conn.connection.driver_connection.execute(str(statement.compile(dialect=conn.dialect))).df()
+            raw = conn.connection.driver_connection
+            raw.execute("SET enable_progress_bar = false")  # a long query would draw one on the terminal
+            return raw.execute(str(statement.compile(dialect=conn.dialect))).df()
         result = conn.execute(statement, params or {})
         # Plain tuples: pandas probes each Row's attributes, 10x the cost of the fetch itself.
         return pd.DataFrame([tuple(row) for row in result.fetchall()], columns=list(result.keys()))

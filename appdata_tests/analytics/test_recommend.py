@@ -42,12 +42,15 @@ def test_taste_data_has_structure_and_uniform_reproduces_the_seed(catalogue: pd.
 
 
 def test_recommender_beats_most_popular_on_taste_data(catalogue: pd.DataFrame) -> None:
-    evaluation = recommend.evaluate(recommend.user_apps_from_events(generated(catalogue, "taste")))
+    user_apps = recommend.user_apps_from_events(generated(catalogue, "taste"))
+    evaluation = recommend.evaluate(user_apps)
     assert evaluation.users >= 500
     assert evaluation.hit_rate > evaluation.baseline_hit_rate
     assert evaluation.hits >= 2 * max(evaluation.baseline_hits, 1)
     meta = evaluation.as_metadata()
     assert meta["hit_rate_at_10"] > meta["baseline_most_popular_hit_rate_at_10"]
+    # Keeping each app's MAX_NEIGHBOURS most similar apps (a bounded model) costs no hit.
+    assert evaluation.hits >= recommend.evaluate(user_apps, max_neighbours=10**9).hits
 
 
 def test_ten_new_apps_per_user_and_charts_for_little_history(catalogue: pd.DataFrame) -> None:
