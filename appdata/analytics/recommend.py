@@ -171,7 +171,9 @@ class RecommenderModel:
 
     app_names: np.ndarray  # sorted
     app_category: np.ndarray
-    similarity: sparse.csr_matrix  # apps x apps: cosine co-occurrence (float32), top MAX_NEIGHBOURS per app
+    # apps x apps: cosine co-occurrence, top MAX_NEIGHBOURS per app. Values of float32 precision (half
+    # the bytes to save) held as float64, so scoring does not convert the matrix on every call.
+    similarity: sparse.csr_matrix
     popularity: np.ndarray  # distinct users per app
     charts: pd.DataFrame  # CHART_COLUMNS
     fitted_at: dt.datetime
@@ -217,7 +219,7 @@ class RecommenderModel:
         similarity.setdiag(0.0)
         similarity.eliminate_zeros()
         return cls(app_names=app_names, app_category=apps["category"].to_numpy(dtype=object),
-                   similarity=_top_per_row(similarity, max_neighbours).astype(np.float32),
+                   similarity=_top_per_row(similarity, max_neighbours).astype(np.float32).astype(np.float64),
                    popularity=np.asarray(history.sum(axis=0)).ravel(),
                    charts=charts[CHART_COLUMNS].reset_index(drop=True),
                    fitted_at=fitted_at or dt.datetime.now(dt.timezone.utc), users=len(user_ids), **weights)
@@ -231,8 +233,8 @@ class RecommenderModel:
                             "min_history": self.min_history}}
         buffer = io.BytesIO()  # uncompressed: similarities barely compress, and it takes seconds
         np.savez(buffer, meta=np.frombuffer(json.dumps(meta).encode("utf-8"), dtype=np.uint8),
-                            similarity_data=self.similarity.data, similarity_indices=self.similarity.indices,
-                            similarity_indptr=self.similarity.indptr, popularity=self.popularity)
+                 similarity_data=self.similarity.data.astype(np.float32), similarity_indices=self.similarity.indices,
+                 similarity_indptr=self.similarity.indptr, popularity=self.popularity)
         return buffer.getvalue()
 
     @classmethod
@@ -242,8 +244,8 @@ class RecommenderModel:
             if meta.get("format") != MODEL_FORMAT:
                 raise ValueError(f"recommender model format {meta.get('format')!r}, expected {MODEL_FORMAT}")
             n = len(meta["apps"])
-            similarity = sparse.csr_matrix((arrays["similarity_data"], arrays["similarity_indices"],
-                                            arrays["similarity_indptr"]), shape=(n, n))
+            similarity = sparse.csr_matrix((arrays["similarity_data"].astype(np.float64),
+                                            arrays["similarity_indices"], arrays["similarity_indptr"]), shape=(n, n))
             popularity = arrays["popularity"]
         charts = pd.DataFrame(meta["charts"], columns=CHART_COLUMNS)
         charts = charts.astype({"chart_rank": "int64", "downloads": "int64"})
@@ -284,14 +286,28 @@ class RecommenderModel:
     def _scores(self, histories: UserHistories, rows: np.ndarray) -> np.ndarray:
         """Blended scores (users x apps) for the given history rows; downloaded apps at -inf."""
         history = histories.known[rows]
-        cooc = np.asarray((history @ self.similarity).todense())
-        peak = cooc.max(axis=1, keepdims=True)
-        cooc = np.divide(cooc, peak, out=np.zeros_like(cooc), where=peak > 0)
-        category = histories.category_share[rows][:, self.app_cat] * self.popularity_in_category
-        tie_break = 1e-6 * self.popularity / max(self.popularity.max(initial=0.0), 1.0)
-        scores = self.w_cooccurrence * cooc + self.w_category * category + tie_break
-        scores[history.toarray() > 0] = -np.inf
+        scores = (history @ self.similarity).toarray()  # co-occurrence, then scaled to 0..1 per user
+        peak = scores.max(axis=1, keepdims=True, initial=0.0)
+        np.divide(scores, peak, out=scores, where=peak > 0)
+        scores *= self.w_cooccurrence
+        category = histories.category_share[rows][:, self.app_cat]
+        category *= self.popularity_in_category * self.w_category
+        scores += category
+        scores += 1e-6 * self.popularity / max(self.popularity.max(initial=0.0), 1.0)  # ties to the more popular
+        scores[np.repeat(np.arange(len(rows)), np.diff(history.indptr)), history.indices] = -np.inf
         return scores
+
+    def _top(self, scores: np.ndarray, n: int) -> list[np.ndarray]:
+        """Per row, the columns of the n best finite scores, best first, equal scores by app name."""
+        k = min(n, scores.shape[1])
+        if k == 0:
+            return [np.array([], dtype=np.int64) for _ in scores]
+        kth = -np.partition(-scores, k - 1, axis=1)[:, k - 1]  # each row's k-th best score
+        out = []
+        for row, threshold in zip(scores, kth):
+            candidates = np.flatnonzero((row >= threshold) & np.isfinite(row))
+            out.append(candidates[np.lexsort((self.app_names[candidates], -row[candidates]))][:n])
+        return out
 
     def _charts_for(self, histories: UserHistories, user_id: int, downloaded: set[str], n: int) -> list[dict[str, Any]]:
         """Charts of the user's categories (by share), then the overall charts, then popularity."""
@@ -328,11 +344,7 @@ class RecommenderModel:
         for start in range(0, len(rich), chunk):
             block = rich[start:start + chunk]
             scores = self._scores(histories, np.array([index[u] for u in block]))
-            for user_id, row_scores in zip(block, scores):
-                finite = np.flatnonzero(np.isfinite(row_scores))
-                k = min(n, len(finite))
-                top = finite[np.argpartition(-row_scores[finite], k - 1)[:k]] if k else finite
-                top = top[np.lexsort((self.app_names[top], -row_scores[top]))]
+            for user_id, row_scores, top in zip(block, scores, self._top(scores, n)):
                 apps = [{"app": str(self.app_names[i]), "category": str(self.app_category[i]),
                          "score": round(float(row_scores[i]), 6)} for i in top]
                 if len(apps) < n:  # a tiny catalogue: top up from the charts
