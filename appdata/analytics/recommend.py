@@ -559,14 +559,3 @@ def refresh_touched_users(engine: sa.Engine, s3: Any, bucket: str, dynamodb: Any
     return TouchedRefresh(written, len(ids), model.fitted_at, fitted_now, len(histories.unknown_apps))
 
 
-def refresh_user_recommendations(engine: sa.Engine, dynamodb_resource: Any, user_ids: Iterable[int]) -> int:
-    """Recompute and write the REC items of `user_ids` with a model fitted on the whole warehouse.
-
-    What the stream drain calls until it switches to `refresh_touched_users`, whose cost does not
-    grow with the warehouse. Returns the number of items written.
-    """
-    ids = sorted({int(u) for u in user_ids})
-    if not ids:
-        return 0
-    recs = fit_from_warehouse(engine).recommend(ids)
-    return write_recommendations(dynamodb_resource.get_client(), dynamodb_resource.table_name, recs)

@@ -140,8 +140,9 @@ def test_read_shard_stops_at_until(sinks):
 
 
 def test_drain_refreshes_recommendations_of_the_users_it_touched(provisioned):
-    """A new download leaves the user's recommendations within the drain that loads it."""
-    from appdata.analytics.recommend import refresh_user_recommendations
+    """A new download leaves the user's recommendations within the consumer run that loads it,
+    scored with the saved model (fitted and saved by the full refresh)."""
+    from appdata.analytics.recommend import refresh_all_recommendations
     from appdata.sources.catalogue import clean_catalogue, load_catalogue
     from appdata.sources.users import downloads_for_day, make_users
     from appdata.warehouse.loader import replace_all
@@ -154,9 +155,9 @@ def test_drain_refreshes_recommendations_of_the_users_it_touched(provisioned):
     engine = provisioned["warehouse"].get_engine()
     replace_all(engine, "downloads_batch", pd.concat(history, ignore_index=True))
     user = int(history[0]["user_id"].iloc[0])
-    refresh_user_recommendations(engine, provisioned["dynamodb"], [user])
-    engine.dispose()
     dynamodb, table = provisioned["dynamodb"].get_client(), provisioned["dynamodb"].table_name
+    refresh_all_recommendations(engine, provisioned["s3"].get_client(), provisioned["s3"].bucket, dynamodb, table)
+    engine.dispose()
 
     def recommended() -> list[str]:
         item = dynamodb.get_item(TableName=table, Key={"user_id": {"S": str(user)}, "sk": {"S": "REC"}})["Item"]
@@ -176,6 +177,7 @@ def test_drain_refreshes_recommendations_of_the_users_it_touched(provisioned):
     meta = {e.materialization.asset_key.to_user_string(): e.materialization.metadata
             for e in outcome.get_asset_materialization_events()}
     assert meta["dynamodb_downloads"]["recommendations_refreshed"].value == 1
+    assert meta["dynamodb_downloads"]["recommender_fitted_now"].value is False  # the saved model, no refit
     after = recommended()
     assert before[0] not in after and len(after) == 10
 

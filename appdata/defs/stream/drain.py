@@ -63,20 +63,23 @@ class DrainWindow:
     ranges: list[DrainResult] = field(default_factory=list)
     recommendations: int = 0
     recommendation_seconds: float = 0.0
+    recommender: dict = field(default_factory=dict)  # the latest refresh's model facts (fitted at, age, ...)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def add_range(self, result: DrainResult) -> None:
         with self.lock:
             self.ranges.append(result)
 
-    def add_recommendations(self, written: int, seconds: float) -> None:
+    def add_recommendations(self, refreshed, seconds: float) -> None:
         with self.lock:
-            self.recommendations += written
+            self.recommendations += refreshed.items_written
             self.recommendation_seconds += seconds
+            self.recommender = {key: value for key, value in refreshed.as_metadata().items()
+                                if key.startswith(("recommender_", "apps_newer"))}
 
-    def take(self) -> tuple[list[DrainResult], int, float]:
+    def take(self) -> tuple[list[DrainResult], int, float, dict]:
         with self.lock:
-            taken = (self.ranges, self.recommendations, self.recommendation_seconds)
+            taken = (self.ranges, self.recommendations, self.recommendation_seconds, self.recommender)
             self.ranges, self.recommendations, self.recommendation_seconds = [], 0, 0.0
         return taken
 
@@ -155,7 +158,7 @@ def stream_drain(
 
     def report() -> None:
         last_report[0] = time.monotonic()
-        ranges, recommendations, rec_seconds = window.take()
+        ranges, recommendations, rec_seconds, recommender = window.take()
         if not ranges:
             return
         common = window_metadata(config.shard_id, ranges, delivered_at)
@@ -171,15 +174,15 @@ def stream_drain(
         context.log_event(dg.AssetMaterialization(DYNAMODB_ASSET, metadata={
             **common, "items_written": sum(r.dynamodb_items for r in ranges),
             "recommendations_refreshed": recommendations,
-            "recommendations_seconds": round(rec_seconds, 3)}))
+            "recommendations_seconds": round(rec_seconds, 3), **recommender}))
         context.log_event(dg.AssetMaterialization(WAREHOUSE_ASSET, metadata={
             **common, "rows_inserted": sum(r.warehouse_inserted for r in ranges)}))
         context.log.info(f"{config.shard_id}: {common['records']} records in {common['ranges']} ranges "
                          f"({common['sequence_range']}); {common.get('behind_shard_tip_seconds', 0)} s behind the tip")
 
     follow_up = FollowUp(
-        work=lambda users: _refresh_recommendations(warehouse, dynamodb, users),
-        on_done=lambda users, written, seconds: window.add_recommendations(written, seconds),
+        work=lambda users: _refresh_recommendations(warehouse, s3, dynamodb, users),
+        on_done=lambda users, refreshed, seconds: window.add_recommendations(refreshed, seconds),
         on_error=lambda users, exc: context.log.warning(
             f"recommendations not refreshed for {len(users)} users: {exc!r}; the full refresh catches up"),
     )
@@ -211,13 +214,16 @@ def stream_drain(
     yield from ()
 
 
-def _refresh_recommendations(warehouse: WarehouseResource, dynamodb: DynamoDBResource, users: list[int]) -> int:
-    """Fresh recommendations for the users the drain touched, so a new download shows up in
+def _refresh_recommendations(warehouse: WarehouseResource, s3: LakeS3Resource, dynamodb: DynamoDBResource,
+                             users: list[int]):
+    """Fresh recommendations for the users the drain touched, scored with the saved model from
+    their own downloads only (cost in proportion to them), so a new download shows up in
     GET /v1/users/{id}/recommendations soon after it lands."""
-    from appdata.analytics.recommend import refresh_user_recommendations
+    from appdata.analytics.recommend import refresh_touched_users
 
     with warehouse.connect() as engine:
-        return refresh_user_recommendations(engine, dynamodb, users)
+        return refresh_touched_users(engine, s3.get_client(), s3.bucket, dynamodb.get_client(), dynamodb.table_name,
+                                     users)
 
 
 stream_drain_job = dg.define_asset_job(
