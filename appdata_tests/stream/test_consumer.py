@@ -180,3 +180,26 @@ def test_follow_up_work_takes_every_user_queued_since_its_last_pass_and_reports_
     follow_up.close(timeout=10)
     assert passes == [[1, 3], [1, 2, 13]]
     assert done == [([1, 3], 2)] and errors == [([1, 2, 13], "recommender down")]
+
+
+def test_a_consumer_whose_lease_was_taken_over_stops_without_writing_more_and_without_failing(world):
+    resources, engine, kinesis, stream = world
+    put(kinesis, stream, [todays_event(i) for i in range(10)])
+    leases = lease_table(resources)
+    notes: list[tuple[str, str]] = []
+
+    def on_range(result) -> None:  # it stalled here past its lease, and a successor took the shard
+        dynamodb = resources["dynamodb"].get_client()
+        dynamodb.update_item(TableName=resources["dynamodb"].lease_table_name,
+                             Key={"shard": {"S": f"{stream}/{result.shard_id}"}},
+                             UpdateExpression="SET #o = :other", ExpressionAttributeNames={"#o": "owner"},
+                             ExpressionAttributeValues={":other": {"S": "successor"}})
+        put(kinesis, stream, [todays_event(i) for i in range(10, 20)])
+
+    stalled = consumer(resources, engine, kinesis, stream, "stalled", on_range=on_range, sleep=lambda s: None,
+                       on_note=lambda level, text: notes.append((level, text)))
+    summary = stalled.run(stop_when_caught_up=True)
+    assert summary.lease_lost and summary.records == 10
+    assert any(level == "warning" and "no longer stalled's" in text for level, text in notes)
+    assert count_rows(engine, "downloads_stream") == 10  # the later records are the successor's to write
+    assert leases.get(stalled.shard_id).owner == "successor"
