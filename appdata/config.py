@@ -19,6 +19,11 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 DEFAULT_EMULATOR_PORT = 4566
+# The services the pipeline calls, each at an endpoint of its own; every other service (CloudFormation,
+# Secrets Manager) is reached at APPDATA_AWS_ENDPOINT_URL. Locally each has its own emulator process,
+# on the emulator's base port plus this offset (the others on the base port itself).
+EMULATOR_PORT_OFFSETS = {"s3": 1, "kinesis": 2, "dynamodb": 3}
+ENDPOINT_VARIABLE = "APPDATA_AWS_ENDPOINT_URL"
 ENV_FILE_VARIABLE = "APPDATA_ENV_FILE"  # path of the env file (default .env, relative to the cwd); empty: none
 _SHELL_VALUES = "_APPDATA_SHELL_VALUES"  # exported values that a .env also sets, for child processes
 _env_files_read: set[Path] = set()
@@ -94,6 +99,66 @@ def is_loopback_endpoint(url: str | None) -> bool:
         return False
 
 
+def endpoint_variable(service: str) -> str:
+    """The variable naming a service's endpoint: APPDATA_AWS_ENDPOINT_URL_S3, ..._KINESIS, ..._DYNAMODB."""
+    return f"{ENDPOINT_VARIABLE}_{service.upper()}"
+
+
+@dataclass(frozen=True)
+class AwsEndpoints:
+    """Where boto3 reaches each AWS service; None (an empty variable) means the real AWS endpoint.
+
+    The one home of the endpoint rules. Each of S3, Kinesis and DynamoDB reads its own variable
+    (APPDATA_AWS_ENDPOINT_URL_S3, ...); unset, it falls back to APPDATA_AWS_ENDPOINT_URL when that
+    is set (so one variable still points everything at one place, real AWS included), else to
+    its own local emulator port. Every other service is at APPDATA_AWS_ENDPOINT_URL.
+    """
+
+    s3: str | None
+    kinesis: str | None
+    dynamodb: str | None
+    others: str | None
+
+    @classmethod
+    def from_env(cls, emulator_port: int = DEFAULT_EMULATOR_PORT) -> "AwsEndpoints":
+        general = os.environ.get(ENDPOINT_VARIABLE)
+        local = cls.emulator(emulator_port)
+
+        def chosen(variable: str, local_url: str | None) -> str | None:
+            value = os.environ.get(variable, general if general is not None else local_url)
+            return value or None  # empty: real AWS
+
+        return cls(others=chosen(ENDPOINT_VARIABLE, local.others),
+                   **{service: chosen(endpoint_variable(service), local.url(service)) for service in EMULATOR_PORT_OFFSETS})
+
+    @classmethod
+    def emulator(cls, base_port: int, host: str = "127.0.0.1") -> "AwsEndpoints":
+        """The local emulator's default layout: the others on `base_port`, each service at its offset."""
+        return cls(others=f"http://{host}:{base_port}",
+                   **{service: f"http://{host}:{base_port + offset}" for service, offset in EMULATOR_PORT_OFFSETS.items()})
+
+    @classmethod
+    def everything_at(cls, url: str | None) -> "AwsEndpoints":
+        """Every service at one endpoint (one emulator process serving all, or real AWS with None)."""
+        return cls(s3=url, kinesis=url, dynamodb=url, others=url)
+
+    def url(self, service: str) -> str | None:
+        """The endpoint of a boto3 service name ("s3", "kinesis", "cloudformation", ...)."""
+        return getattr(self, service) if service in EMULATOR_PORT_OFFSETS else self.others
+
+    def by_service(self) -> dict[str, str | None]:
+        return {**{service: self.url(service) for service in EMULATOR_PORT_OFFSETS}, "others": self.others}
+
+    def environment(self) -> dict[str, str]:
+        """The variables that configure exactly these endpoints in another process ("" = real AWS)."""
+        env = {endpoint_variable(service): self.url(service) or "" for service in EMULATOR_PORT_OFFSETS}
+        return {ENDPOINT_VARIABLE: self.others or "", **env}
+
+    @property
+    def any_loopback(self) -> bool:
+        return any(is_loopback_endpoint(url) for url in self.by_service().values())
+
+
 @dataclass(frozen=True)
 class Settings:
     """A snapshot of the environment; build one with `Settings.from_env()`."""
@@ -104,7 +169,7 @@ class Settings:
     table: str
     lease_table: str
     warehouse_url: str
-    aws_endpoint_url: str | None
+    aws_endpoints: AwsEndpoints
     aws_region: str
     playstore_csv: str | None
     timezone: str
@@ -122,7 +187,6 @@ class Settings:
         load_env_file()
         home = Path(_env("APPDATA_HOME", str(Path.home() / ".appdata"))).expanduser().resolve()
         emulator_port = _env_int("APPDATA_EMULATOR_PORT", DEFAULT_EMULATOR_PORT)
-        endpoint = _env("APPDATA_AWS_ENDPOINT_URL", f"http://127.0.0.1:{emulator_port}")
         api_host = _env("APPDATA_API_HOST", "127.0.0.1")
         api_port = _env_int("APPDATA_API_PORT", 8000)
         rows_per_day = _env_int("APPDATA_BATCH_ROWS_PER_DAY", 0)
@@ -134,7 +198,7 @@ class Settings:
             table=table,
             lease_table=_env("APPDATA_LEASE_TABLE", f"{table}-leases"),
             warehouse_url=_env("APPDATA_WAREHOUSE_URL", f"duckdb:///{home / 'warehouse.duckdb'}"),
-            aws_endpoint_url=endpoint or None,  # empty string means real AWS
+            aws_endpoints=AwsEndpoints.from_env(emulator_port),
             aws_region=_env("APPDATA_AWS_REGION", os.environ.get("AWS_DEFAULT_REGION", "us-east-1")),
             playstore_csv=_env("APPDATA_PLAYSTORE_CSV", "") or None,
             timezone=_env("APPDATA_TIMEZONE", "UTC"),
@@ -150,7 +214,8 @@ class Settings:
 
     @property
     def uses_emulator(self) -> bool:
-        return is_loopback_endpoint(self.aws_endpoint_url)
+        """Some service is configured on this machine: the local stack serves it."""
+        return self.aws_endpoints.any_loopback
 
     @property
     def dagster_home(self) -> Path:
@@ -178,15 +243,17 @@ def emulator_credentials() -> dict[str, str]:
     return {"aws_access_key_id": "emulator", "aws_secret_access_key": "emulator"}
 
 
-def aws_client_kwargs(settings: Settings) -> dict:
-    """Region, endpoint (and, on the loopback emulator only, placeholder keys) for boto3 clients.
+def aws_client_kwargs(settings: Settings, service: str) -> dict:
+    """Region, the service's endpoint (and, on the loopback emulator only, placeholder keys) for a
+    boto3 client of `service`.
 
     Dagster resources and the Lambda API both build their clients from this (through
     `appdata.aws.client`), so they always talk to the same place; it imports no Dagster, which
     the Lambda package does not carry.
     """
-    kwargs: dict = {"region_name": settings.aws_region, "endpoint_url": settings.aws_endpoint_url}
-    if settings.uses_emulator:
+    endpoint = settings.aws_endpoints.url(service)
+    kwargs: dict = {"region_name": settings.aws_region, "endpoint_url": endpoint}
+    if is_loopback_endpoint(endpoint):
         kwargs.update(emulator_credentials())
         kwargs["use_ssl"] = False
     return kwargs

@@ -21,6 +21,8 @@ from importlib.metadata import distributions, packages_distributions, version
 from pathlib import Path
 from typing import Any, Iterable
 
+from appdata.config import AwsEndpoints
+
 PACKAGE_DIR = Path(__file__).resolve().parent
 REPO_ROOT = PACKAGE_DIR.parent
 TEMPLATE_PATH = REPO_ROOT / "infra" / "appdata.yaml"
@@ -191,7 +193,7 @@ def api_keys_from_secret(secret_id: str) -> list[str]:
     from appdata import aws
     from appdata.config import Settings, aws_client_kwargs
 
-    client = aws.client("secretsmanager", **aws_client_kwargs(Settings.from_env()))
+    client = aws.client("secretsmanager", **aws_client_kwargs(Settings.from_env(), "secretsmanager"))
     value = client.get_secret_value(SecretId=secret_id)["SecretString"]
     try:
         data = json.loads(value)
@@ -229,9 +231,10 @@ def stack_outputs(cloudformation: Any, stack_name: str) -> dict[str, str]:
 
 
 def environment_from_outputs(outputs: dict[str, str], *, region: str,
-                             endpoint_url: str = "") -> dict[str, str]:
-    """The APPDATA_* variables that point every process at the deployed stack."""
-    env = {"APPDATA_AWS_ENDPOINT_URL": endpoint_url, "APPDATA_AWS_REGION": region}
+                             endpoints: AwsEndpoints | None = None) -> dict[str, str]:
+    """The APPDATA_* variables that point every process at the deployed stack (at real AWS's
+    endpoints unless `endpoints` says otherwise)."""
+    env = {**(endpoints or AwsEndpoints.everything_at(None)).environment(), "APPDATA_AWS_REGION": region}
     for output, variable in ENV_FROM_OUTPUTS.items():
         if outputs.get(output):
             env[variable] = outputs[output]

@@ -1,7 +1,8 @@
 """Shared fixtures: a real emulator server on a free port, a real PostgreSQL, real files.
 
 Nothing of ours is patched: tests point the same boto3 code at the emulator over HTTP by
-setting the environment, exactly as a user would.
+setting the environment, exactly as a user would: S3, Kinesis and DynamoDB each at the endpoint
+of its own emulator process, as `appdata up` runs them.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from appdata.config import Settings
+from appdata.config import AwsEndpoints, Settings
 from appdata.local.emulator import emulator_process
 from appdata.defs.resources import build_resources
 
@@ -28,7 +29,7 @@ os.environ["APPDATA_ENV_FILE"] = ""
 
 # The servers a test's fixtures start, by the marker that says so: `-m "not emulator and not postgres"`
 # selects the unit tier (no server at all). Tests that start an emulator of their own mark themselves.
-SERVER_MARKERS = {"emulator_endpoint": "emulator", "postgres_engine": "postgres"}
+SERVER_MARKERS = {"emulator_endpoints": "emulator", "postgres_engine": "postgres"}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -39,10 +40,10 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 @pytest.fixture(scope="session")
-def emulator_endpoint() -> str:
-    """One emulator server process for the whole session, on a free loopback port."""
-    with emulator_process() as endpoint:
-        yield endpoint
+def emulator_endpoints() -> AwsEndpoints:
+    """The emulator for the whole session: one server process per service, on free loopback ports."""
+    with emulator_process() as endpoints:
+        yield endpoints
 
 
 @pytest.fixture(scope="session")
@@ -81,16 +82,16 @@ def duckdb_url(tmp_path: Path) -> str:
 UNSET_FOR_TESTS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_PROFILE", "APPDATA_PLAYSTORE_CSV",
                    "APPDATA_WAREHOUSE_URL", "APPDATA_WAREHOUSE_PASSWORD")
 # Loopback port 1: nothing listens there, so a test without a server fails at once if it calls AWS.
-NO_SERVER_ENDPOINT = "http://127.0.0.1:1"
+NO_SERVER_ENDPOINTS = AwsEndpoints.everything_at("http://127.0.0.1:1")
 
 
-def _use_test_environment(patch: pytest.MonkeyPatch, endpoint: str, home: Path, prefix: str) -> Settings:
+def _use_test_environment(patch: pytest.MonkeyPatch, endpoints: AwsEndpoints, home: Path, prefix: str) -> Settings:
     """Give a test (or a module) its own home, bucket, stream, table and API key; its Settings."""
     suffix = uuid.uuid4().hex[:8]
     values = {
         "APPDATA_HOME": str(home),
         "DAGSTER_HOME": str(home / "dagster"),
-        "APPDATA_AWS_ENDPOINT_URL": endpoint,
+        **endpoints.environment(),
         "APPDATA_AWS_REGION": "us-east-1",
         "APPDATA_BUCKET": f"{prefix}-{suffix}",
         "APPDATA_STREAM": f"{prefix}-{suffix}",
@@ -106,16 +107,16 @@ def _use_test_environment(patch: pytest.MonkeyPatch, endpoint: str, home: Path, 
 
 
 @pytest.fixture()
-def appdata_env(tmp_path: Path, emulator_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> Settings:
+def appdata_env(tmp_path: Path, emulator_endpoints: AwsEndpoints, monkeypatch: pytest.MonkeyPatch) -> Settings:
     """Environment for one test: its own home, bucket, stream and table on the shared emulator."""
-    return _use_test_environment(monkeypatch, emulator_endpoint, tmp_path / "home", "appdata-test")
+    return _use_test_environment(monkeypatch, emulator_endpoints, tmp_path / "home", "appdata-test")
 
 
 @pytest.fixture()
 def offline_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
     """The same environment with no server behind it: for tests that build settings, resources or
     definitions but never call AWS (the unit tier)."""
-    return _use_test_environment(monkeypatch, NO_SERVER_ENDPOINT, tmp_path / "home", "appdata-unit")
+    return _use_test_environment(monkeypatch, NO_SERVER_ENDPOINTS, tmp_path / "home", "appdata-unit")
 
 
 @pytest.fixture()
@@ -136,12 +137,12 @@ def real_catalogue() -> Path:
 
 
 @pytest.fixture(scope="module")
-def module_env(tmp_path_factory, emulator_endpoint) -> Settings:
+def module_env(tmp_path_factory, emulator_endpoints) -> Settings:
     """Like appdata_env, for a whole module (its tests use distinct days), provisioned once."""
     from appdata.local.provision import provision
 
     with pytest.MonkeyPatch.context() as patch:
-        settings = _use_test_environment(patch, emulator_endpoint, tmp_path_factory.mktemp("module") / "home",
+        settings = _use_test_environment(patch, emulator_endpoints, tmp_path_factory.mktemp("module") / "home",
                                          "appdata-mod")
         provision(build_resources(settings))
         yield settings

@@ -237,7 +237,7 @@ class AwsClients:
             with self._lock:
                 client = self._made.get(name)
                 if client is None:
-                    client = self._made[name] = aws.client(name, **aws_client_kwargs(self._settings))
+                    client = self._made[name] = aws.client(name, **aws_client_kwargs(self._settings, name))
         return client
 
     @property

@@ -45,14 +45,14 @@ def stack_env(stack_name: str, fmt: str) -> None:
     """Print the APPDATA_* variables pointing at a deployed stack, from its outputs.
 
     `eval "$(appdata stack-env appdata)"` then configures the CLI, Dagster and `appdata send`.
-    Uses the configured endpoint: real AWS when APPDATA_AWS_ENDPOINT_URL is empty.
+    Uses the configured endpoints: real AWS when APPDATA_AWS_ENDPOINT_URL is empty.
     """
     from appdata import aws
     from appdata.config import Settings, aws_client_kwargs
     from appdata.infra import environment_from_outputs, stack_outputs
 
     settings = Settings.from_env()
-    outputs = stack_outputs(aws.client("cloudformation", **aws_client_kwargs(settings)), stack_name)
-    env = environment_from_outputs(outputs, region=settings.aws_region, endpoint_url=settings.aws_endpoint_url or "")
+    outputs = stack_outputs(aws.client("cloudformation", **aws_client_kwargs(settings, "cloudformation")), stack_name)
+    env = environment_from_outputs(outputs, region=settings.aws_region, endpoints=settings.aws_endpoints)
     for name, value in env.items():
         click.echo(f"export {name}={shlex.quote(value)}" if fmt == "shell" else f"{name}={value}")

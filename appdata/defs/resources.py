@@ -308,15 +308,15 @@ def build_resources(settings: Settings | None = None) -> dict[str, Any]:
     """Resources keyed as assets expect them: s3, kinesis, dynamodb, warehouse, io_manager, the
     simulated clients, the ingest API they post to and the report's local home."""
     settings = settings or Settings.from_env()
-    aws_kwargs = aws_client_kwargs(settings)
     copy_role = os.environ.get("APPDATA_REDSHIFT_COPY_ROLE_ARN") or None
-    lake = LakeS3Resource(bucket=settings.bucket, **aws_kwargs)
+    lake = LakeS3Resource(bucket=settings.bucket, **aws_client_kwargs(settings, "s3"))
     return {
         "s3": lake,
         "io_manager": LakeParquetIOManager(s3=lake),
         RUN_MEMORY_IO_MANAGER: dg.InMemoryIOManager(),
-        "kinesis": KinesisResource(stream_name=settings.stream, **aws_kwargs),
-        "dynamodb": DynamoDBResource(table_name=settings.table, lease_table_name=settings.lease_table, **aws_kwargs),
+        "kinesis": KinesisResource(stream_name=settings.stream, **aws_client_kwargs(settings, "kinesis")),
+        "dynamodb": DynamoDBResource(table_name=settings.table, lease_table_name=settings.lease_table,
+                                     **aws_client_kwargs(settings, "dynamodb")),
         "warehouse": WarehouseResource(url=settings.warehouse_url, copy_iam_role=copy_role),
         "clients": SimulatedClientsResource(
             client_dir=str(settings.client_dir), catalogue_csv=settings.playstore_csv, seed=settings.seed,

@@ -28,18 +28,34 @@ def register(main: click.Group) -> None:
 
 
 @click.command()
-@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to bind (keep it loopback).")
-@click.option("--port", type=int, default=None, help="Port (default APPDATA_EMULATOR_PORT or 4566).")
+@click.option("--port", type=int, default=None,
+              help="Base port: the other services there, S3, Kinesis and DynamoDB on the next three "
+                   "(default: the endpoints the configuration gives).")
 @click.option("--log-requests", is_flag=True, help="Log one line per request.")
 @click.option("--state-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Keep S3, Kinesis and DynamoDB across restarts in this directory (default: memory only).")
-def emulator(host: str, port: int | None, log_requests: bool, state_dir: Path | None) -> None:
-    """Serve S3, Kinesis and DynamoDB locally (moto, one request at a time)."""
-    from appdata.local.emulator import make_emulator, serve_until_signalled
+@click.option("--serve", default=None, hidden=True,
+              help="Serve these services (comma separated) in this process, on --host:--port.")
+@click.option("--host", default="127.0.0.1", hidden=True)
+def emulator(port: int | None, log_requests: bool, state_dir: Path | None, serve: str | None, host: str) -> None:
+    """Serve S3, Kinesis and DynamoDB locally, each in a process of its own (moto, one request at a time)."""
+    from appdata.config import AwsEndpoints
+    from appdata.local.emulator import ALL_SERVICES, emulator_layout, make_emulator, serve_layout, \
+        serve_until_signalled
 
-    port = port if port is not None else Settings.from_env().emulator_port
-    server = make_emulator(host, port, log_requests=log_requests, state_dir=state_dir)
-    click.echo(f"AWS emulator listening on http://{host}:{server.server_port} ({server.state_note})", err=False)
+    if serve is None:
+        endpoints = Settings.from_env().aws_endpoints if port is None else AwsEndpoints.emulator(port)
+        servers = emulator_layout(endpoints)
+        if not servers:
+            raise click.ClickException("no endpoint is on this machine: nothing to emulate (empty = real AWS)")
+        sys.exit(serve_layout(servers, state_dir=state_dir, log_requests=log_requests))
+    services = tuple(serve.split(","))
+    unknown = set(services) - set(ALL_SERVICES)
+    if unknown or port is None:
+        raise click.UsageError(f"--serve takes {','.join(ALL_SERVICES)} and needs --port")
+    server = make_emulator(host, port, services=services, log_requests=log_requests, state_dir=state_dir)
+    click.echo(f"AWS emulator for {', '.join(services)} listening on http://{host}:{server.server_port} "
+               f"({server.state_note})")
     sys.stdout.flush()
     serve_until_signalled(server)
 
@@ -53,8 +69,9 @@ def provision(shards: int) -> None:
 
     settings = Settings.from_env()
     report = run_provision(build_resources(settings), shards=shards)
-    target = settings.aws_endpoint_url or f"AWS ({settings.aws_region})"
-    click.echo(f"provisioned against {target}:")
+    where = {service: url or f"AWS ({settings.aws_region})"
+             for service, url in settings.aws_endpoints.by_service().items() if service != "others"}
+    click.echo("provisioned against " + ", ".join(f"{service} {url}" for service, url in where.items()) + ":")
     for what, state in report.items():
         click.echo(f"  {what}: {state}")
 
@@ -70,7 +87,7 @@ def up(dagster_port: int, no_ui: bool, verbose: bool) -> None:
     restart. Ctrl-C or SIGTERM stops everything; a process that dies on its own stops the
     rest and makes the exit code 1. Full logs are in APPDATA_HOME/logs/.
     """
-    from appdata.local.emulator import wait_until_up
+    from appdata.local.emulator import emulator_layout, wait_until_up
     from appdata.local.instance import write_dagster_yaml, write_workspace_yaml
     from appdata.local.stack import Stop, Supervisor, python, raise_stop_on_signals
 
@@ -83,9 +100,9 @@ def up(dagster_port: int, no_ui: bool, verbose: bool) -> None:
     failed: str | None = None
     try:
         if settings.uses_emulator:
-            stack.start("emulator", python("-m", "appdata.cli", "emulator", "--port", str(settings.emulator_port),
-                                           "--state-dir", str(settings.home / "emulator")))
-            wait_until_up(settings.aws_endpoint_url or "")
+            stack.start("emulator", python("-m", "appdata.cli", "emulator", "--state-dir", str(settings.home / "emulator")))
+            for server in emulator_layout(settings.aws_endpoints):
+                wait_until_up(server.endpoint)
         stack.run("provision", python("-m", "appdata.cli", "provision"))
         _prepare_stream_client_data(settings, stack)
         stack.start("api", python("-m", "appdata.cli", "api"))

@@ -25,24 +25,19 @@ DEFAULT_DAYS = tuple(dt.date(2020, 3, 1) + dt.timedelta(days=i) for i in range(7
 
 @contextlib.contextmanager
 def local_emulator(settings: Settings) -> Iterator[str]:
-    """The emulator at the configured loopback endpoint, started here if nobody serves it."""
-    from appdata.local.emulator import EmulatorThread, wait_until_up
+    """The emulator at the configured loopback endpoints, each process started here if nobody serves
+    its endpoint; yields where AWS is, for the headline."""
+    from appdata.local.emulator import emulator_layout, running_emulators, wait_until_up
 
-    endpoint = settings.aws_endpoint_url or ""
-    if not settings.uses_emulator:
-        yield endpoint or "AWS"
-        return
-    try:
-        wait_until_up(endpoint, timeout=1.0)
-        yield endpoint
-        return
-    except RuntimeError:
-        pass
-    emulator = EmulatorThread(port=settings.emulator_port).start()
-    try:
-        yield emulator.endpoint
-    finally:
-        emulator.stop()
+    servers = emulator_layout(settings.aws_endpoints)
+    missing = []
+    for server in servers:
+        try:
+            wait_until_up(server.endpoint, timeout=1.0)
+        except RuntimeError:
+            missing.append(server)
+    with running_emulators(missing):
+        yield ", ".join(f"{service} {url or 'AWS'}" for service, url in settings.aws_endpoints.by_service().items())
 
 
 @contextlib.contextmanager

@@ -1,21 +1,33 @@
-"""Local AWS on loopback: moto's server serving S3, Kinesis, DynamoDB (and CloudFormation).
+"""Local AWS on loopback: moto servers, one process per service the pipeline calls.
 
-It serves ONE request at a time. We measured moto's default threaded server losing concurrent
-Kinesis writes (8 producers x 1,000 records: about 7,940 stored, duplicate sequence numbers);
-moto's backends are not thread-safe, and a single-threaded server stored all 8,000 at the same
-speed. Werkzeug's non-threaded server also speaks HTTP/1.0, so one idle keep-alive client can
-never block the others.
+S3, Kinesis and DynamoDB each get a process of their own, at the endpoint the configuration
+gives that service (`appdata.config.AwsEndpoints`), so a producer writing to Kinesis and a drain
+writing to DynamoDB and S3 no longer queue behind each other on one core. Every other service
+(CloudFormation, Secrets Manager) is served by one more process, at APPDATA_AWS_ENDPOINT_URL.
+Each process refuses the requests of services it does not serve (421, naming the variable), so a
+client pointed at the wrong endpoint fails loudly instead of writing into a backend nobody reads.
+One process per distinct endpoint: configure every service at one URL (APPDATA_AWS_ENDPOINT_URL
+alone) and one process serves them all. That is what deploying `infra/appdata.yaml` into the
+emulator needs: moto's CloudFormation creates the stack's bucket, stream and table in the
+backends of its own process, which must then be the process the pipeline's clients reach.
 
-With a state directory the emulator is persistent: moto keeps everything in memory, so the
-backends of the services the pipeline uses are pickled to `<state_dir>/emulator-state.pickle`
-between requests (at most every few seconds while requests change things, and on shutdown)
-and loaded on start. The snapshot is taken in the serving thread between two requests, so it
-is always a consistent picture of all services; it is written to a temporary file and renamed.
+Each process serves ONE request at a time. We measured moto's default threaded server losing
+concurrent Kinesis writes (8 producers x 1,000 records: about 7,940 stored, duplicate sequence
+numbers); moto's backends are not thread-safe, and a single-threaded server stored all 8,000 at
+the same speed. Werkzeug's non-threaded server also speaks HTTP/1.0, so one idle keep-alive
+client can never block the others.
+
+With a state directory the emulator is persistent: moto keeps everything in memory, so each
+process pickles the backend of each pipeline service it serves to `<state_dir>/<service>.pickle`
+between requests (at most every few seconds while requests change things, and on shutdown) and
+loads it on start. The snapshot is taken in the serving thread between two requests, so it is a
+consistent picture of that service; it is written to a temporary file and renamed.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import pickle
 import signal
@@ -25,14 +37,20 @@ import sys
 import threading
 import time
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
+from urllib.parse import urlparse
+from xml.sax.saxutils import escape
 
 from werkzeug.serving import BaseWSGIServer, make_server
 
+from appdata.config import EMULATOR_PORT_OFFSETS, ENDPOINT_VARIABLE, AwsEndpoints, endpoint_variable, \
+    is_loopback_endpoint
 
-PERSISTED_SERVICES = ("s3", "kinesis", "dynamodb")
-STATE_FILE = "emulator-state.pickle"
+PIPELINE_SERVICES = tuple(EMULATOR_PORT_OFFSETS)  # persisted, each in its own file
+OTHERS = "others"  # every service that is not one of PIPELINE_SERVICES
+ALL_SERVICES = (*PIPELINE_SERVICES, OTHERS)
 READ_ONLY_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 MIN_SNAPSHOT_INTERVAL = 2.0  # seconds; stretched to 10x the last snapshot's duration for big states
 
@@ -43,46 +61,112 @@ def free_port(host: str = "127.0.0.1") -> int:
         return sock.getsockname()[1]
 
 
-class EmulatorState:
-    """The persisted backends of one emulator: load once on start, snapshot when changed."""
+@dataclass(frozen=True)
+class EmulatorServer:
+    """One emulator process: where it listens and the services it serves (among ALL_SERVICES)."""
 
-    def __init__(self, state_dir: Path):
-        self.path = Path(state_dir) / STATE_FILE
+    host: str
+    port: int
+    services: tuple[str, ...]
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def command(self, state_dir: Path | None = None, log_requests: bool = False) -> list[str]:
+        args = [sys.executable, "-m", "appdata.cli", "emulator", "--serve", ",".join(self.services),
+                "--host", self.host, "--port", str(self.port)]
+        if state_dir is not None:
+            args += ["--state-dir", str(state_dir)]
+        return args + (["--log-requests"] if log_requests else [])
+
+
+def emulator_layout(endpoints: AwsEndpoints) -> list[EmulatorServer]:
+    """The processes that serve `endpoints` locally: one per distinct loopback endpoint, serving
+    the services configured there (endpoints elsewhere, real AWS included, are not ours to serve)."""
+    grouped: dict[tuple[str, int], list[str]] = {}
+    for service, url in endpoints.by_service().items():
+        if is_loopback_endpoint(url):
+            parsed = urlparse(url)
+            grouped.setdefault((parsed.hostname, parsed.port or 80), []).append(service)
+    return [EmulatorServer(host, port, tuple(services)) for (host, port), services in grouped.items()]
+
+
+def free_endpoints(*, single_process: bool = False) -> AwsEndpoints:
+    """Endpoints on free loopback ports: one per service, or one for all (`single_process`)."""
+    if single_process:
+        return AwsEndpoints.everything_at(f"http://127.0.0.1:{free_port()}")
+    urls = {service: f"http://127.0.0.1:{free_port()}" for service in ALL_SERVICES}
+    return AwsEndpoints(**urls)
+
+
+def _serves(services: tuple[str, ...], backend: str) -> bool:
+    """Whether a process serving `services` answers a request moto routes to `backend`."""
+    if backend == "moto_api":
+        return True
+    return backend in services or (OTHERS in services and backend not in PIPELINE_SERVICES)
+
+
+def _misdirected(environ: dict, start_response, services: tuple[str, ...], backend: str) -> list[bytes]:
+    """421 with an AWS error body (JSON for the JSON protocols, XML otherwise) naming the variable
+    that should point this client elsewhere, so botocore shows the message."""
+    variable = endpoint_variable(backend) if backend in PIPELINE_SERVICES else ENDPOINT_VARIABLE
+    served = ", ".join("every other service" if service == OTHERS else service for service in services)
+    message = f"this emulator serves {served} only; {backend} is at the endpoint {variable} names"
+    if environ.get("HTTP_X_AMZ_TARGET"):
+        content_type, body = "application/x-amz-json-1.1", json.dumps({"__type": "MisdirectedRequest", "message": message})
+    else:
+        content_type = "text/xml"
+        body = (f"<ErrorResponse><Error><Code>MisdirectedRequest</Code><Message>{escape(message)}</Message>"
+                f"</Error></ErrorResponse>")
+    start_response("421 Misdirected Request", [("Content-Type", content_type)])
+    return [body.encode()]
+
+
+class EmulatorState:
+    """The persisted backends of one process: load once on start, snapshot when changed."""
+
+    def __init__(self, state_dir: Path, services: tuple[str, ...]):
+        self.paths = {service: Path(state_dir) / f"{service}.pickle"
+                      for service in services if service in PIPELINE_SERVICES}
         self.dirty = False
         self._last_snapshot = 0.0
         self._interval = MIN_SNAPSHOT_INTERVAL
 
     def load(self) -> str:
-        """Restore the backends from the snapshot; returns what happened, for the start-up line."""
+        """Restore each backend from its snapshot; returns what happened, for the start-up line."""
+        return "; ".join(f"{service}: {self._load(service, path)}" for service, path in self.paths.items())
+
+    @staticmethod
+    def _load(service: str, path: Path) -> str:
         from moto.backends import get_backend
 
-        if not self.path.exists():
-            return f"new state at {self.path}"
+        if not path.exists():
+            return f"new state at {path}"
         try:
-            with open(self.path, "rb") as handle:
-                state = pickle.load(handle)
+            with open(path, "rb") as handle:
+                accounts = pickle.load(handle)
         except Exception as exc:  # noqa: BLE001 - a snapshot from another moto version, a torn file
-            aside = self.path.with_suffix(f".unreadable-{int(time.time())}")
-            os.replace(self.path, aside)
-            return f"could not read {self.path} ({exc!r}); kept it as {aside.name} and started EMPTY"
-        for service, accounts in state.items():
-            backend = get_backend(service)
-            backend.clear()
-            backend.update(accounts)
-        return f"state restored from {self.path}"
+            aside = path.with_suffix(f".unreadable-{int(time.time())}")
+            os.replace(path, aside)
+            return f"could not read {path} ({exc!r}); kept it as {aside.name} and started EMPTY"
+        backend = get_backend(service)
+        backend.clear()
+        backend.update(accounts)
+        return f"state restored from {path}"
 
     def snapshot(self) -> None:
         from moto.backends import get_backend
 
         started = time.monotonic()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        state = {service: dict(get_backend(service)) for service in PERSISTED_SERVICES}
-        tmp = self.path.with_suffix(".tmp")
-        with open(tmp, "wb") as handle:
-            pickle.dump(state, handle, protocol=pickle.HIGHEST_PROTOCOL)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, self.path)
+        for service, path in self.paths.items():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(".tmp")
+            with open(tmp, "wb") as handle:
+                pickle.dump(dict(get_backend(service)), handle, protocol=pickle.HIGHEST_PROTOCOL)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, path)
         self.dirty = False
         self._last_snapshot = time.monotonic()
         self._interval = max(MIN_SNAPSHOT_INTERVAL, 10 * (self._last_snapshot - started))
@@ -92,11 +176,11 @@ class EmulatorState:
             self.snapshot()
 
 
-def make_emulator(host: str = "127.0.0.1", port: int = 4566, *, log_requests: bool = False,
-                  state_dir: Path | None = None) -> BaseWSGIServer:
-    """A single-threaded moto server bound to host:port (not yet serving).
+def make_emulator(host: str = "127.0.0.1", port: int = 4566, *, services: tuple[str, ...] = ALL_SERVICES,
+                  log_requests: bool = False, state_dir: Path | None = None) -> BaseWSGIServer:
+    """A single-threaded moto server bound to host:port (not yet serving), answering `services` only.
 
-    With `state_dir`, its S3, Kinesis and DynamoDB survive a restart (see the module doc);
+    With `state_dir`, the pipeline services among them survive a restart (see the module doc);
     `server.state_note` says whether state was restored.
     """
     from moto.moto_server.werkzeug_app import (
@@ -105,7 +189,8 @@ def make_emulator(host: str = "127.0.0.1", port: int = 4566, *, log_requests: bo
         create_backend_app,
     )
 
-    state = EmulatorState(state_dir) if state_dir is not None else None
+    state = EmulatorState(state_dir, services) if state_dir is not None and set(services) & set(PIPELINE_SERVICES) \
+        else None
     note = state.load() if state is not None else "in memory only"
 
     class Handler(MotoRequestHandler):
@@ -115,9 +200,12 @@ def make_emulator(host: str = "127.0.0.1", port: int = 4566, *, log_requests: bo
 
     class App(DomainDispatcherApplication):
         def __call__(self, environ, start_response):
+            backend_app = self.get_application(environ)
+            if not _serves(services, backend_app.service):
+                return _misdirected(environ, start_response, services, backend_app.service)
             if state is not None and environ.get("REQUEST_METHOD") not in READ_ONLY_METHODS:
                 state.dirty = True  # Kinesis and DynamoDB POST reads too: a spare snapshot, never a lost one
-            return super().__call__(environ, start_response)
+            return backend_app(environ, start_response)
 
     server = make_server(host, port, App(create_backend_app), threaded=False, processes=1, request_handler=Handler)
     if state is not None:
@@ -164,43 +252,58 @@ def wait_until_up(endpoint: str, timeout: float = 30.0) -> None:
     raise RuntimeError(f"AWS emulator at {endpoint} did not answer within {timeout:.0f}s: {last}")
 
 
-class EmulatorThread:
-    """The emulator in a background thread of this process (for `appdata up` and benchmarks)."""
-
-    def __init__(self, host: str = "127.0.0.1", port: int = 4566):
-        self.server = make_emulator(host, port)
-        self.endpoint = f"http://{host}:{self.server.server_port}"
-        self._thread = threading.Thread(target=self.server.serve_forever, name="aws-emulator", daemon=True)
-
-    def start(self) -> "EmulatorThread":
-        self._thread.start()
-        wait_until_up(self.endpoint)
-        return self
-
-    def stop(self) -> None:
-        self.server.shutdown()
-        self._thread.join(timeout=10)
+def serve_layout(servers: list[EmulatorServer], *, state_dir: Path | None = None,
+                 log_requests: bool = False) -> int:
+    """`appdata emulator`: one process per server, until SIGTERM or SIGINT, which each of them gets
+    (each finishes its request and snapshots; they are waited for). A server that exits on its own
+    stops the others; the exit code is then 1."""
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_args: stop.set())
+    procs = [subprocess.Popen(server.command(state_dir, log_requests)) for server in servers]
+    died = None
+    while died is None and not stop.wait(0.2):
+        died = next((proc for proc in procs if proc.poll() is not None), None)
+    for proc in procs:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+    for proc in procs:
+        proc.wait()
+    return 0 if died is None else 1
 
 
 @contextlib.contextmanager
-def emulator_process(port: int | None = None, state_dir: Path | None = None) -> Iterator[str]:
-    """`appdata emulator` in its own process on loopback (a free port by default), stopped on exit.
-
-    A process of its own keeps moto off the caller's GIL: what tests and benchmarks measure
-    is then our code against a server, as in production.
-    """
-    port = port or free_port()
-    args = [sys.executable, "-m", "appdata.cli", "emulator", "--port", str(port)]
-    if state_dir is not None:
-        args += ["--state-dir", str(state_dir)]
-    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    endpoint = f"http://127.0.0.1:{port}"
+def running_emulators(servers: list[EmulatorServer], state_dir: Path | None = None) -> Iterator[None]:
+    """`servers`, each in its own process, until the block ends (then stopped as SIGTERM stops them)."""
+    procs: list[subprocess.Popen] = []
     try:
-        wait_until_up(endpoint)
-        yield endpoint
+        for server in servers:
+            procs.append(subprocess.Popen(server.command(state_dir), stdout=subprocess.DEVNULL,
+                                          stderr=subprocess.DEVNULL))
+        for server in servers:
+            wait_until_up(server.endpoint)
+        yield
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+@contextlib.contextmanager
+def emulator_process(*, single_process: bool = False, state_dir: Path | None = None) -> Iterator[AwsEndpoints]:
+    """The emulator on free loopback ports, stopped on exit; yields the endpoints to configure
+    (`endpoints.environment()` gives the variables).
+
+    One process per service (what `appdata up` runs), or one serving every service
+    (`single_process`: the previous shape, and what a CloudFormation deploy into it needs).
+    Processes of their own keep moto off the caller's GIL: what tests and benchmarks measure
+    is then our code against servers, as in production.
+    """
+    endpoints = free_endpoints(single_process=single_process)
+    with running_emulators(emulator_layout(endpoints), state_dir):
+        yield endpoints

@@ -1,4 +1,4 @@
-"""The environment the local stack's processes share: its home, the emulator, Dagster's home, the API key."""
+"""The environment the local stack's processes share: its home, the emulator's endpoints, Dagster's home, the API key."""
 
 from __future__ import annotations
 
@@ -20,10 +20,11 @@ def _local_api_key(settings: Settings) -> str:
 
 
 def local_environment(settings: Settings) -> dict[str, str]:
-    """Environment for the local stack's processes: emulator endpoint, Dagster home, API key."""
+    """Environment for the local stack's processes: each service's endpoint, Dagster home, API key."""
     env = dict(os.environ)
     env.setdefault("APPDATA_HOME", str(settings.home))
-    env.setdefault("APPDATA_AWS_ENDPOINT_URL", settings.aws_endpoint_url or "")
+    for variable, url in settings.aws_endpoints.environment().items():
+        env.setdefault(variable, url)
     env["DAGSTER_HOME"] = str(settings.dagster_home)
     env["APPDATA_API_KEYS"] = env.get("APPDATA_API_KEYS") or _local_api_key(settings)
     return env

@@ -58,11 +58,11 @@ STATUSES: Counter = Counter()
 
 
 @pytest.fixture(scope="module")
-def fuzz_key(emulator_endpoint, tmp_path_factory):
+def fuzz_key(emulator_endpoints, tmp_path_factory):
     """One provisioned bucket/stream/table for the whole module (not one per operation)."""
     suffix = uuid.uuid4().hex[:8]
     settings = dataclasses.replace(
-        Settings.from_env(), home=tmp_path_factory.mktemp("fuzz-home"), aws_endpoint_url=emulator_endpoint,
+        Settings.from_env(), home=tmp_path_factory.mktemp("fuzz-home"), aws_endpoints=emulator_endpoints,
         aws_region="us-east-1", bucket=f"appdata-fuzz-{suffix}", stream=f"appdata-fuzz-{suffix}",
         table=f"appdata-fuzz-{suffix}", warehouse_url="duckdb:///:memory:")
     resources = build_resources(settings)
