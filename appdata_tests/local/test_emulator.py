@@ -1,6 +1,21 @@
-"""The emulator is a real single-threaded server on loopback: concurrent writes are all kept."""
+"""The emulator: real single-threaded servers on loopback, one process per service, each answering
+its own service only and keeping its own state file across a restart."""
 
 import concurrent.futures as cf
+import dataclasses
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+from botocore.exceptions import ClientError
+
+from appdata import aws
+from appdata.config import AwsEndpoints, Settings, aws_client_kwargs, endpoint_variable
+from appdata.defs.resources import build_resources
+from appdata.local.emulator import ALL_SERVICES, emulator_layout, emulator_process, free_endpoints, wait_until_up
+from appdata.local.provision import provision
 
 
 def test_emulator_keeps_every_concurrent_kinesis_write(provisioned, appdata_env):
@@ -30,3 +45,125 @@ def test_emulator_keeps_every_concurrent_kinesis_write(provisioned, appdata_env)
     assert sent == 2000
     assert len(seen) == 2000 and len(set(seen)) == 2000
     assert len(sequences) == 2000
+
+
+# What each service's process is asked, to find this test's resource (or to be refused).
+LOOKUPS = {
+    "s3": lambda client, settings: client.list_objects_v2(Bucket=settings.bucket),
+    "kinesis": lambda client, settings: client.describe_stream_summary(StreamName=settings.stream),
+    "dynamodb": lambda client, settings: client.describe_table(TableName=settings.table),
+}
+
+
+def test_each_service_is_reached_at_its_own_process_and_no_other(provisioned, appdata_env):
+    """The resources' clients go to their own service's endpoint, where provisioning created the
+    bucket, stream and table; every other process refuses that service (it holds none of it)."""
+    endpoints = appdata_env.aws_endpoints
+    assert len(set(endpoints.by_service().values())) == 4
+    for service, lookup in LOOKUPS.items():
+        client = provisioned[service].get_client()
+        assert client.meta.endpoint_url == endpoints.url(service)
+        lookup(client, appdata_env)  # there
+        for other, elsewhere in endpoints.by_service().items():
+            if other == service:
+                continue
+            misdirected = aws.client(service, **{**aws_client_kwargs(appdata_env, service), "endpoint_url": elsewhere})
+            with pytest.raises(ClientError) as refused:
+                lookup(misdirected, appdata_env)
+            assert aws.error_code(refused.value) == "MisdirectedRequest"
+            assert endpoint_variable(service) in str(refused.value)
+
+
+def test_other_services_are_served_by_the_others_process(appdata_env):
+    others = aws.client("cloudformation", **aws_client_kwargs(appdata_env, "cloudformation"))
+    assert others.meta.endpoint_url == appdata_env.aws_endpoints.others
+    assert "StackSummaries" in others.list_stacks()
+
+
+def test_layout_is_one_process_per_distinct_loopback_endpoint():
+    per_service = AwsEndpoints.emulator(4566)
+    assert [(s.port, s.services) for s in emulator_layout(per_service)] == [
+        (4567, ("s3",)), (4568, ("kinesis",)), (4569, ("dynamodb",)), (4566, ("others",))]
+    single = emulator_layout(AwsEndpoints.everything_at("http://127.0.0.1:5000"))
+    assert [(s.port, s.services) for s in single] == [(5000, ALL_SERVICES)]
+    real_s3 = dataclasses.replace(per_service, s3=None)
+    assert [s.services for s in emulator_layout(real_s3)] == [("kinesis",), ("dynamodb",), ("others",)]
+    assert emulator_layout(AwsEndpoints.everything_at(None)) == []
+
+
+def _on(settings: Settings, endpoints: AwsEndpoints) -> dict:
+    return build_resources(dataclasses.replace(settings, aws_endpoints=endpoints))
+
+
+def _store_one_of_each(resources: dict, settings: Settings) -> None:
+    provision(resources)
+    resources["s3"].get_client().put_object(Bucket=settings.bucket, Key="kept", Body=b"kept")
+    resources["kinesis"].get_client().put_record(StreamName=settings.stream, Data=b"kept", PartitionKey="k")
+    resources["dynamodb"].get_client().put_item(TableName=settings.table, Item=aws.to_item(
+        {"user_id": "1", "sk": "kept"}))
+
+
+def _kinesis_data(resources: dict, settings: Settings) -> list[bytes]:
+    kinesis = resources["kinesis"].get_client()
+    shard = kinesis.list_shards(StreamName=settings.stream)["Shards"][0]["ShardId"]
+    iterator = kinesis.get_shard_iterator(StreamName=settings.stream, ShardId=shard,
+                                          ShardIteratorType="TRIM_HORIZON")["ShardIterator"]
+    return [record["Data"] for record in kinesis.get_records(ShardIterator=iterator)["Records"]]
+
+
+@pytest.mark.emulator
+def test_each_service_keeps_its_own_state_file_across_a_restart(tmp_path, offline_env):
+    state = tmp_path / "state"
+    with emulator_process(state_dir=state) as endpoints:
+        _store_one_of_each(_on(offline_env, endpoints), offline_env)
+    assert sorted(path.name for path in state.iterdir()) == ["dynamodb.pickle", "kinesis.pickle", "s3.pickle"]
+
+    with emulator_process(state_dir=state) as endpoints:  # new processes, new ports, same state directory
+        resources = _on(offline_env, endpoints)
+        body = resources["s3"].get_client().get_object(Bucket=offline_env.bucket, Key="kept")["Body"].read()
+        assert body == b"kept"
+        assert _kinesis_data(resources, offline_env) == [b"kept"]
+        items = list(aws.scan_items(resources["dynamodb"].get_client(), offline_env.table))
+        assert [aws.from_item(item) for item in items] == [{"user_id": "1", "sk": "kept"}]
+
+
+@pytest.mark.emulator
+def test_a_torn_state_file_is_set_aside_and_only_its_service_starts_empty(tmp_path, offline_env):
+    state = tmp_path / "state"
+    with emulator_process(state_dir=state) as endpoints:
+        _store_one_of_each(_on(offline_env, endpoints), offline_env)
+    torn = state / "kinesis.pickle"
+    torn.write_bytes(torn.read_bytes()[: torn.stat().st_size // 2])
+
+    with emulator_process(state_dir=state) as endpoints:
+        resources = _on(offline_env, endpoints)
+        with pytest.raises(ClientError) as gone:
+            resources["kinesis"].get_client().describe_stream_summary(StreamName=offline_env.stream)
+        assert aws.error_code(gone.value) == "ResourceNotFoundException"
+        assert resources["s3"].get_client().get_object(Bucket=offline_env.bucket, Key="kept")["Body"].read() == b"kept"
+        assert list(aws.scan_items(resources["dynamodb"].get_client(), offline_env.table))
+    assert [path.name.split("-")[0] for path in state.glob("kinesis.unreadable-*")] == ["kinesis.unreadable"]
+
+
+@pytest.mark.emulator
+def test_appdata_emulator_serves_the_configured_layout_and_stops_each_process_on_sigint(tmp_path, offline_env):
+    """`appdata emulator` (as `appdata up` runs it): a process per configured endpoint; on SIGINT
+    each finishes, writes its snapshot, and the command exits 0."""
+    endpoints = free_endpoints()
+    env = {**os.environ, **endpoints.environment()}
+    state = tmp_path / "state"
+    launcher = subprocess.Popen([sys.executable, "-m", "appdata.cli", "emulator", "--state-dir", str(state)], env=env,
+                                stdout=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        for server in emulator_layout(endpoints):
+            wait_until_up(server.endpoint)
+        _store_one_of_each(_on(offline_env, endpoints), offline_env)
+        launcher.send_signal(signal.SIGINT)
+        output, _ = launcher.communicate(timeout=60)
+    finally:
+        if launcher.poll() is None:
+            os.killpg(launcher.pid, signal.SIGKILL)
+    assert launcher.returncode == 0
+    assert sorted(line.split(" listening")[0] for line in output.splitlines()) == sorted(
+        f"AWS emulator for {service}" for service in ALL_SERVICES)
+    assert sorted(path.name for path in state.iterdir()) == ["dynamodb.pickle", "kinesis.pickle", "s3.pickle"]
