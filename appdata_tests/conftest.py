@@ -29,7 +29,8 @@ os.environ["APPDATA_ENV_FILE"] = ""
 
 # The servers a test's fixtures start, by the marker that says so: `-m "not emulator and not postgres"`
 # selects the unit tier (no server at all). Tests that start an emulator of their own mark themselves.
-SERVER_MARKERS = {"emulator_endpoints": "emulator", "postgres_engine": "postgres"}
+SERVER_MARKERS = {"emulator_endpoints": "emulator", "single_process_endpoints": "emulator",
+                  "postgres_engine": "postgres"}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -43,6 +44,13 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 def emulator_endpoints() -> AwsEndpoints:
     """The emulator for the whole session: one server process per service, on free loopback ports."""
     with emulator_process() as endpoints:
+        yield endpoints
+
+
+@pytest.fixture(scope="session")
+def single_process_endpoints() -> AwsEndpoints:
+    """One emulator process serving every service (started only for the tests that ask for it)."""
+    with emulator_process(single_process=True) as endpoints:
         yield endpoints
 
 
@@ -110,6 +118,14 @@ def _use_test_environment(patch: pytest.MonkeyPatch, endpoints: AwsEndpoints, ho
 def appdata_env(tmp_path: Path, emulator_endpoints: AwsEndpoints, monkeypatch: pytest.MonkeyPatch) -> Settings:
     """Environment for one test: its own home, bucket, stream and table on the shared emulator."""
     return _use_test_environment(monkeypatch, emulator_endpoints, tmp_path / "home", "appdata-test")
+
+
+@pytest.fixture()
+def single_process_env(tmp_path: Path, single_process_endpoints: AwsEndpoints,
+                       monkeypatch: pytest.MonkeyPatch) -> Settings:
+    """Like appdata_env, every service in one emulator process: what a CloudFormation deploy into
+    the emulator needs, since moto creates the stack's resources in its own process's backends."""
+    return _use_test_environment(monkeypatch, single_process_endpoints, tmp_path / "home", "appdata-test")
 
 
 @pytest.fixture()

@@ -128,7 +128,7 @@ def test_clients_use_botocore_standard_retries():
 
 @pytest.fixture()
 def s3_bucket(appdata_env: Settings):
-    s3 = aws.client("s3", **aws_client_kwargs(appdata_env))
+    s3 = aws.client("s3", **aws_client_kwargs(appdata_env, "s3"))
     s3.create_bucket(Bucket=appdata_env.bucket)
     return s3, appdata_env.bucket
 

@@ -80,3 +80,51 @@ def test_another_env_file_can_be_named(fresh_process, monkeypatch):
     (fresh_process / "staging.env").write_text("APPDATA_BUCKET=bucket-from-staging\n")  # pragma: allowlist secret
     monkeypatch.setenv(config.ENV_FILE_VARIABLE, "staging.env")
     assert Settings.from_env().bucket == "bucket-from-staging"
+
+
+ENDPOINT_VARIABLES = (config.ENDPOINT_VARIABLE, *(config.endpoint_variable(s) for s in config.EMULATOR_PORT_OFFSETS))
+
+
+@pytest.fixture()
+def no_endpoints(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
+    for variable in (*ENDPOINT_VARIABLES, "APPDATA_EMULATOR_PORT", "AWS_ACCESS_KEY_ID", "AWS_PROFILE"):
+        monkeypatch.delenv(variable, raising=False)
+    return monkeypatch
+
+
+def test_by_default_each_service_has_its_own_emulator_port(no_endpoints):
+    no_endpoints.setenv("APPDATA_EMULATOR_PORT", "5000")
+    endpoints = Settings.from_env().aws_endpoints
+    assert endpoints.by_service() == {"s3": "http://127.0.0.1:5001", "kinesis": "http://127.0.0.1:5002",
+                                      "dynamodb": "http://127.0.0.1:5003", "others": "http://127.0.0.1:5000"}
+
+
+def test_services_fall_back_to_the_general_endpoint_when_it_is_set(no_endpoints):
+    no_endpoints.setenv("APPDATA_AWS_ENDPOINT_URL", "http://127.0.0.1:4566")
+    no_endpoints.setenv("APPDATA_AWS_ENDPOINT_URL_KINESIS", "http://127.0.0.1:7000")
+    endpoints = Settings.from_env().aws_endpoints
+    assert endpoints.by_service() == {"s3": "http://127.0.0.1:4566", "kinesis": "http://127.0.0.1:7000",
+                                      "dynamodb": "http://127.0.0.1:4566", "others": "http://127.0.0.1:4566"}
+
+
+def test_empty_means_real_aws_for_all_or_for_one_service(no_endpoints):
+    no_endpoints.setenv("APPDATA_AWS_ENDPOINT_URL", "")
+    real = Settings.from_env()
+    assert set(real.aws_endpoints.by_service().values()) == {None} and not real.uses_emulator
+    assert config.aws_client_kwargs(real, "kinesis") == {"region_name": real.aws_region, "endpoint_url": None}
+
+    no_endpoints.delenv("APPDATA_AWS_ENDPOINT_URL")
+    no_endpoints.setenv("APPDATA_AWS_ENDPOINT_URL_S3", "")
+    mixed = Settings.from_env()
+    assert mixed.aws_endpoints.s3 is None and mixed.uses_emulator
+    assert "aws_access_key_id" not in config.aws_client_kwargs(mixed, "s3")  # real AWS: boto3's own chain
+    local = config.aws_client_kwargs(mixed, "dynamodb")
+    assert local["endpoint_url"] == mixed.aws_endpoints.dynamodb and local["aws_access_key_id"] == "emulator"
+
+
+def test_the_endpoints_environment_configures_the_same_endpoints_elsewhere(no_endpoints):
+    endpoints = config.AwsEndpoints(s3="http://127.0.0.1:1", kinesis=None, dynamodb="http://127.0.0.1:3",
+                                    others="http://127.0.0.1:4")
+    for variable, value in endpoints.environment().items():
+        no_endpoints.setenv(variable, value)
+    assert Settings.from_env().aws_endpoints == endpoints

@@ -167,7 +167,7 @@ def test_lambda_code_from_s3_and_no_secret_inline(template):
 # ---------------------------------------------------------------- the stack in the emulator
 
 def _aws(settings: Settings, service: str):
-    return boto3.client(service, endpoint_url=settings.aws_endpoint_url, region_name=settings.aws_region,
+    return boto3.client(service, endpoint_url=settings.aws_endpoints.url(service), region_name=settings.aws_region,
                         aws_access_key_id="emulator", aws_secret_access_key="emulator")
 
 
@@ -181,7 +181,7 @@ def _deploy_data_stores(settings: Settings, stack: str) -> dict[str, str]:
     return stack_outputs(cfn, stack)
 
 
-def test_stack_deploys_into_emulator_and_pipeline_runs_on_its_names(appdata_env, monkeypatch):
+def test_stack_deploys_into_emulator_and_pipeline_runs_on_its_names(single_process_env, monkeypatch):
     from appdata.api.app import app as lazy_app
     from appdata.cli import main
     from appdata.cli.infra import stack_env
@@ -190,20 +190,20 @@ def test_stack_deploys_into_emulator_and_pipeline_runs_on_its_names(appdata_env,
     from appdata.warehouse.loader import count_rows
 
     stack = f"appdata-{uuid.uuid4().hex[:8]}"
-    outputs = _deploy_data_stores(appdata_env, stack)
-    assert outputs["BucketName"] == appdata_env.bucket
-    assert outputs["StreamName"] == appdata_env.stream and outputs["TableName"] == appdata_env.table
+    outputs = _deploy_data_stores(single_process_env, stack)
+    assert outputs["BucketName"] == single_process_env.bucket
+    assert outputs["StreamName"] == single_process_env.stream and outputs["TableName"] == single_process_env.table
     assert outputs["RedshiftCopyRoleArn"].startswith("arn:aws:iam::") and "ApiUrl" not in outputs
 
-    summary = _aws(appdata_env, "kinesis").describe_stream_summary(StreamName=appdata_env.stream)
+    summary = _aws(single_process_env, "kinesis").describe_stream_summary(StreamName=single_process_env.stream)
     assert summary["StreamDescriptionSummary"]["RetentionPeriodHours"] == 48
-    table = _aws(appdata_env, "dynamodb").describe_table(TableName=appdata_env.table)["Table"]
+    table = _aws(single_process_env, "dynamodb").describe_table(TableName=single_process_env.table)["Table"]
     assert table["BillingModeSummary"]["BillingMode"] == "PAY_PER_REQUEST"
 
     # Point everything at the stack as a user would: `appdata stack-env` from its outputs.
     printed = CliRunner().invoke(stack_env, [stack, "--format", "dotenv"], catch_exceptions=False).output
     env = dict(line.split("=", 1) for line in printed.splitlines())
-    assert env == environment_from_outputs(outputs, region="us-east-1", endpoint_url=appdata_env.aws_endpoint_url)
+    assert env == environment_from_outputs(outputs, region="us-east-1", endpoints=single_process_env.aws_endpoints)
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     settings = Settings.from_env()

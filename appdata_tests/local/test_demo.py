@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from appdata.local.emulator import free_port
+from appdata.local.emulator import free_endpoints, free_port
 
 pytestmark = pytest.mark.emulator  # the demo starts its own
 
@@ -16,7 +16,7 @@ def test_demo_reconciles_every_stage_and_builds_the_report(tmp_path):
         "PATH": "/usr/bin:/bin",
         "HOME": str(tmp_path),
         "APPDATA_HOME": str(home),
-        "APPDATA_EMULATOR_PORT": str(free_port()),
+        **free_endpoints().environment(),
         "APPDATA_API_PORT": str(free_port()),
     }
     out = subprocess.run(

@@ -20,7 +20,7 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
-from appdata.local.emulator import free_port
+from appdata.local.emulator import free_endpoints, free_port
 from appdata_tests.support.events import make_event
 
 pytestmark = [pytest.mark.slow, pytest.mark.emulator]
@@ -30,10 +30,12 @@ TODAY = time.strftime("%Y-%m-%d", time.gmtime())
 class Stack:
     def __init__(self, home: Path):
         self.home = home
-        self.ports = {"emulator": free_port(), "api": free_port(), "dagster": free_port()}
+        self.endpoints = free_endpoints()
+        self.ports = {"api": free_port(), "dagster": free_port(),
+                      **{service: int(url.rsplit(":", 1)[1]) for service, url in self.endpoints.by_service().items()}}
         self.key = "stack-test-key"
         self.env = {k: v for k, v in os.environ.items() if not k.startswith(("APPDATA_", "DAGSTER_", "AWS_"))}
-        self.env.update(APPDATA_HOME=str(home), APPDATA_EMULATOR_PORT=str(self.ports["emulator"]),
+        self.env.update(APPDATA_HOME=str(home), **self.endpoints.environment(),
                         APPDATA_API_PORT=str(self.ports["api"]), APPDATA_API_KEYS=self.key,
                         APPDATA_BATCH_ROWS_PER_DAY="20")
         self.api = f"http://127.0.0.1:{self.ports['api']}"
@@ -72,7 +74,7 @@ class Stack:
         return {item["event_id"] for item in response.json().get("downloads", [])} if response.status_code == 200 else set()
 
     def aws(self, service: str):
-        return boto3.client(service, endpoint_url=f"http://127.0.0.1:{self.ports['emulator']}", region_name="us-east-1",
+        return boto3.client(service, endpoint_url=self.endpoints.url(service), region_name="us-east-1",
                             aws_access_key_id="emulator", aws_secret_access_key="emulator")
 
     def stop(self, sig: int = signal.SIGTERM) -> int:

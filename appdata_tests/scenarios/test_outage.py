@@ -20,7 +20,7 @@ import uuid
 import dagster as dg
 import pytest
 
-from appdata.config import Settings
+from appdata.config import AwsEndpoints, Settings
 from appdata.local.emulator import free_port, wait_until_up
 from appdata.local.provision import provision
 from appdata.reliability.reconcile import reconcile_stream_day
@@ -36,8 +36,9 @@ pytestmark = [pytest.mark.reliability, pytest.mark.emulator]
 DAY = "2023-06-01"
 
 
-# `appdata emulator`, except that the first DynamoDB BatchWriteItem request is held: the emulator
-# prints one line and blocks (it serves one request at a time) until the test kills it.
+# One emulator process serving every service (the test points every service's endpoint at it),
+# except that the first DynamoDB BatchWriteItem request is held: the emulator prints one line and
+# blocks (it serves one request at a time) until the test kills it.
 HOLDING_EMULATOR = """
 import sys
 from appdata.local.emulator import make_emulator
@@ -57,7 +58,8 @@ server.serve_forever()
 
 
 def _start_emulator(port: int) -> subprocess.Popen:
-    proc = subprocess.Popen([sys.executable, "-m", "appdata.cli", "emulator", "--port", str(port)],
+    """`appdata emulator` on the test's configuration: one process serving every service at `port`."""
+    proc = subprocess.Popen([sys.executable, "-m", "appdata.cli", "emulator"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wait_until_up(f"http://127.0.0.1:{port}")
     return proc
@@ -78,7 +80,7 @@ def test_emulator_killed_mid_run_fails_clearly_and_a_retry_after_it_is_back_succ
     port = free_port()
     endpoint = f"http://127.0.0.1:{port}"
     suffix = uuid.uuid4().hex[:8]
-    for key, value in {"APPDATA_HOME": str(tmp_path / "home"), "APPDATA_AWS_ENDPOINT_URL": endpoint,
+    for key, value in {"APPDATA_HOME": str(tmp_path / "home"), **AwsEndpoints.everything_at(endpoint).environment(),
                        "APPDATA_BUCKET": f"outage-{suffix}", "APPDATA_STREAM": f"outage-{suffix}",
                        "APPDATA_TABLE": f"outage-{suffix}", "APPDATA_AWS_REGION": "us-east-1"}.items():
         monkeypatch.setenv(key, value)
