@@ -19,14 +19,14 @@ class BenchEnvironment:
 
         self.home = Path(tempfile.mkdtemp(prefix=f"appdata-{name}-"))
         self._stack = contextlib.ExitStack()
-        self.endpoint = self._stack.enter_context(emulator_process())
+        self.endpoints = self._stack.enter_context(emulator_process())
         dagster_home = self.home / "dagster"
         dagster_home.mkdir(parents=True)
         shutil.copy(REPO / "appdata" / "local" / "dagster_local.yaml", dagster_home / "dagster.yaml")
         env = {
             "APPDATA_HOME": str(self.home),
             "DAGSTER_HOME": str(dagster_home),
-            "APPDATA_AWS_ENDPOINT_URL": self.endpoint,
+            **self.endpoints.environment(),
             "APPDATA_BUCKET": f"appdata-bench-{name}",
             **(extra_env or {}),
         }

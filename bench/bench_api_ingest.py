@@ -61,16 +61,15 @@ def main() -> None:
     args = parser.parse_args()
 
     home = Path(tempfile.mkdtemp(prefix="bench-api-"))
-    emulator_port, api_port = free_port(), free_port()
-    endpoint = f"http://127.0.0.1:{emulator_port}"
+    api_port = free_port()
+    emulator = contextlib.ExitStack()
+    endpoints = emulator.enter_context(emulator_process())
     key = uuid.uuid4().hex
-    env = {**os.environ, "APPDATA_HOME": str(home), "APPDATA_AWS_ENDPOINT_URL": endpoint,
+    env = {**os.environ, "APPDATA_HOME": str(home), **endpoints.environment(),
            "APPDATA_BUCKET": "bench-api-lake", "APPDATA_STREAM": "bench-api-stream", "APPDATA_TABLE": "bench-api",
            "APPDATA_API_KEYS": key, "APPDATA_API_HOST": "127.0.0.1", "APPDATA_API_PORT": str(api_port),
            "APPDATA_WAREHOUSE_URL": f"duckdb:///{home / 'w.duckdb'}"}
     os.environ.update(env)
-    emulator = contextlib.ExitStack()
-    emulator.enter_context(emulator_process(emulator_port))
     procs: list[subprocess.Popen] = []
     try:
         settings = Settings.from_env()
@@ -87,7 +86,7 @@ def main() -> None:
         kinesis = resources["kinesis"].get_client()
         total = args.batches * BATCH
         print(f"{total} records per round and path, batches of {BATCH}, {args.rounds} rounds, "
-              f"{args.shards} shards, {args.concurrency} in flight, {args.workers} API worker(s), emulator {endpoint}")
+              f"{args.shards} shards, {args.concurrency} in flight, {args.workers} API worker(s), Kinesis at {endpoints.kinesis}")
 
         def batches(round_no: int, tag: str) -> list[list[dict]]:
             # ids as the stream client sends them (users_app_stream_client_data carries event_id)

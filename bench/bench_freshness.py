@@ -140,10 +140,10 @@ def measure_running_stack(args: argparse.Namespace) -> None:
 
 def measure_in_process(args: argparse.Namespace) -> None:
     """API under uvicorn in a thread and a drain loop at the sensor's cadence, on a fresh emulator."""
-    with emulator_process() as endpoint:
+    with emulator_process() as endpoints:
         home = tempfile.mkdtemp(prefix="bench-fresh-")
         key = uuid.uuid4().hex
-        os.environ.update(APPDATA_HOME=home, APPDATA_AWS_ENDPOINT_URL=endpoint, APPDATA_API_KEYS=key)
+        os.environ.update(APPDATA_HOME=home, APPDATA_API_KEYS=key, **endpoints.environment())
         import uvicorn
 
         from appdata.api.app import create_app
