@@ -5,7 +5,8 @@ boto3 clients back to back): Kinesis PutRecords (500 events of ~400 bytes a call
 in records/s, DynamoDB BatchWriteItem (25 download items a call) in items/s, S3 PutObject (50 KB)
 in objects/s. Then the mixed load that the live drain meets: a producer process putting to Kinesis
 flat out while a consumer process reads the shard (pages of 500) and writes each page to DynamoDB
-(BatchWriteItem on two threads) and S3 (one object, at the same time), for `--seconds`; rounds on
+(BatchWriteItem, calls in flight as the drain makes them) and S3 (one object, at the same time),
+for `--seconds`; rounds on
 a fresh emulator each, one process for all services vs one per service, in ABBA order.
 
     .venv/bin/python bench/bench_emulator.py [--seconds 10] [--ceiling-seconds 4]
@@ -49,12 +50,12 @@ def produce(endpoints, name: str, start_at: float, seconds: float, results) -> N
 
 
 def consume(endpoints, name: str, start_at: float, seconds: float, results) -> None:
-    """GetRecords pages of 500 from the shard's start; each page's items to DynamoDB (two writer
-    threads) while its lines go to S3 as one gzip object; counts the records of finished pages."""
+    """GetRecords pages of 500 from the shard's start; each page's items to DynamoDB (BatchWriteItem,
+    `aws.batch_write_items`'s calls in flight) while its lines go to S3 as one gzip object; counts
+    the records of the pages finished in time."""
     import json
 
-    kinesis, s3 = _aws_client(endpoints, "kinesis"), _aws_client(endpoints, "s3")
-    writers = [_aws_client(endpoints, "dynamodb") for _ in range(2)]
+    kinesis, s3, dynamodb = (_aws_client(endpoints, service) for service in ("kinesis", "s3", "dynamodb"))
     time.sleep(max(0.0, start_at - time.time()))
     iterator = shard_iterator(kinesis, name)
     drained, deadline, finished = 0, start_at + seconds, start_at
@@ -64,18 +65,12 @@ def consume(endpoints, name: str, start_at: float, seconds: float, results) -> N
         records = page["Records"]
         if not records:
             continue
-        events = [json.loads(record["Data"]) for record in records]
-        items = download_items(events)
-        half = len(items) // 2 // aws.BATCH_WRITE_LIMIT * aws.BATCH_WRITE_LIMIT
-        threads = [threading.Thread(target=aws.batch_write_items, args=(writer, name, part))
-                   for writer, part in zip(writers, (items[:half], items[half:]))]
-        body = gzip.compress(b"\n".join(record["Data"] for record in records))
-        threads.append(threading.Thread(target=s3.put_object, kwargs={
-            "Bucket": name, "Key": f"lake/{records[0]['SequenceNumber']}.jsonl.gz", "Body": body}))
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
+        lake = threading.Thread(target=s3.put_object, kwargs={
+            "Bucket": name, "Key": f"lake/{records[0]['SequenceNumber']}.jsonl.gz",
+            "Body": gzip.compress(b"\n".join(record["Data"] for record in records))})
+        lake.start()
+        aws.batch_write_items(dynamodb, name, download_items([json.loads(record["Data"]) for record in records]))
+        lake.join()
         if time.time() <= deadline:
             drained += len(records)
             finished = time.time()
