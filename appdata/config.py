@@ -180,13 +180,11 @@ class Settings:
     api_url: str
     api_host: str
     api_port: int
-    emulator_port: int
 
     @classmethod
     def from_env(cls) -> "Settings":
         load_env_file()
         home = Path(_env("APPDATA_HOME", str(Path.home() / ".appdata"))).expanduser().resolve()
-        emulator_port = _env_int("APPDATA_EMULATOR_PORT", DEFAULT_EMULATOR_PORT)
         api_host = _env("APPDATA_API_HOST", "127.0.0.1")
         api_port = _env_int("APPDATA_API_PORT", 8000)
         rows_per_day = _env_int("APPDATA_BATCH_ROWS_PER_DAY", 0)
@@ -198,7 +196,7 @@ class Settings:
             table=table,
             lease_table=_env("APPDATA_LEASE_TABLE", f"{table}-leases"),
             warehouse_url=_env("APPDATA_WAREHOUSE_URL", f"duckdb:///{home / 'warehouse.duckdb'}"),
-            aws_endpoints=AwsEndpoints.from_env(emulator_port),
+            aws_endpoints=AwsEndpoints.from_env(_env_int("APPDATA_EMULATOR_PORT", DEFAULT_EMULATOR_PORT)),
             aws_region=_env("APPDATA_AWS_REGION", os.environ.get("AWS_DEFAULT_REGION", "us-east-1")),
             playstore_csv=_env("APPDATA_PLAYSTORE_CSV", "") or None,
             timezone=_env("APPDATA_TIMEZONE", "UTC"),
@@ -209,7 +207,6 @@ class Settings:
             api_url=_env("APPDATA_API_URL", f"http://{api_host}:{api_port}"),
             api_host=api_host,
             api_port=api_port,
-            emulator_port=emulator_port,
         )
 
     @property

@@ -20,7 +20,10 @@ def fresh_process(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv(config.ENV_FILE_VARIABLE)  # conftest turns .env reading off for the suite
     for key in KEYS:
-        monkeypatch.delenv(key, raising=False)  # and restores each of them after the test
+        # setenv first: delenv of an absent variable records nothing, and what the .env then puts
+        # into os.environ would outlive the test (a warehouse password in later tests' engines)
+        monkeypatch.setenv(key, "")
+        monkeypatch.delenv(key)
     monkeypatch.setattr(config, "_env_files_read", set())
     monkeypatch.setattr(config, "_shell_values_restored", False)
     (tmp_path / ".env").write_text(

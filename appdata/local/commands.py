@@ -50,8 +50,7 @@ def emulator(port: int | None, log_requests: bool, state_dir: Path | None, serve
             raise click.ClickException("no endpoint is on this machine: nothing to emulate (empty = real AWS)")
         sys.exit(serve_layout(servers, state_dir=state_dir, log_requests=log_requests))
     services = tuple(serve.split(","))
-    unknown = set(services) - set(ALL_SERVICES)
-    if unknown or port is None:
+    if set(services) - set(ALL_SERVICES) or port is None:
         raise click.UsageError(f"--serve takes {','.join(ALL_SERVICES)} and needs --port")
     server = make_emulator(host, port, services=services, log_requests=log_requests, state_dir=state_dir)
     click.echo(f"AWS emulator for {', '.join(services)} listening on http://{host}:{server.server_port} "

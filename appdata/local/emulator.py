@@ -119,8 +119,12 @@ def _misdirected(environ: dict, start_response, services: tuple[str, ...], backe
         content_type = "text/xml"
         body = (f"<ErrorResponse><Error><Code>MisdirectedRequest</Code><Message>{escape(message)}</Message>"
                 f"</Error></ErrorResponse>")
-    start_response("421 Misdirected Request", [("Content-Type", content_type)])
-    return [body.encode()]
+    # Read the request first: werkzeug drains what is left unread with a blocking read that
+    # waits for the client, which waits for the end of the answer.
+    environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))
+    data = body.encode()
+    start_response("421 Misdirected Request", [("Content-Type", content_type), ("Content-Length", str(len(data)))])
+    return [data]
 
 
 class EmulatorState:
