@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import pandas as pd  # noqa: E402
 
-from _common import BenchEnvironment, bench_events  # noqa: E402
+from _common import BenchEnvironment, bench_events, print_emulator_ceilings  # noqa: E402
 
 TARGET_P95_SECONDS = 10.0
 
@@ -213,6 +213,7 @@ def main() -> None:
     env = BenchEnvironment("drain-live")
     try:
         resources = env.provision_all(shards=args.shards)
+        print_emulator_ceilings(env.endpoints)
         kinesis, stream = resources["kinesis"].get_client(), resources["kinesis"].stream_name
         shard_ids = [s["ShardId"] for s in kinesis.list_shards(StreamName=stream)["Shards"]]
         ctx = mp.get_context("spawn")

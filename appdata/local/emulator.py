@@ -127,6 +127,9 @@ def _misdirected(environ: dict, start_response, services: tuple[str, ...], backe
     return [data]
 
 
+COMBINED_STATE_FILE = "emulator-state.pickle"  # what the emulator kept before one process per service
+
+
 class EmulatorState:
     """The persisted backends of one process: load once on start, snapshot when changed."""
 
@@ -145,6 +148,9 @@ class EmulatorState:
     def _load(service: str, path: Path) -> str:
         from moto.backends import get_backend
 
+        combined = path.parent / COMBINED_STATE_FILE
+        if not path.exists() and combined.exists():
+            return EmulatorState._load_combined(service, combined)
         if not path.exists():
             return f"new state at {path}"
         try:
@@ -158,6 +164,22 @@ class EmulatorState:
         backend.clear()
         backend.update(accounts)
         return f"state restored from {path}"
+
+    @staticmethod
+    def _load_combined(service: str, combined: Path) -> str:
+        """The state an older emulator kept for all services in one file: this service's part, so an
+        upgrade keeps the stream, table and bucket (the next snapshot writes the service's own file)."""
+        from moto.backends import get_backend
+
+        try:
+            with open(combined, "rb") as handle:
+                accounts = pickle.load(handle)[service]
+        except Exception as exc:  # noqa: BLE001 - as for a service's own file: say it, start empty
+            return f"could not read {service} from {combined} ({exc!r}); started EMPTY"
+        backend = get_backend(service)
+        backend.clear()
+        backend.update(accounts)
+        return f"state restored from {combined} (the single-process layout's file)"
 
     def snapshot(self) -> None:
         from moto.backends import get_backend

@@ -128,6 +128,27 @@ def test_each_service_keeps_its_own_state_file_across_a_restart(tmp_path, offlin
 
 
 @pytest.mark.emulator
+def test_the_single_process_layouts_state_file_is_carried_over_on_upgrade(tmp_path, offline_env):
+    """An APPDATA_HOME from before one process per service keeps its stream, table and bucket."""
+    import pickle
+
+    state = tmp_path / "state"
+    with emulator_process(state_dir=state) as endpoints:
+        _store_one_of_each(_on(offline_env, endpoints), offline_env)
+    combined = {}
+    for path in list(state.glob("*.pickle")):  # the older layout: every service in one file
+        combined[path.stem] = pickle.loads(path.read_bytes())
+        path.unlink()
+    (state / "emulator-state.pickle").write_bytes(pickle.dumps(combined))
+
+    with emulator_process(state_dir=state) as endpoints:
+        resources = _on(offline_env, endpoints)
+        assert resources["s3"].get_client().get_object(Bucket=offline_env.bucket, Key="kept")["Body"].read() == b"kept"
+        assert _kinesis_data(resources, offline_env) == [b"kept"]
+        assert list(aws.scan_items(resources["dynamodb"].get_client(), offline_env.table))
+
+
+@pytest.mark.emulator
 def test_a_torn_state_file_is_set_aside_and_only_its_service_starts_empty(tmp_path, offline_env):
     state = tmp_path / "state"
     with emulator_process(state_dir=state) as endpoints:
