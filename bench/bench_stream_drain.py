@@ -21,6 +21,7 @@ import datetime as dt
 import gzip
 import json
 import multiprocessing as mp
+import os
 import sys
 import time
 from pathlib import Path
@@ -100,19 +101,20 @@ def _resources():
 
 
 def produce(rate: int, duration: int, tag: str, report) -> None:
-    """Put `rate` records a second for `duration` seconds, in ten slices a second."""
+    """Put `rate` records a second for `duration` seconds, in PutRecords calls of up to 500 (as the
+    API puts a POST's batch)."""
     resources = _resources()
     kinesis, stream = resources["kinesis"].get_client(), resources["kinesis"].stream_name
     batch = bench_events(rate * duration, tag)
-    slice_size = max(1, rate // 10)
-    start = time.monotonic()
+    slice_size = min(500, rate)
+    cpu_at_start, start = time.process_time(), time.monotonic()
     stored = 0
     for n, offset in enumerate(range(0, len(batch), slice_size)):
         stored += put_all(kinesis, stream, batch[offset:offset + slice_size])
-        pause = start + (n + 1) / 10 - time.monotonic()
+        pause = start + (n + 1) * slice_size / rate - time.monotonic()
         if pause > 0:
             time.sleep(pause)
-    report.put(("produced", stored, time.monotonic() - start))
+    report.put(("produced", stored, time.monotonic() - start, time.process_time() - cpu_at_start))
 
 
 def consume(shard_id: str, until: float, report) -> None:
@@ -137,6 +139,24 @@ def consume(shard_id: str, until: float, report) -> None:
                   sinks=Sinks(s3=resources["s3"].get_client(), bucket=resources["s3"].bucket, dynamodb=dynamodb,
                               table=resources["dynamodb"].table_name, warehouse=resources["warehouse"].connect),
                   ).run(until=until)
+
+
+def emulator_cpu_seconds() -> dict[str, float]:
+    """CPU seconds (user + system) each emulator process has used so far, by the services it serves."""
+    import os
+
+    tick = os.sysconf("SC_CLK_TCK")
+    used: dict[str, float] = {}
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            args = open(f"/proc/{pid}/cmdline", "rb").read().split(b"\0")
+            stat = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if b"--serve" in args:
+            services = args[args.index(b"--serve") + 1].decode()
+            used[services] = (int(stat[11]) + int(stat[12])) / tick
+    return used
 
 
 def count_sinks(resources, engine) -> dict[str, tuple[int, int]]:
@@ -223,6 +243,7 @@ def main() -> None:
         for process in consumers:
             process.start()
         time.sleep(3)  # the consumers' start (imports) is not part of the live figure
+        emulator_before = emulator_cpu_seconds()
         producer = ctx.Process(target=produce, args=(args.rate, args.duration, "live", report))
         producer.start()
         produced, produce_seconds, drained, lags = None, None, 0, []
@@ -232,7 +253,7 @@ def main() -> None:
         while produced is None or drained < produced:
             message = report.get(timeout=args.duration + 600)
             if message[0] == "produced":
-                produced, produce_seconds = message[1], message[2]
+                produced, produce_seconds, producer_cpu = message[1], message[2], message[3]
             elif message[0] == "ready":
                 cpu_at_start[message[1]] = message[2]
             else:
@@ -240,6 +261,7 @@ def main() -> None:
                 lags.append(message[3])
                 cpu[message[1]] = message[4] - cpu_at_start[message[1]]
         live_seconds = time.monotonic() - live_started
+        emulator_used = {k: v - emulator_before.get(k, 0.0) for k, v in emulator_cpu_seconds().items()}
         for process in consumers:
             process.terminate()
         producer.join()
@@ -254,6 +276,11 @@ def main() -> None:
         cores = sum(cpu.values()) / live_seconds / len(shard_ids)
         print(f"consumer CPU: {sum(cpu.values()):.1f}s over {live_seconds:.0f}s, {cores:.2f} of a core per shard "
               f"({sum(cpu.values()) / drained * 1000:.2f} CPU-s per 1,000 records; what an ECS task per shard needs)")
+        shares = {f"emulator {k}": v for k, v in emulator_used.items()}
+        shares["producer"] = producer_cpu
+        shares["consumers"] = sum(cpu.values())
+        print(f"CPU over the live part ({live_seconds:.0f}s, {os.cpu_count()} cores): " + ", ".join(
+            f"{name} {seconds / live_seconds:.0%}" for name, seconds in shares.items()))
         exact = all(pair == (produced, produced) for pair in sinks.values())
         print("sinks (rows, distinct events): " + ", ".join(f"{k} {v[0]:,}/{v[1]:,}" for k, v in sinks.items())
               + (" = every record exactly once" if exact else " NOT exactly once"))

@@ -26,6 +26,7 @@ consistent picture of that service; it is written to a temporary file and rename
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import json
 import os
@@ -38,6 +39,7 @@ import threading
 import time
 import urllib.request
 from dataclasses import dataclass
+from itertools import islice
 from pathlib import Path
 from typing import Iterator
 from urllib.parse import urlparse
@@ -202,6 +204,35 @@ class EmulatorState:
             self.snapshot()
 
 
+def read_kinesis_from_position() -> None:
+    """Make moto's GetRecords read from the iterator's position, as Kinesis does.
+
+    moto walks every record of the shard from its first on each GetRecords call, so its cost grows
+    with all the shard holds: with a consumer polling a shard that had taken 120,000 records, the
+    Kinesis process spent 86% of a core and held a 1,000 records/s producer to 584/s. Shards only
+    ever append (increasing sequence numbers), so a sorted list of their sequence numbers, extended
+    as records arrive, finds the position by bisection; answers are the same records, the same
+    next position and the same MillisBehindLatest as moto's own.
+    """
+    from moto.kinesis.models import Shard
+
+    def get_records(shard, last_sequence_id, limit):
+        keys = shard.__dict__.setdefault("_sequence_numbers", [])
+        if len(keys) > len(shard.records) or (keys and keys[-1] not in shard.records):
+            keys.clear()  # records were removed (a resharding moved them): start again from the shard
+        if len(keys) < len(shard.records):  # the newest, from the end of the (ordered) records
+            keys.extend(reversed(list(islice(reversed(shard.records), len(shard.records) - len(keys)))))
+        start = bisect.bisect_right(keys, int(last_sequence_id))
+        chosen = keys[start:] if limit is None else keys[start:start + limit]
+        if not chosen:
+            return [], int(last_sequence_id), 0
+        records = [shard.records[key] for key in chosen]
+        behind = shard.records[keys[-1]].created_at - records[-1].created_at
+        return records, chosen[-1], int(behind * 1000)
+
+    Shard.get_records = get_records
+
+
 def make_emulator(host: str = "127.0.0.1", port: int = 4566, *, services: tuple[str, ...] = ALL_SERVICES,
                   log_requests: bool = False, state_dir: Path | None = None) -> BaseWSGIServer:
     """A single-threaded moto server bound to host:port (not yet serving), answering `services` only.
@@ -215,6 +246,8 @@ def make_emulator(host: str = "127.0.0.1", port: int = 4566, *, services: tuple[
         create_backend_app,
     )
 
+    if "kinesis" in services:
+        read_kinesis_from_position()
     state = EmulatorState(state_dir, services) if state_dir is not None and set(services) & set(PIPELINE_SERVICES) \
         else None
     note = state.load() if state is not None else "in memory only"

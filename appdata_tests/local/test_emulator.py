@@ -188,3 +188,28 @@ def test_appdata_emulator_serves_the_configured_layout_and_stops_each_process_on
     assert sorted(line.split(" listening")[0] for line in output.splitlines()) == sorted(
         f"AWS emulator for {service}" for service in ALL_SERVICES)
     assert sorted(path.name for path in state.iterdir()) == ["dynamodb.pickle", "kinesis.pickle", "s3.pickle"]
+
+
+def test_kinesis_reads_from_the_position_with_the_answers_moto_gives():
+    """The emulator's GetRecords (bisection over the shard's sequence numbers) against moto's own
+    walk over every record, on one shard, at every position and several limits, as it grows."""
+    from moto.kinesis.models import Shard
+
+    from appdata.local.emulator import read_kinesis_from_position
+
+    moto_get_records = Shard.get_records
+    shard = Shard(0, 0, 2**128)
+    try:
+        read_kinesis_from_position()
+        for batch in range(3):  # records arrive between reads, as a producer adds them
+            for _ in range(40):
+                shard.put_record("k", "data", "1")
+            last = int(next(reversed(shard.records)))
+            for position in range(0, last + 2):
+                for limit in (None, 1, 7, 10_000):
+                    ours = shard.get_records(str(position), limit)
+                    theirs = moto_get_records(shard, str(position), limit)
+                    assert ([r.sequence_number for r in ours[0]], ours[1], ours[2]) == \
+                        ([r.sequence_number for r in theirs[0]], theirs[1], theirs[2]), (batch, position, limit)
+    finally:
+        Shard.get_records = moto_get_records
