@@ -190,21 +190,26 @@ def test_appdata_emulator_serves_the_configured_layout_and_stops_each_process_on
     assert sorted(path.name for path in state.iterdir()) == ["dynamodb.pickle", "kinesis.pickle", "s3.pickle"]
 
 
-def test_kinesis_reads_from_the_position_with_the_answers_moto_gives():
-    """The emulator's GetRecords (bisection over the shard's sequence numbers) against moto's own
-    walk over every record, on one shard, at every position and several limits, as it grows."""
+def test_kinesis_shards_at_stream_scale_give_the_answers_moto_gives():
+    """The emulator's GetRecords (bisection over the shard's sequence numbers) and shard ends
+    against moto's own walks over every record, on one shard, at every position and several limits,
+    as it grows."""
     from moto.kinesis.models import Shard
 
-    from appdata.local.emulator import read_kinesis_from_position
+    from appdata.local.emulator import kinesis_shards_at_stream_scale
 
-    moto_get_records = Shard.get_records
+    moto_get_records, moto_max, moto_min = (Shard.get_records, Shard.get_max_sequence_number,
+                                            Shard.get_min_sequence_number)
     shard = Shard(0, 0, 2**128)
     try:
-        read_kinesis_from_position()
+        kinesis_shards_at_stream_scale()
+        assert (shard.get_max_sequence_number(), shard.get_min_sequence_number()) == (0, 0)
         for batch in range(3):  # records arrive between reads, as a producer adds them
             for _ in range(40):
                 shard.put_record("k", "data", "1")
             last = int(next(reversed(shard.records)))
+            assert (shard.get_max_sequence_number(), shard.get_min_sequence_number()) == (
+                moto_max(shard), moto_min(shard))
             for position in range(0, last + 2):
                 for limit in (None, 1, 7, 10_000):
                     ours = shard.get_records(str(position), limit)
@@ -212,4 +217,5 @@ def test_kinesis_reads_from_the_position_with_the_answers_moto_gives():
                     assert ([r.sequence_number for r in ours[0]], ours[1], ours[2]) == \
                         ([r.sequence_number for r in theirs[0]], theirs[1], theirs[2]), (batch, position, limit)
     finally:
-        Shard.get_records = moto_get_records
+        Shard.get_records, Shard.get_max_sequence_number, Shard.get_min_sequence_number = (
+            moto_get_records, moto_max, moto_min)
