@@ -46,51 +46,34 @@ def ensure_stream(kinesis: KinesisResource, shards: int = 1) -> str:
     return state
 
 
-def ensure_table(dynamodb: DynamoDBResource) -> str:
-    """Single-table design: pk user_id, sk "DL#<date>#<event_id>" for downloads, "REC" for recs."""
+def _ensure_dynamodb_table(dynamodb: DynamoDBResource, name: str, keys: dict[str, str]) -> str:
+    """An on-demand table with string keys (`keys`: attribute -> HASH or RANGE), created if absent."""
     client = dynamodb.get_client()
     try:
-        client.describe_table(TableName=dynamodb.table_name)
+        client.describe_table(TableName=name)
         state = "exists"
     except ClientError as exc:
         if exc.response["Error"]["Code"] != "ResourceNotFoundException":
             raise
         client.create_table(
-            TableName=dynamodb.table_name,
-            AttributeDefinitions=[
-                {"AttributeName": "user_id", "AttributeType": "S"},
-                {"AttributeName": "sk", "AttributeType": "S"},
-            ],
-            KeySchema=[
-                {"AttributeName": "user_id", "KeyType": "HASH"},
-                {"AttributeName": "sk", "KeyType": "RANGE"},
-            ],
+            TableName=name,
+            AttributeDefinitions=[{"AttributeName": key, "AttributeType": "S"} for key in keys],
+            KeySchema=[{"AttributeName": key, "KeyType": kind} for key, kind in keys.items()],
             BillingMode="PAY_PER_REQUEST",
         )
         state = "created"
-    client.get_waiter("table_exists").wait(TableName=dynamodb.table_name, WaiterConfig={"Delay": 1, "MaxAttempts": 120})
+    client.get_waiter("table_exists").wait(TableName=name, WaiterConfig={"Delay": 1, "MaxAttempts": 120})
     return state
+
+
+def ensure_table(dynamodb: DynamoDBResource) -> str:
+    """Single-table design: pk user_id, sk "DL#<date>#<event_id>" for downloads, "REC" for recs."""
+    return _ensure_dynamodb_table(dynamodb, dynamodb.table_name, {"user_id": "HASH", "sk": "RANGE"})
 
 
 def ensure_lease_table(dynamodb: DynamoDBResource) -> str:
     """The drain's shard leases and checkpoints: pk shard ("<stream>/<shard id>")."""
-    client = dynamodb.get_client()
-    try:
-        client.describe_table(TableName=dynamodb.lease_table_name)
-        state = "exists"
-    except ClientError as exc:
-        if exc.response["Error"]["Code"] != "ResourceNotFoundException":
-            raise
-        client.create_table(
-            TableName=dynamodb.lease_table_name,
-            AttributeDefinitions=[{"AttributeName": "shard", "AttributeType": "S"}],
-            KeySchema=[{"AttributeName": "shard", "KeyType": "HASH"}],
-            BillingMode="PAY_PER_REQUEST",
-        )
-        state = "created"
-    client.get_waiter("table_exists").wait(TableName=dynamodb.lease_table_name,
-                                           WaiterConfig={"Delay": 1, "MaxAttempts": 120})
-    return state
+    return _ensure_dynamodb_table(dynamodb, dynamodb.lease_table_name, {"shard": "HASH"})
 
 
 def provision(resources: dict[str, Any], *, shards: int = 1) -> dict[str, str]:
