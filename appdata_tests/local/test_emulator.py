@@ -193,7 +193,9 @@ def test_appdata_emulator_serves_the_configured_layout_and_stops_each_process_on
 def test_kinesis_shards_at_stream_scale_give_the_answers_moto_gives():
     """The emulator's GetRecords (bisection over the shard's sequence numbers) and shard ends
     against moto's own walks over every record, on one shard, at every position and several limits,
-    as it grows."""
+    as it grows, with records apart in time (MillisBehindLatest is not always 0)."""
+    import datetime
+
     from moto.kinesis.models import Shard
 
     from appdata.local.emulator import kinesis_shards_at_stream_scale
@@ -202,11 +204,16 @@ def test_kinesis_shards_at_stream_scale_give_the_answers_moto_gives():
                                             Shard.get_min_sequence_number)
     shard = Shard(0, 0, 2**128)
     try:
-        kinesis_shards_at_stream_scale()
+        assert kinesis_shards_at_stream_scale().endswith("Kinesis reads by bisection (checked against moto's own answers)")
+        assert Shard.get_records is not moto_get_records
         assert (shard.get_max_sequence_number(), shard.get_min_sequence_number()) == (0, 0)
         for batch in range(3):  # records arrive between reads, as a producer adds them
-            for _ in range(40):
+            for index in range(40):
                 shard.put_record("k", "data", "1")
+                record = shard.records[next(reversed(shard.records))]
+                earlier = (40 - index) * 0.25  # seconds
+                record.created_at -= (datetime.timedelta(seconds=earlier)
+                                      if isinstance(record.created_at, datetime.datetime) else earlier)
             last = int(next(reversed(shard.records)))
             assert (shard.get_max_sequence_number(), shard.get_min_sequence_number()) == (
                 moto_max(shard), moto_min(shard))
@@ -216,6 +223,46 @@ def test_kinesis_shards_at_stream_scale_give_the_answers_moto_gives():
                     theirs = moto_get_records(shard, str(position), limit)
                     assert ([r.sequence_number for r in ours[0]], ours[1], ours[2]) == \
                         ([r.sequence_number for r in theirs[0]], theirs[1], theirs[2]), (batch, position, limit)
+        assert shard.get_records("0", 1)[2] > 0
     finally:
         Shard.get_records, Shard.get_max_sequence_number, Shard.get_min_sequence_number = (
             moto_get_records, moto_max, moto_min)
+
+
+def test_records_restored_from_an_older_moto_mix_float_and_datetime_times():
+    """moto 5.2.5 kept a record's arrival as epoch seconds, 5.2.6 as a naive UTC datetime: a shard
+    restored from an old snapshot and appended to by the new moto still answers MillisBehindLatest."""
+    import datetime
+
+    from moto.kinesis.models import Shard
+
+    from appdata.local.emulator import _fast_get_records
+
+    shard = Shard(0, 0, 2**128)
+    for _ in range(2):
+        shard.put_record("k", "data", "1")
+    newest = datetime.datetime(2026, 12, 7, 12, 0, 10)
+    shard.records[1].created_at = newest.replace(tzinfo=datetime.timezone.utc).timestamp() - 2.5  # the old kind
+    shard.records[2].created_at = newest
+    records, last, behind = _fast_get_records(shard, "0", 1)
+    assert ([r.sequence_number for r in records], last, behind) == ([1], 1, 2500)
+
+
+def test_a_moto_that_answers_otherwise_keeps_its_own_kinesis_reads(monkeypatch):
+    """The start-up check: when the installed moto's answers differ from the bisection's (a moto
+    release that changed its model), the emulator keeps moto's own methods and says so, naming
+    the version, instead of serving wrong answers or a 500 on every GetRecords."""
+    import importlib.metadata
+
+    from moto.kinesis.models import Shard
+
+    from appdata.local.emulator import kinesis_shards_at_stream_scale
+
+    def moto_reporting_seconds_behind(shard, last_sequence_id, limit):  # as if moto changed units
+        records = [r for key, r in shard.records.items() if key > int(last_sequence_id)][:limit]
+        return records, records[-1].sequence_number if records else int(last_sequence_id), 7
+
+    monkeypatch.setattr(Shard, "get_records", moto_reporting_seconds_behind)
+    note = kinesis_shards_at_stream_scale()
+    assert Shard.get_records is moto_reporting_seconds_behind
+    assert note.startswith(f"moto {importlib.metadata.version('moto')}: Kinesis reads use moto's own (slower) code")
