@@ -17,9 +17,9 @@ import sqlalchemy as sa
 from appdata.config import AwsEndpoints, Settings
 from appdata.local.emulator import emulator_process
 from appdata.defs.resources import build_resources
+from appdata_tests.support import realdata
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-REAL_CATALOGUE = REPO_ROOT.parent / "shared" / "data" / "googleplaystore.csv"
 PG_BASE_URL = os.environ.get("APPDATA_TEST_POSTGRES_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/test")
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 # A developer's ./.env must not leak into the tests (nor into the processes they start):
@@ -30,7 +30,9 @@ os.environ["APPDATA_ENV_FILE"] = ""
 # The servers a test's fixtures start, by the marker that says so: `-m "not emulator and not postgres"`
 # selects the unit tier (no server at all). Tests that start an emulator of their own mark themselves.
 SERVER_MARKERS = {"emulator_endpoints": "emulator", "single_process_endpoints": "emulator",
-                  "postgres_engine": "postgres"}
+                  "postgres_engine": "postgres",
+                  # not a server, the same rule: whatever takes the real Kaggle file is `-m realdata`
+                  "real_catalogue": "realdata"}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -147,9 +149,12 @@ def provisioned(appdata_env: Settings) -> dict:
 
 @pytest.fixture()
 def real_catalogue() -> Path:
-    if not REAL_CATALOGUE.exists():
-        pytest.skip(f"real Kaggle catalogue not present at {REAL_CATALOGUE}")
-    return REAL_CATALOGUE
+    """The real Kaggle file (APPDATA_PLAYSTORE_CSV, else ../shared/data/googleplaystore.csv); skipped
+    naming both when absent. The one place tests learn where it is: appdata_tests/support/realdata.py."""
+    path = realdata.real_catalogue_path()
+    if path is None:
+        pytest.skip(realdata.missing_reason())
+    return path
 
 
 @pytest.fixture(scope="module")
