@@ -45,3 +45,24 @@ def test_sources_group_has_descriptions_and_kinds():
         if node.group_name == "sources":
             assert node.description, f"{key} has no description"
             assert node.kinds, f"{key} has no kinds"
+
+
+def test_a_production_install_runs_the_cli_and_names_the_missing_emulator():
+    """requirements/production.txt has no moto: the pipeline's commands work and `appdata up` says
+    what to install instead of a traceback (a fresh interpreter where moto cannot be imported)."""
+    import subprocess
+    import sys
+
+    script = (
+        "import sys\n"
+        "sys.modules.update(moto=None, werkzeug=None)\n"
+        "from click.testing import CliRunner\n"
+        "from appdata.cli import main\n"
+        "assert CliRunner().invoke(main, ['reconcile', '--help']).exit_code == 0\n"
+        "result = CliRunner().invoke(main, ['up', '--no-ui'])\n"
+        "print(result.exit_code, result.output)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("1 Error: the local AWS emulator needs moto (moto is not installed)")
+    assert "requirements/local.txt" in done.stdout

@@ -47,7 +47,15 @@ from typing import Iterator
 from urllib.parse import urlparse
 from xml.sax.saxutils import escape
 
-from werkzeug.serving import BaseWSGIServer, make_server
+import click
+
+try:
+    import moto  # noqa: F401 - here only to say what is missing, once
+    from werkzeug.serving import BaseWSGIServer, make_server
+except ModuleNotFoundError as missing:  # a production install (requirements/production.txt)
+    raise click.ClickException(
+        f"the local AWS emulator needs moto ({missing.name} is not installed): production installs leave it "
+        "out; install requirements/local.txt (or the project's `local` extra)") from missing
 
 from appdata.config import EMULATOR_PORT_OFFSETS, ENDPOINT_VARIABLE, AwsEndpoints, endpoint_variable, \
     is_loopback_endpoint

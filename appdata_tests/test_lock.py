@@ -1,0 +1,104 @@
+"""The locks in requirements/ agree with pyproject.toml, with each other, and with what is installed.
+
+Regenerate them with `bash requirements/update` (README "Dependencies")."""
+
+from __future__ import annotations
+
+import tomllib
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+import pytest
+from packaging.requirements import Requirement
+from packaging.specifiers import SpecifierSet
+
+from appdata_tests.support.lock import fingerprint, normalize, pins, stamped_fingerprint
+
+ROOT = Path(__file__).resolve().parents[1]
+PYPROJECT = ROOT / "pyproject.toml"
+LOCKS = {"production": (), "local": ("local",), "test": ("test",)}  # lock -> the extras it holds
+REGENERATE = "pyproject.toml changed without `bash requirements/update`"
+
+
+def lock_path(name: str) -> Path:
+    return ROOT / "requirements" / f"{name}.txt"
+
+
+def requirements_of(extras: tuple[str, ...]) -> list[Requirement]:
+    """The project's requirements with these extras, the project's own extras (appdata[local]) expanded."""
+    project = tomllib.loads(PYPROJECT.read_text())["project"]
+    wanted, seen, found = list(extras), set(), [Requirement(text) for text in project["dependencies"]]
+    while wanted:
+        extra = wanted.pop()
+        if extra in seen:
+            continue
+        seen.add(extra)
+        for text in project["optional-dependencies"][extra]:
+            requirement = Requirement(text)
+            if normalize(requirement.name) == normalize(project["name"]):
+                wanted.extend(requirement.extras)
+            else:
+                found.append(requirement)
+    return found
+
+
+@pytest.mark.parametrize("name", LOCKS)
+def test_lock_is_generated_from_this_pyproject(name):
+    assert stamped_fingerprint(lock_path(name)) == fingerprint(PYPROJECT), f"requirements/{name}.txt: {REGENERATE}"
+
+
+@pytest.mark.parametrize("name,extras", LOCKS.items())
+def test_every_requirement_is_locked_within_its_range(name, extras):
+    locked = pins(lock_path(name))
+    for requirement in requirements_of(extras):
+        key = normalize(requirement.name)
+        assert key in locked, f"{requirement.name} is not in requirements/{name}.txt: {REGENERATE}"
+        assert requirement.specifier.contains(locked[key][0], prereleases=True), (
+            f"requirements/{name}.txt locks {requirement.name}=={locked[key][0]}, outside {requirement}: {REGENERATE}")
+
+
+def test_a_package_has_one_version_in_every_lock():
+    locks = {name: pins(lock_path(name)) for name in LOCKS}
+    for package, (locked_version, _marker) in locks["test"].items():
+        for name, other in locks.items():
+            if package in other:
+                assert other[package][0] == locked_version, (package, name, other[package][0], locked_version)
+    assert set(locks["production"]) <= set(locks["local"]) <= set(locks["test"])
+
+
+def test_production_needs_no_emulator_and_every_lock_can_build_the_project():
+    """`pip install --no-build-isolation` builds the project with the locked setuptools."""
+    build = [Requirement(text) for text in tomllib.loads(PYPROJECT.read_text())["build-system"]["requires"]]
+    for name in LOCKS:
+        locked = pins(lock_path(name))
+        for requirement in build:
+            assert requirement.specifier.contains(locked[normalize(requirement.name)][0]), (name, requirement)
+    assert "moto" not in pins(lock_path("production"))
+    assert "moto" in pins(lock_path("local"))
+
+
+def test_this_environment_is_installed_from_the_test_lock():
+    """The tests run on the locked versions (the README's test command), not on whatever pip found today."""
+    from packaging.markers import Marker
+
+    drifted = []
+    for package, (locked_version, marker) in pins(lock_path("test")).items():
+        if marker and not Marker(marker).evaluate():
+            continue
+        try:
+            installed = version(package)
+        except PackageNotFoundError:
+            drifted.append(f"{package} not installed (locked {locked_version})")
+            continue
+        if not SpecifierSet(f"=={locked_version}").contains(installed, prereleases=True):
+            drifted.append(f"{package} {installed} (locked {locked_version})")
+    assert not drifted, "installed differently from requirements/test.txt: " + ", ".join(drifted)
+
+
+def test_the_readme_commands_install_from_the_locks_and_ci_runs_the_test_command():
+    readme, ci = (ROOT / "README.md").read_text(), (ROOT / ".ci" / "run").read_text()
+    commands = [line for line in readme.splitlines() if line.startswith("python3.11 -m venv .venv && ")][:2]
+    assert [command.rsplit(" && ", 1)[1] for command in commands] == ["appdata up", "pytest"]
+    for command, lock in zip(commands, ("local", "test")):
+        assert f"pip install -r requirements/{lock}.txt && pip install --no-deps --no-build-isolation -e . && " in command
+    assert commands[1] in ci
