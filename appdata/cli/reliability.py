@@ -2,9 +2,40 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import re
+from typing import Iterator
 
 import click
+
+
+def aws_failure(exc: BaseException | None) -> str | None:
+    """The one-line reason of an AWS call that failed somewhere in `exc`'s chain (botocore's
+    errors, raised directly or wrapped by Dagster), or None when no AWS call did."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, (BotoCoreError, ClientError)):
+            text = re.sub(r"\s*<(?:!doctype|html).*$", " (an HTML error page)", " ".join(str(exc).split()),
+                          flags=re.IGNORECASE)
+            return f"{type(exc).__name__}: {text}"
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+@contextlib.contextmanager
+def exit_on_aws_errors(what: str) -> Iterator[None]:
+    """An AWS call that fails ends the command with one line naming it (exit 1), not a traceback."""
+    try:
+        yield
+    except Exception as exc:
+        reason = aws_failure(exc)
+        if reason is None:
+            raise
+        raise click.ClickException(f"{what} stopped: an AWS call failed: {reason}") from None
 
 
 def _s3_and_settings():
@@ -25,6 +56,7 @@ def rejected() -> None:
 @click.option("--source", type=click.Choice(["api", "stream", "batch"]), default=None, help="Only this source.")
 @click.option("--date", "date", default=None, metavar="YYYY-MM-DD", help="Only this download day.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per rejected record (without the record).")
+@exit_on_aws_errors("rejected list")
 def list_command(source: str | None, date: str | None, as_json: bool) -> None:
     """List rejected records not yet replayed: source, date, key, field, reason."""
     from appdata.reliability.deadletters import DeadLetterError, format_table, list_dead_letters
@@ -50,6 +82,7 @@ def list_command(source: str | None, date: str | None, as_json: bool) -> None:
 
 @rejected.command("show")
 @click.argument("key")
+@exit_on_aws_errors("rejected show")
 def show_command(key: str) -> None:
     """Print the dead letters of KEY as JSON lines (edit them, then replay with --fixed)."""
     from appdata.reliability.deadletters import DeadLetterError, show_dead_letters
@@ -69,6 +102,7 @@ def show_command(key: str) -> None:
 @click.option("--fixed", "fixed", type=click.Path(exists=True, dir_okay=False), default=None,
               help="JSON lines of the corrected records (bare records or lines as `show` prints them).")
 @click.option("--direct", is_flag=True, help="api/stream records: PutRecords to Kinesis instead of POST to the API.")
+@exit_on_aws_errors("rejected replay")
 def replay_command(key: str, fixed: str | None, direct: bool) -> None:
     """Replay the records of KEY through the normal path, once, without duplicates."""
     from appdata.config import client_api_key
@@ -143,7 +177,7 @@ def reconcile_command(ctx: click.Context, do_stream: bool, do_batch: bool, start
     s3 = resources["s3"].get_client()
     results = []
     reference = None
-    with resources["warehouse"].connect() as engine:
+    with exit_on_aws_errors("reconcile"), resources["warehouse"].connect() as engine:
         if do_stream or both:
             stream_results, reference = reconcile_stream_against_source(
                 s3=s3, bucket=settings.bucket, dynamodb=resources["dynamodb"].get_client(),

@@ -6,6 +6,7 @@ CLI never imports the local stack.
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 import time
@@ -15,6 +16,41 @@ import click
 
 from appdata.config import Settings
 from appdata.local.environment import local_environment
+
+
+# Tests only: `service:Operation[,...]` the emulator processes fail on purpose (inherited by the
+# processes `appdata up` and `appdata emulator` start, so a whole stack can be run against a broken
+# Kinesis, as the one a moto upgrade once gave: every GetRecords answered 500).
+FAULT_VARIABLE = "APPDATA_EMULATOR_FAIL"
+
+
+class InjectedFault(RuntimeError):
+    """What a failing operation raises inside the emulator (werkzeug logs it and answers 500)."""
+
+
+class FailingOperations:
+    """WSGI middleware: requests for the chosen operations raise inside the server, like a moto bug."""
+
+    def __init__(self, app, operations: set[str]):
+        self.app, self.operations = app, operations
+
+    def __call__(self, environ, start_response):
+        target = environ.get("HTTP_X_AMZ_TARGET", "")  # Kinesis, DynamoDB: "Kinesis_20131202.GetRecords"
+        operation = target.rsplit(".", 1)[-1] if target else ""
+        if operation in self.operations:
+            environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))
+            raise InjectedFault(f"{operation} fails on purpose ({FAULT_VARIABLE})")
+        return self.app(environ, start_response)
+
+
+def _faults(spec: str | None, services: tuple[str, ...]) -> set[str]:
+    """The operations of `spec` (service:Operation, ...) that belong to the services served here."""
+    chosen = set()
+    for item in (spec or "").split(","):
+        service, _, operation = item.strip().partition(":")
+        if operation and service in services:
+            chosen.add(operation)
+    return chosen
 
 
 def register(main: click.Group) -> None:
@@ -37,7 +73,11 @@ def register(main: click.Group) -> None:
 @click.option("--serve", default=None, hidden=True,
               help="Serve these services (comma separated) in this process, on --host:--port.")
 @click.option("--host", default="127.0.0.1", hidden=True)
-def emulator(port: int | None, log_requests: bool, state_dir: Path | None, serve: str | None, host: str) -> None:
+@click.option("--fail", "fail", default=None, hidden=True, envvar=FAULT_VARIABLE,
+              help="Tests only: raise inside the server on these operations (service:Operation, comma "
+                   "separated), so werkzeug answers 500 with a traceback in the log, as a broken moto does.")
+def emulator(port: int | None, log_requests: bool, state_dir: Path | None, serve: str | None, host: str,
+             fail: str | None) -> None:
     """Serve S3, Kinesis and DynamoDB locally, each in a process of its own (moto, one request at a time)."""
     from appdata.config import AwsEndpoints
     from appdata.local.emulator import ALL_SERVICES, emulator_layout, make_emulator, serve_layout, \
@@ -48,15 +88,24 @@ def emulator(port: int | None, log_requests: bool, state_dir: Path | None, serve
         servers = emulator_layout(endpoints)
         if not servers:
             raise click.ClickException("no endpoint is on this machine: nothing to emulate (empty = real AWS)")
-        sys.exit(serve_layout(servers, state_dir=state_dir, log_requests=log_requests))
+        code = serve_layout(servers, state_dir=state_dir, log_requests=log_requests)
+        sys.stdout.flush()
+        os._exit(code)  # its processes are gone; the interpreter's teardown costs seconds on a busy machine
     services = tuple(serve.split(","))
     if set(services) - set(ALL_SERVICES) or port is None:
         raise click.UsageError(f"--serve takes {','.join(ALL_SERVICES)} and needs --port")
     server = make_emulator(host, port, services=services, log_requests=log_requests, state_dir=state_dir)
+    faults = _faults(fail, services)
+    if faults:
+        server.app = FailingOperations(server.app, faults)
     click.echo(f"AWS emulator for {', '.join(services)} listening on http://{host}:{server.server_port} "
-               f"({server.state_note})")
+               f"({server.state_note}" + (f"; FAILING {', '.join(sorted(faults))} on purpose ({FAULT_VARIABLE})"
+                                          if faults else "") + ")")
     sys.stdout.flush()
-    serve_until_signalled(server)
+    serve_until_signalled(server)  # returns once the snapshot is written
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)  # skip the interpreter's teardown of moto: seconds on a busy machine, inside a stop's budget
 
 
 @click.command()
@@ -78,7 +127,7 @@ def provision(shards: int) -> None:
 @click.command()
 @click.option("--dagster-port", type=int, default=3000, show_default=True)
 @click.option("--no-ui", is_flag=True, help="Run emulator, provisioning and API only.")
-@click.option("--verbose", is_flag=True, help="Every line of every process (default: runs, warnings, errors).")
+@click.option("--verbose", is_flag=True, help="Every line of every process (default: run ends and each distinct problem once).")
 def up(dagster_port: int, no_ui: bool, verbose: bool) -> None:
     """Bring up the local stack: emulator, provisioning, ingest API, Dagster UI and daemon.
 
@@ -88,13 +137,15 @@ def up(dagster_port: int, no_ui: bool, verbose: bool) -> None:
     """
     from appdata.local.emulator import emulator_layout, wait_until_up
     from appdata.local.instance import write_dagster_yaml, write_workspace_yaml
-    from appdata.local.stack import Stop, Supervisor, python, raise_stop_on_signals
+    from appdata.local.stack import RunWatcher, Stop, Supervisor, python, raise_stop_on_signals
 
     settings = Settings.from_env()
     env = local_environment(settings)
     write_dagster_yaml(settings)
     workspace = write_workspace_yaml(settings)
-    stack = Supervisor(env, settings.home / "logs", verbose=verbose, echo=click.echo)
+    # Run ends (and their failing checks) from the Dagster instance, one line each.
+    runs = None if no_ui else RunWatcher(settings.dagster_home, click.echo)
+    stack = Supervisor(env, settings.home / "logs", verbose=verbose, echo=click.echo, runs=runs)
     raise_stop_on_signals()
     failed: str | None = None
     try:
@@ -103,6 +154,8 @@ def up(dagster_port: int, no_ui: bool, verbose: bool) -> None:
             for server in emulator_layout(settings.aws_endpoints):
                 wait_until_up(server.endpoint)
         stack.run("provision", python("-m", "appdata.cli", "provision"))
+        if runs is not None:
+            runs.start()
         _prepare_stream_client_data(settings, stack)
         stack.start("api", python("-m", "appdata.cli", "api"))
         if not no_ui:
@@ -110,7 +163,8 @@ def up(dagster_port: int, no_ui: bool, verbose: bool) -> None:
                                           "-h", "127.0.0.1", "-p", str(dagster_port)))
             click.echo(f"Dagster UI: http://127.0.0.1:{dagster_port}")
         click.echo(f"Ingest API: {settings.api_url} (x-api-key in {settings.api_key_file} or APPDATA_API_KEYS)")
-        click.echo(f"Logs: {settings.home / 'logs'}/ (this terminal shows runs, warnings and errors; --verbose for all)")
+        click.echo(f"Logs: {settings.home / 'logs'}/ (this terminal shows each run's end and each distinct "
+                   "problem once; --verbose for every line)")
         click.echo("Press Ctrl-C to stop everything.")
         while True:
             dead = stack.died()
@@ -126,6 +180,8 @@ def up(dagster_port: int, no_ui: bool, verbose: bool) -> None:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not abandon the children
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         stack.stop()
+        if runs is not None:
+            runs.close()
     if failed:
         raise click.ClickException(failed)
     click.echo("stopped.")

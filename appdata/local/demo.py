@@ -154,6 +154,10 @@ def register(group: click.Group) -> None:
     @click.option("--days", type=int, default=7, show_default=True, help="Batch days from 2020-03-01.")
     def demo(events: int, invalid: int, repeated: int, days: int) -> None:
         """Backfill a week of batch, stream events through the API, build analytics; reconcile all."""
+        from appdata.cli.reliability import exit_on_aws_errors
+
         chosen = tuple(dt.date(2020, 3, 1) + dt.timedelta(days=i) for i in range(days))
-        if not run_demo(days=chosen, events=events, invalid=invalid, repeated=repeated):
+        with exit_on_aws_errors("demo"):  # one line naming the call, not a traceback
+            ok = run_demo(days=chosen, events=events, invalid=invalid, repeated=repeated)
+        if not ok:
             raise SystemExit(1)

@@ -206,7 +206,9 @@ def stream_drain(
         # handed its lease over; a range it was writing stays pending for the next consumer.
         stopped = True
     finally:
-        follow_up.close(timeout=5 if stopped else 120)
+        # Stopping, the whole stack has seconds (`docker stop`: 10): a recommendation refresh in
+        # progress is abandoned (the drained data is safe; the full refresh catches up).
+        follow_up.close(timeout=1 if stopped else 120)
         report()
     ended = "stopped on request" if stopped else f"shard end: {summary.shard_end}"
     context.log.info(f"{config.shard_id}: consumer done: {totals['records']} records in {totals['ranges']} ranges, "

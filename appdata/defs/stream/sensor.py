@@ -5,18 +5,26 @@ says `shard_end`) needs nothing more; a child waits until each of its parents is
 shard needs a consumer run whose deadline is more than `HANDOVER_SECONDS` away. When the current
 run nears its deadline, the next one is requested already: it starts, waits for the lease and
 takes it the moment the current one hands it over, so a run start (seconds here, tens of seconds
-for an ECS task) never opens a gap in the drain. After a failed or canceled run the next one
-comes after growing delays; it drains the failed run's pending range first. The sensor reads no
-records: ListShards, one GetItem per shard and one run query per shard.
+for an ECS task) never opens a gap in the drain. After a failed run the next one comes after
+growing delays; it drains the failed run's pending range first. A canceled run (stopped on
+request: `appdata up` stopping, Terminate in the UI) is followed by the next one at once. A failed
+run is logged as a warning once (the sensor's cursor keeps the runs already reported), not on
+every tick. The sensor reads no records: ListShards, one GetItem per shard and one run query per
+shard. While `downloads_stream` and its sibling sinks have never been materialized, each tick
+records a baseline materialization (0 records), so their freshness policy counts from the time
+the drain was first watched and turns red if nothing is delivered, instead of "not evaluated".
 """
 
+import json
 import time
 from dataclasses import dataclass
 
 import dagster as dg
 
 from appdata.defs.resources import DynamoDBResource, KinesisResource
-from appdata.defs.stream.drain import SHARD_TAG, UNTIL_TAG, drain_run_config, stream_drain_job
+from appdata.defs.stream.drain import (
+    DYNAMODB_ASSET, LAKE_ASSET, SHARD_TAG, UNTIL_TAG, WAREHOUSE_ASSET, drain_run_config, stream_drain_job,
+)
 from appdata.stream.drain import list_shards, parents_of, shard_order
 from appdata.stream.leases import LeaseTable
 
@@ -25,6 +33,8 @@ HANDOVER_SECONDS = 60.0  # the successor is requested this long before the deadl
 ATTEMPT_TAG = "appdata/attempt"
 RETRY_DELAY_BASE_SECONDS = 5.0
 RETRY_DELAY_CAP_SECONDS = 300.0
+WARNED_RUNS_KEPT = 50  # failed runs remembered in the cursor as already reported
+FRESHNESS_ASSETS = (LAKE_ASSET, DYNAMODB_ASSET, WAREHOUSE_ASSET)
 IN_FLIGHT = [
     dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING,
     dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.CANCELING,
@@ -72,9 +82,11 @@ def consumer_request(stream: str, shard_id: str, until: float, attempt: int = 1)
 
 def plan_requests(kinesis_client, leases: LeaseTable, instance: dg.DagsterInstance | None, *,
                   now: float | None = None, run_seconds: float = RUN_SECONDS,
-                  handover_seconds: float = HANDOVER_SECONDS) -> tuple[list[dg.RunRequest], list[tuple[str, str]]]:
+                  handover_seconds: float = HANDOVER_SECONDS, warned: set[str] | None = None,
+                  ) -> tuple[list[dg.RunRequest], list[tuple[str, str]]]:
     """One tick's work: (run requests, (level, line) to log). Pure over a Kinesis client, the lease
-    table and the instance's run records."""
+    table and the instance's run records, except for `warned`: the ids of failed runs already
+    reported as a warning, to which each failed run reported now is added (it is then "info")."""
     now = time.time() if now is None else now
     notes: list[tuple[str, str]] = []
     requests: list[dg.RunRequest] = []
@@ -98,16 +110,23 @@ def plan_requests(kinesis_client, leases: LeaseTable, instance: dg.DagsterInstan
             notes.append(("info", f"{shard_id}: the consumer's deadline is near; the next one starts now"))
             continue
         attempt = 1
-        if runs.failed is not None:
+        if runs.failed is not None and runs.failed.dagster_run.status == dg.DagsterRunStatus.CANCELED:
+            # stopped on request, not broken: the next consumer now (it drains any pending range first)
+            notes.append(("info", f"{shard_id}: consumer run {runs.failed.dagster_run.run_id[:8]} was canceled; "
+                                  "starting the next consumer"))
+        elif runs.failed is not None:
             run = runs.failed.dagster_run
             attempt = int(run.tags.get(ATTEMPT_TAG, "1"))
             ended_at = runs.failed.end_time or runs.failed.update_timestamp.timestamp()
             wait = retry_delay(attempt) - (now - ended_at)
             what = f"{shard_id}: consumer run {run.run_id[:8]} {run.status.value.lower()} (attempt {attempt})"
+            level = "info" if warned is not None and run.run_id in warned else "warning"
+            if warned is not None:
+                warned.add(run.run_id)
             if wait > 0:
-                notes.append(("warning", f"{what}; next consumer in {wait:.0f}s"))
+                notes.append((level, f"{what}; next consumer in {wait:.0f}s"))
                 continue
-            notes.append(("warning", f"{what}; starting the next consumer (attempt {attempt + 1})"))
+            notes.append((level, f"{what}; starting the next consumer (attempt {attempt + 1})"))
             attempt += 1
         requests.append(consumer_request(stream, shard_id, now + run_seconds, attempt))
     return requests, notes
@@ -122,11 +141,34 @@ def plan_requests(kinesis_client, leases: LeaseTable, instance: dg.DagsterInstan
     "the current one's deadline so the hand-over leaves no gap.",
 )
 def kinesis_drain_sensor(context: dg.SensorEvaluationContext, kinesis: KinesisResource, dynamodb: DynamoDBResource):
+    for materialization in freshness_baseline(context.instance):  # first, whatever the rest of the tick meets
+        context.instance.report_runless_asset_event(materialization)
     leases = LeaseTable(dynamodb.get_client(), dynamodb.lease_table_name, kinesis.stream_name)
-    requests, notes = plan_requests(kinesis.get_client(), leases, context.instance)
+    kept = json.loads(context.cursor).get("warned", []) if context.cursor else []
+    warned = set(kept)
+    requests, notes = plan_requests(kinesis.get_client(), leases, context.instance, warned=warned)
     for level, note in notes:
         getattr(context.log, level)(note)
+    new = [run_id for run_id in warned if run_id not in kept]
+    cursor = json.dumps({"warned": (kept + new)[-WARNED_RUNS_KEPT:]}) if new else context.cursor
     if not requests:
-        problems = [note for level, note in notes if level != "info"]
-        return dg.SensorResult(skip_reason=problems[0] if problems else "every shard has its consumer")
-    return dg.SensorResult(run_requests=requests)
+        problems = [note for level, note in notes if "consumer run" in note and "canceled" not in note]
+        return dg.SensorResult(skip_reason=problems[0] if problems else "every shard has its consumer", cursor=cursor)
+    return dg.SensorResult(run_requests=requests, cursor=cursor)
+
+
+def freshness_baseline(instance: dg.DagsterInstance | None) -> list[dg.AssetMaterialization]:
+    """A baseline materialization (0 records) for each stream sink never materialized yet.
+
+    Dagster evaluates a time-window freshness policy from the asset's last materialization only,
+    and calls an asset without one "not evaluated" for ever: a drain that never delivered anything
+    would never look late. The baseline says when the drain began to be watched (this tick), so
+    the policy's windows count from there: warning after 5 minutes, failing after 15 without a
+    delivery. Its metadata says what it is; the first real delivery replaces it as the latest."""
+    if instance is None:
+        return []
+    return [dg.AssetMaterialization(
+        key, description="Baseline: nothing delivered yet. Recorded by kinesis_drain_sensor when it first "
+        "watched the drain, so the freshness policy counts from here (red if nothing arrives in its window).",
+        metadata={"baseline": True, "records": 0})
+        for key in FRESHNESS_ASSETS if instance.get_latest_materialization_event(key) is None]

@@ -5,6 +5,7 @@ Dagster instance, real consumer runs."""
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 
@@ -139,3 +140,51 @@ def test_children_wait_until_each_parent_is_delivered_to_its_end(provisioned):
         leases.mark_shard_end("b", "consumer")
         requests, _ = plan_requests(kinesis, leases, instance, now=NOW)
         assert [r.run_config["ops"]["stream_drain"]["config"]["shard_id"] for r in requests] == ["m"]
+
+
+def _ended_run(instance, stream: str, shard_id: str, status, attempt: int) -> str:
+    run_id = str(uuid.uuid4())
+    instance.add_run(dg.DagsterRun(job_name="stream_drain_job", run_id=run_id, status=status,
+                                   tags={SHARD_TAG: shard_tag_value(stream, shard_id), UNTIL_TAG: f"{NOW:.0f}",
+                                         ATTEMPT_TAG: str(attempt)}))
+    return run_id
+
+
+def test_a_canceled_consumer_is_followed_at_once_and_a_failure_is_reported_once(provisioned):
+    """Stopping the stack cancels the consumer: no back-off, no attempt counted. A failed consumer is
+    a warning the first time the sensor sees it, not on every tick of its back-off."""
+    kinesis = provisioned["kinesis"]
+    stream = kinesis.stream_name
+    shard_id = list_shards(kinesis.get_client(), stream)[0]["ShardId"]
+    with dg.instance_for_test() as instance:
+        _ended_run(instance, stream, shard_id, dg.DagsterRunStatus.CANCELED, attempt=4)
+        (request,), notes = _tick(provisioned, instance, now=NOW + 1)
+        assert request.tags[ATTEMPT_TAG] == "1" and [level for level, _ in notes] == ["info"]
+
+        failed = _ended_run(instance, stream, shard_id, dg.DagsterRunStatus.FAILURE, attempt=7)
+        ended_at = instance.get_run_record_by_id(failed).update_timestamp.timestamp()
+        warned: set[str] = set()
+        levels = []
+        for tick in range(6):  # ticks every 10 s during the back-off (300 s after a 7th attempt)
+            requests, notes = plan_requests(kinesis.get_client(), lease_table(provisioned), instance,
+                                            now=ended_at + tick * 10, warned=warned)
+            assert requests == []
+            levels += [level for level, _ in notes]
+        assert levels == ["warning"] + ["info"] * 5 and warned == {failed}
+
+
+def test_the_sensor_records_a_baseline_once_and_keeps_reported_failures_in_its_cursor(provisioned):
+    kinesis = provisioned["kinesis"]
+    shard_id = list_shards(kinesis.get_client(), kinesis.stream_name)[0]["ShardId"]
+    resources = {"kinesis": kinesis, "dynamodb": provisioned["dynamodb"]}
+    with dg.instance_for_test() as instance:
+        failed = _ended_run(instance, kinesis.stream_name, shard_id, dg.DagsterRunStatus.FAILURE, attempt=9)
+        first = kinesis_drain_sensor(dg.build_sensor_context(instance=instance, resources=resources))
+        assert instance.get_latest_materialization_event(dg.AssetKey("downloads_stream")) is not None
+        assert first.run_requests == [] and failed[:8] in first.skip_reason.skip_message
+        assert json.loads(first.cursor) == {"warned": [failed]}
+        second = kinesis_drain_sensor(dg.build_sensor_context(instance=instance, resources=resources,
+                                                              cursor=first.cursor))
+        assert second.cursor == first.cursor and failed[:8] in second.skip_reason.skip_message
+        materializations = instance.fetch_materializations(dg.AssetKey("downloads_stream"), limit=10).records
+        assert len(materializations) == 1  # the baseline, once
