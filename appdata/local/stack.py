@@ -216,7 +216,7 @@ class RunWatcher:
     def close(self) -> None:
         self._done.set()
         if self._thread is not None:
-            self._thread.join(timeout=1)
+            self._thread.join(timeout=0.5)
         self.poll()  # run ends of the stop itself
         if self._instance is not None:
             self._instance.dispose()
@@ -477,8 +477,6 @@ class Supervisor:
         killed = [c.name for c in children if _alive(c.proc)]
         for child in children:
             _signal_group(child.proc, signal.SIGKILL)
-        if ended == "deadline" and killed:
-            self.echo(f"[{', '.join(killed)}] still running at the stop's deadline: killed")
         join_by = time.monotonic() + 1.0
         for child in children:
             try:

@@ -123,10 +123,10 @@ def plan_requests(kinesis_client, leases: LeaseTable, instance: dg.DagsterInstan
             level = "info" if warned is not None and run.run_id in warned else "warning"
             if warned is not None:
                 warned.add(run.run_id)
+            # One shape whatever the wait, so that a log reader can tell a repeat from a new problem.
+            notes.append((level, f"{what}; next consumer in {max(0.0, wait):.0f}s (attempt {attempt + 1})"))
             if wait > 0:
-                notes.append((level, f"{what}; next consumer in {wait:.0f}s"))
                 continue
-            notes.append((level, f"{what}; starting the next consumer (attempt {attempt + 1})"))
             attempt += 1
         requests.append(consumer_request(stream, shard_id, now + run_seconds, attempt))
     return requests, notes
