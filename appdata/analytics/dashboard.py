@@ -20,6 +20,11 @@ posts two apps of their own can bracket it onto a third app's cell, so every cel
 enter a median must itself be publishable. A median is also withheld where the whole category
 cell has fewer than k users.
 
+A section with no row says why in its `note`: nothing matched the filters, no group has reached
+k users yet (with how many were withheld), or the only groups of k users would reveal the smaller
+ones. A per-app page that cannot be published says why too (`why_no_profile`): no downloads of
+the app yet, or not k users yet.
+
 What this does not stop: differencing across requests (the same question with a filter moved by
 one day, or one value, can differ by one person). See appdata.api.dashboard.
 
@@ -105,10 +110,30 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def _section(frame: pd.DataFrame, suppressed: int, title: str, **extra: Any) -> dict[str, Any]:
+def _section(frame: pd.DataFrame, suppressed: int, title: str, note: str | None = None, **extra: Any) -> dict[str, Any]:
     rows = [[_plain(v) for v in row] for row in frame.itertuples(index=False)]
     return {"title": title, "columns": list(frame.columns), "rows": rows, "suppressed": int(suppressed),
-            "source": FACTS, **extra}
+            "source": FACTS, "note": None if rows else note, **extra}
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n:,} {noun}" + ("" if n == 1 else "s")
+
+
+def why_empty(noun: str, k: int, withheld: int, eligible: int, filtered: bool) -> str:
+    """Why a section shows no row. `withheld`: its groups withheld (under k users, or withheld so
+    as not to reveal those); `eligible`: how many of its groups had k users or more."""
+    if withheld == 0:
+        return "no downloads match these filters" if filtered else "no downloads yet"
+    if eligible == 0:
+        return f"no {noun} has reached {k} users yet: {_count(withheld, 'group')} withheld for privacy"
+    return (f"withheld for privacy: showing the {_count(eligible, noun)} of {k} users or more beside the "
+            f"totals would reveal the {_count(withheld - eligible, 'smaller group')}")
+
+
+def _filtered(filters: Filters, *ignore: str) -> bool:
+    return any(getattr(filters, name) is not None for name in ("start", "end", "category", "app", "state", "age_band")
+               if name not in ignore)
 
 
 ALL = "'all'"  # the key of a single group holding every row (totals)
@@ -208,8 +233,11 @@ def overview(engine: sa.Engine, filters: Filters, k: int = DEFAULT_K) -> dict[st
             return {"k": k, "filters": _filters_dict(filters), "totals": None, "sections": {}, "freshness": None}
         totals, _ = _grouped(conn, filters, ALL, "scope", k)
 
+        eligible: dict[str, int] = {}
+
         def section(key_sql: str, key: str, **kwargs: Any) -> tuple[pd.DataFrame, int]:
             shown, withheld = _grouped(conn, filters, key_sql, key, k, **kwargs)
+            eligible[key] = len(shown)
             return _complementary(conn, filters, key_sql, key, k, shown, withheld)
 
         over_time, t_withheld = section(filters.bucket(), "period_start", order="period_start")
@@ -217,6 +245,7 @@ def overview(engine: sa.Engine, filters: Filters, k: int = DEFAULT_K) -> dict[st
         by_band, b_withheld = section("f.age_band", "age_band")
         by_state, s_withheld = section("f.location", "state")
         apps, a_withheld = _grouped(conn, filters, "f.app", "app", k)
+        eligible["app"] = len(apps)
         by_app, a_withheld = _complementary(conn, filters, "f.app", "app", k, apps, a_withheld, apps.head(TOP_APPS))
     by_category = by_category.set_index("category").loc[
         category_order(list(by_category["category"]), dict(zip(by_category["category"], by_category["downloads"])))
@@ -226,15 +255,24 @@ def overview(engine: sa.Engine, filters: Filters, k: int = DEFAULT_K) -> dict[st
     time_spent = by_category.assign(avg_minutes=by_category["minutes"] / by_category["downloads"])
     time_spent = time_spent.sort_values(["avg_minutes", "category"], ascending=[False, True])
     count_cols = ["downloads", "users"]
+    filtered = _filtered(filters)
+
+    def note(noun: str, key: str, withheld: int) -> str:
+        return why_empty(noun, k, withheld, eligible[key], filtered)
+
     sections = {
         "over_time": _section(over_time[["period_start", *count_cols]], t_withheld, f"Downloads per {filters.grain}",
-                              grain=filters.grain),
-        "by_category": _section(by_category[["category", *count_cols]], c_withheld, "Downloads by category"),
-        "by_age_band": _section(by_band[["age_band", *count_cols]], b_withheld, "Audience by age band"),
-        "by_state": _section(by_state[["state", *count_cols]], s_withheld, "Audience by state"),
-        "top_apps": _section(by_app[["app", *count_cols]], a_withheld, f"Top {TOP_APPS} apps"),
+                              note(filters.grain, "period_start", t_withheld), grain=filters.grain),
+        "by_category": _section(by_category[["category", *count_cols]], c_withheld, "Downloads by category",
+                                note("category", "category", c_withheld)),
+        "by_age_band": _section(by_band[["age_band", *count_cols]], b_withheld, "Audience by age band",
+                                note("age band", "age_band", b_withheld)),
+        "by_state": _section(by_state[["state", *count_cols]], s_withheld, "Audience by state",
+                             note("state", "state", s_withheld)),
+        "top_apps": _section(by_app[["app", *count_cols]], a_withheld, f"Top {TOP_APPS} apps",
+                             note("app", "app", a_withheld)),
         "time_spent": _section(time_spent[["category", "avg_minutes", "downloads"]], c_withheld,
-                               "Average minutes spent per download, by category"),
+                               "Average minutes spent per download, by category", note("category", "category", c_withheld)),
     }
     total = None
     if not totals.empty:
@@ -270,14 +308,25 @@ def _cellwise_median(values: pd.DataFrame, users: pd.DataFrame, median_apps: lis
 
 
 def _app_section(conn: sa.Connection, filters: Filters, key_sql: str, key: str, k: int,
-                 **kwargs: Any) -> tuple[pd.DataFrame, int]:
-    """The app's own groups, with small and complementary cells withheld."""
+                 **kwargs: Any) -> tuple[pd.DataFrame, int, int]:
+    """The app's own groups, with small and complementary cells withheld; (rows, withheld,
+    groups of k users or more before the complementary rule)."""
     shown, withheld = _grouped(conn, filters, key_sql, key, k, **kwargs)
-    return _complementary(conn, filters, key_sql, key, k, shown, withheld)
+    return (*_complementary(conn, filters, key_sql, key, k, shown, withheld), len(shown))
+
+
+def _app_note(noun: str, k: int, withheld: int, eligible: int) -> str:
+    """Why a per-app section is empty, in the app's words."""
+    if withheld == 0:
+        return "no downloads of this app match these dates"
+    if eligible == 0:
+        return (f"no {noun} of this app has reached {k} users yet: {_count(withheld, noun)} withheld "
+                f"for privacy")
+    return why_empty(noun, k, withheld, eligible, True)
 
 
 def _vs_category_median(conn: sa.Connection, filters: Filters, app: str, key_sql: str, key: str, k: int,
-                        median_apps: list[str], keys: list[str] | None = None) -> tuple[pd.DataFrame, int]:
+                        median_apps: list[str], keys: list[str] | None = None) -> tuple[pd.DataFrame, int, int]:
     """The app's users per group (share of its users) beside the median share over `median_apps`."""
     category_filters = replace(filters, app=None)
     where, params = category_filters.where()
@@ -285,9 +334,9 @@ def _vs_category_median(conn: sa.Connection, filters: Filters, app: str, key_sql
 SELECT {key_sql} AS {key}, f.app, COUNT(DISTINCT f.user_id) AS users
 FROM {FACTS} f WHERE {where} GROUP BY {key_sql}, f.app""", params)
     category_cells, _ = _grouped(conn, category_filters, key_sql, key, k)
-    mine, withheld = _app_section(conn, filters, key_sql, key, k)
+    mine, withheld, eligible = _app_section(conn, filters, key_sql, key, k)
     if per_app.empty or mine.empty:
-        return pd.DataFrame(columns=[key, "users", "share_pct", "category_median_share_pct"]), withheld
+        return pd.DataFrame(columns=[key, "users", "share_pct", "category_median_share_pct"]), withheld, eligible
     per_app["users"] = per_app["users"].astype("int64")
     wide = per_app.pivot_table(index="app", columns=key, values="users", fill_value=0, aggfunc="sum")
     shares = wide.div(wide.sum(axis=1), axis=0) * 100.0
@@ -298,7 +347,7 @@ FROM {FACTS} f WHERE {where} GROUP BY {key_sql}, f.app""", params)
     rows = [{key: g, "users": int(mine.set_index(key)["users"][g]), "share_pct": float(own_share[g]),
              "category_median_share_pct": float(median[g]) if g in publishable else None}
             for g in order if g in set(mine[key])]
-    return pd.DataFrame(rows, columns=[key, "users", "share_pct", "category_median_share_pct"]), withheld
+    return pd.DataFrame(rows, columns=[key, "users", "share_pct", "category_median_share_pct"]), withheld, eligible
 
 
 def app_profile(engine: sa.Engine, app: str, filters: Filters, k: int = DEFAULT_K) -> dict[str, Any] | None:
@@ -316,15 +365,18 @@ def app_profile(engine: sa.Engine, app: str, filters: Filters, k: int = DEFAULT_
         mine_total, _ = _grouped(conn, filters, "f.app", "app", k)
         median_apps = _median_apps(conn, filters, k)
         over_time = _over_time_vs_median(conn, filters, app, k, median_apps)
-        bands, b_withheld = _vs_category_median(conn, filters, app, "f.age_band", "age_band", k, median_apps,
-                                                list(AGE_BAND_LABELS))
-        states, s_withheld = _vs_category_median(conn, filters, app, "f.location", "state", k, median_apps)
+        bands, b_withheld, b_eligible = _vs_category_median(conn, filters, app, "f.age_band", "age_band", k,
+                                                            median_apps, list(AGE_BAND_LABELS))
+        states, s_withheld, s_eligible = _vs_category_median(conn, filters, app, "f.location", "state", k,
+                                                             median_apps)
         minutes = _time_spent_vs_median(conn, filters, app, k, median_apps)
         also = _also_downloaded(conn, filters, app, k)
     sections = {
         "over_time": over_time,
-        "by_age_band": _section(bands, b_withheld, "Audience by age band: share of the app's users vs. category median"),
-        "by_state": _section(states, s_withheld, "Audience by state: share of the app's users vs. category median"),
+        "by_age_band": _section(bands, b_withheld, "Audience by age band: share of the app's users vs. category median",
+                                _app_note("age band", k, b_withheld, b_eligible)),
+        "by_state": _section(states, s_withheld, "Audience by state: share of the app's users vs. category median",
+                             _app_note("state", k, s_withheld, s_eligible)),
         "time_spent": minutes,
         "also_downloaded": also,
     }
@@ -332,6 +384,19 @@ def app_profile(engine: sa.Engine, app: str, filters: Filters, k: int = DEFAULT_
                                            "users": int(mine_total["users"][0])}
     return {"k": k, "app": app, "category": category, "filters": _filters_dict(filters), "totals": total,
             "sections": sections, "freshness": freshness(engine).get(FACTS)}
+
+
+def why_no_profile(engine: sa.Engine, app: str, k: int = DEFAULT_K) -> str:
+    """Why `app` has no page (app_profile gave None): no mart yet, no downloads of it yet, or
+    fewer than k users so far. Saying which is no more than the overview's withheld counts
+    already tell (a group of 1 to k-1 users exists); the number itself is never given."""
+    with engine.connect() as conn:
+        if not _has_facts(conn):
+            return "no mart built yet: the dashboard fills once the analytics marts have run"
+        found = conn.execute(sa.text(f"SELECT COUNT(*) FROM {FACTS} WHERE app = :app"), {"app": app}).scalar_one()
+    if not found:
+        return f"no downloads of {app!r} yet"
+    return f"{app!r} has not reached {k} users yet: apps with fewer are not published, for privacy"
 
 
 def _over_time_vs_median(conn: sa.Connection, filters: Filters, app: str, k: int,
@@ -342,12 +407,12 @@ def _over_time_vs_median(conn: sa.Connection, filters: Filters, app: str, k: int
     per_app = _frame(conn, f"""
 SELECT {bucket} AS period_start, f.app, SUM(f.downloads) AS downloads, COUNT(DISTINCT f.user_id) AS users
 FROM {FACTS} f WHERE {where} GROUP BY {bucket}, f.app""", params)
-    mine, withheld = _app_section(conn, filters, bucket, "period_start", k, order="period_start")
+    mine, withheld, eligible = _app_section(conn, filters, bucket, "period_start", k, order="period_start")
     category_cells, _ = _grouped(conn, replace(filters, app=None), bucket, "period_start", k, order="period_start")
     columns = ["period_start", "downloads", "users", "category_median_downloads"]
     if per_app.empty or mine.empty:
         return _section(pd.DataFrame(columns=columns), withheld, f"Downloads per {filters.grain} vs. category median",
-                        grain=filters.grain)
+                        _app_note(filters.grain, k, withheld, eligible), grain=filters.grain)
     per_app[["downloads", "users"]] = per_app[["downloads", "users"]].astype("int64")
     downloads = per_app.pivot_table(index="app", columns="period_start", values="downloads", fill_value=0, aggfunc="sum")
     users = per_app.pivot_table(index="app", columns="period_start", values="users", fill_value=0, aggfunc="sum")
@@ -366,7 +431,8 @@ def _time_spent_vs_median(conn: sa.Connection, filters: Filters, app: str, k: in
     columns = ["app", "avg_minutes", "downloads", "category_median_avg_minutes"]
     mine = per_app[per_app["app"] == app]
     if mine.empty:
-        return _section(pd.DataFrame(columns=columns), 1, "Average minutes spent per download vs. category median")
+        return _section(pd.DataFrame(columns=columns), 1, "Average minutes spent per download vs. category median",
+                        f"this app has not reached {k} users within these dates")
     eligible = per_app[per_app["app"].isin(median_apps)]
     median = float((eligible["minutes"] / eligible["downloads"]).median()) if not eligible.empty else None
     frame = pd.DataFrame([{"app": app, "avg_minutes": float(mine["minutes"].iloc[0] / mine["downloads"].iloc[0]),
@@ -393,12 +459,14 @@ JOIN (SELECT o.app, COUNT(DISTINCT o.user_id) AS users FROM {FACTS} o WHERE {whe
     frame = _frame(conn, sql, {**params, **mine_params, "self_app": app})
     mine_users = _grouped(conn, replace(others, app=app), "f.app", "app", 1)[0]["users"]
     columns = ["app", "category", "users_both", "cooccurrence"]
+    title = "Users who downloaded this also downloaded"
     if frame.empty or mine_users.empty:
-        return _section(pd.DataFrame(columns=columns), 0, "Users who downloaded this also downloaded")
+        return _section(pd.DataFrame(columns=columns), 0, title,
+                        "no other app downloaded by this app's users within these dates")
     frame["users_both"] = frame["users_both"].astype("int64")
     withheld = int((frame["users_both"] < k).sum())
     frame = frame[frame["users_both"] >= k].copy()
     frame["cooccurrence"] = frame["users_both"] / (float(mine_users.iloc[0]) * frame["users"].astype(float)) ** 0.5
     frame = frame.sort_values(["cooccurrence", "users_both", "app"], ascending=[False, False, True])
-    return _section(frame.head(ALSO_DOWNLOADED)[columns].round({"cooccurrence": 3}), withheld,
-                    "Users who downloaded this also downloaded")
+    return _section(frame.head(ALSO_DOWNLOADED)[columns].round({"cooccurrence": 3}), withheld, title,
+                    f"no other app shares {k} users with this one yet: {_count(withheld, 'app')} withheld for privacy")

@@ -51,6 +51,8 @@ class Section(BaseModel):
     rows: list[list[Any]]
     suppressed: int = Field(description="Groups withheld because they have fewer than k distinct users")
     source: str = Field(description="The mart the numbers come from")
+    note: Optional[str] = Field(None, description="Why the section has no row (nothing matched, no group of k "
+                                                  "users yet, or withheld for privacy); null when it has rows")
     grain: Optional[str] = None
 
 
@@ -199,13 +201,13 @@ def add_dashboard(app: FastAPI, settings: Settings, require_key: Any, k: int = D
         return warehouse.read(read_overview, Filters(**filters), k)
 
     def profile(app_name: str, filters: dict[str, Any]) -> dict[str, Any]:
-        from appdata.analytics.dashboard import Filters, app_profile
+        from appdata.analytics.dashboard import Filters, app_profile, why_no_profile
 
         if "\x00" in app_name:
             raise ApiError(422, "app must not contain NUL characters", "app")
         found = warehouse.read(app_profile, app_name, Filters(**filters), k)
-        if found is None:
-            raise ApiError(404, f"no app {app_name!r} with at least {k} users", "app")
+        if found is None:  # the detail says why: no mart yet, no downloads of it yet, or under k users
+            raise ApiError(404, warehouse.read(why_no_profile, app_name, k), "app")
         return found
 
     # -- pages (public: aggregates only) ---------------------------------------------------------
@@ -249,7 +251,7 @@ def add_dashboard(app: FastAPI, settings: Settings, require_key: Any, k: int = D
              responses=error_responses(404, 422, 503))
     def public_app(filters: dict[str, Any] = Depends(_time_filters),
                    app: str = Query(..., min_length=1, max_length=1024, description="The app")) -> dict[str, Any]:
-        """One app vs. its category median; 404 when it has fewer than k users."""
+        """One app vs. its category median; 404 when it has fewer than k users (the detail says why)."""
         return profile(app, filters)
 
     # -- the same numbers for programs, under the key ------------------------------------------------

@@ -186,6 +186,38 @@ def test_hand_made_data_is_all_withheld_under_k(duckdb_url: str) -> None:
     assert dashboard.overview(engine, dashboard.Filters(), k=1)["sections"]["by_state"]["suppressed"] == 0
 
 
+def test_empty_sections_and_missing_app_pages_say_why(duckdb_url: str) -> None:
+    """Hand-made data (6 users): every empty panel carries the reason, and so does an app with no page."""
+    engine = load_warehouse(duckdb_url, *hand_made(), build_marts=True)
+    sections = dashboard.overview(engine, dashboard.Filters())["sections"]
+    # Seven apps, none of 5 users: the panel says so, with the count withheld.
+    assert sections["top_apps"]["note"] == "no app has reached 5 users yet: 7 groups withheld for privacy"
+    assert sections["by_state"]["note"] == "no state has reached 5 users yet: 2 groups withheld for privacy"
+    # GAME has its 6 users, but beside the total it would give away SOCIAL and FINANCE.
+    assert sections["by_category"]["note"] == ("withheld for privacy: showing the 1 category of 5 users or more "
+                                               "beside the totals would reveal the 2 smaller groups")
+    assert all(section["note"] for section in sections.values() if not section["rows"])
+    shown = dashboard.overview(engine, dashboard.Filters(), k=1)["sections"]
+    assert all(section["rows"] and section["note"] is None for section in shown.values())
+    nothing = dashboard.overview(engine, dashboard.Filters(start=D(2030, 1, 1)))["sections"]
+    assert nothing["top_apps"]["note"] == "no downloads match these filters"
+
+    assert dashboard.why_no_profile(engine, "No Such App") == "no downloads of 'No Such App' yet"
+    assert dashboard.app_profile(engine, "Chess", dashboard.Filters()) is None
+    assert dashboard.why_no_profile(engine, "Chess") == (
+        "'Chess' has not reached 5 users yet: apps with fewer are not published, for privacy")
+    # An app with a page, on dates where it has fewer than k users: each of its panels says why.
+    profile = dashboard.app_profile(engine, "Chess", dashboard.Filters(start=D(2024, 3, 31)), k=2)
+    assert profile["totals"] is None
+    assert profile["sections"]["by_state"]["note"] == "no state of this app has reached 2 users yet: 1 state withheld for privacy"
+    assert profile["sections"]["time_spent"]["note"] == "this app has not reached 2 users within these dates"
+    assert profile["sections"]["also_downloaded"]["note"].startswith("no other app")
+    empty = sa.create_engine(duckdb_url.replace("warehouse.duckdb", "empty.duckdb"), poolclass=sa.pool.NullPool)
+    assert dashboard.why_no_profile(empty, "Chess").startswith("no mart built yet")
+    engine.dispose()
+    empty.dispose()
+
+
 def test_dashboard_sql_parses_for_redshift(duckdb_url: str) -> None:
     import sqlglot
 
@@ -324,6 +356,8 @@ def test_public_data_and_keyed_v1_serve_the_same_suppressed_numbers(api: TestCli
     assert api.get("/dashboard/data/app", params={"app": app}).json() == profile.json()
     missing = api.get("/dashboard/data/app", params={"app": "No Such App"})
     assert missing.status_code == 404 and missing.json()["field"] == "app"
+    assert missing.json()["detail"] == "no downloads of 'No Such App' yet"
+    assert all("note" in section for section in public.json()["sections"].values())
     backwards = api.get("/dashboard/data/overview", params={"start": "2024-02-01", "end": "2024-01-01"})
     assert backwards.status_code == 422 and backwards.json()["field"] == "start"
     not_a_date = api.get("/dashboard/data/overview", params={"start": "1"})  # pydantic would read a Unix time

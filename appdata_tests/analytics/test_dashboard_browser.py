@@ -8,6 +8,7 @@ a script error. Screenshots go to /tmp/dash-overview.png and /tmp/dash-app.png.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
 import io
@@ -26,6 +27,7 @@ from appdata.analytics.marts import ALL_DOWNLOADS, age_band_case
 from appdata.config import Settings
 from appdata.local.emulator import free_port
 from appdata_tests.analytics.test_dashboard import FORMULA_APP, load_dashboard_data
+from appdata_tests.support.analytics import hand_made, load_warehouse
 
 CHROMIUM = Path("/usr/bin/chromium")
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
@@ -48,16 +50,15 @@ def chromium():
         browser.close()
 
 
-@pytest.fixture(scope="module")
-def served(tmp_path_factory: pytest.TempPathFactory):
-    """The API on a free port over a DuckDB warehouse with built marts; (base URL, engine)."""
+@contextlib.contextmanager
+def serving(home: Path, load):
+    """The API on a free port over a DuckDB warehouse that `load(url)` fills; (base URL, engine)."""
     import uvicorn
 
     from appdata.api.app import create_app
 
-    home = tmp_path_factory.mktemp("dash-home")
     url = f"duckdb:///{home / 'warehouse.duckdb'}"
-    engine = load_dashboard_data(url)
+    engine = load(url)
     settings = dataclasses.replace(Settings.from_env(), home=home, warehouse_url=url)
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(create_app(settings, api_keys=["k"]), host="127.0.0.1", port=port,
@@ -67,10 +68,27 @@ def served(tmp_path_factory: pytest.TempPathFactory):
     deadline = time.monotonic() + 20
     while not server.started and time.monotonic() < deadline:
         time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}", engine
-    server.should_exit = True
-    thread.join(timeout=10)
-    engine.dispose()
+    try:
+        yield f"http://127.0.0.1:{port}", engine
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+        engine.dispose()
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory):
+    """The API over the generated dashboard data, marts built; (base URL, engine)."""
+    with serving(tmp_path_factory.mktemp("dash-home"), load_dashboard_data) as both:
+        yield both
+
+
+@pytest.fixture(scope="module")
+def served_small(tmp_path_factory: pytest.TempPathFactory):
+    """The API over the hand-made data: 6 users, no app of 5 (the first quarter hour of a fresh stack)."""
+    with serving(tmp_path_factory.mktemp("dash-small"),
+                 lambda url: load_warehouse(url, *hand_made(), build_marts=True)) as both:
+        yield both
 
 
 class Page:
@@ -227,4 +245,39 @@ def test_the_checks_fail_on_tampered_numbers_and_on_a_script_error(chromium, ser
     page.open("/dashboard")
     check_totals(page, engine)
     assert any("injected" in error for error in page.errors), page.errors
+    page.close()
+
+
+def test_empty_panels_and_pages_say_why_and_nothing_stays_loading(chromium, served_small) -> None:
+    """Six users: every empty panel gives its reason; the page of an app under k users, and of an
+    app with no downloads, names the app and says why, with no "Loading…" left anywhere."""
+    base, _ = served_small
+    page = Page(chromium, base)
+    page.open("/dashboard")
+    assert page.page.inner_text("#chart-top_apps") == "No app has reached 5 users yet: 7 groups withheld for privacy."
+    assert page.page.inner_text("#chart-by_category").startswith("Withheld for privacy: showing the 1 category")
+    assert "mart_download_facts" in page.page.inner_text("#freshness")
+    for name, heading, status in (
+        ("Chess", "Chess", "'Chess' has not reached 5 users yet: apps with fewer are not published, for privacy."),
+        ("Nope", "Nope", "No downloads of 'Nope' yet."),
+    ):
+        page.open("/dashboard/app?app=" + name)
+        assert page.page.inner_text("#app-name") == heading
+        assert page.page.inner_text("#status") == status
+        assert "Loading" not in page.page.inner_text("header") + page.page.inner_text("#status")
+        assert page.page.evaluate("document.body.dataset.state") == "empty"
+    page.page.screenshot(path=str(SCREENSHOTS / "dash-app-empty.png"), full_page=True)
+    # The 404s are the answers themselves; anything else in the console is a fault.
+    assert [e for e in page.errors if "status of 404" not in e] == []
+    page.close()
+
+
+def test_a_failed_request_is_said_and_never_leaves_loading(chromium, served_small) -> None:
+    base, _ = served_small
+    page = Page(chromium, base)
+    page.page.route("**/dashboard/data/app*", lambda route: route.abort())
+    page.open("/dashboard/app?app=Chess")
+    assert page.page.inner_text("#app-name") == "Chess"
+    assert page.page.inner_text("#status").startswith("Could not load the data")
+    assert "Loading" not in page.page.inner_text("header")
     page.close()

@@ -144,6 +144,33 @@ function traces(key, section) {
   return [out, layout];
 }
 
+// The app of the per-app page, from its URL: the heading names it even when no data comes back.
+function appName() {
+  return new URLSearchParams(location.search).get("app") || "";
+}
+
+function setHeading(app, category) {
+  if (PAGE() !== "app") return;
+  document.getElementById("app-name").textContent = app;
+  document.getElementById("app-category").textContent = category
+    ? "Category " + category + "; compared with the median app of that category." : "";
+  document.title = (app || "App") + " · appdata";
+}
+
+// Nothing to draw: the page says why (the server's reason), never a stale "Loading…".
+function showEmpty(message, kind) {
+  const status = document.getElementById("status");
+  status.textContent = message;
+  status.className = kind;
+  document.getElementById("sections").replaceChildren();
+  document.getElementById("total-downloads").textContent = "–";
+  document.getElementById("total-users").textContent = "–";
+  const freshness = document.getElementById("freshness");
+  if (freshness.textContent === "Loading…") freshness.textContent = "";
+  setHeading(appName(), "");
+  document.body.dataset.state = "empty";
+}
+
 function render(data) {
   const main = document.getElementById("sections");
   main.replaceChildren();
@@ -152,15 +179,15 @@ function render(data) {
   const f = data.freshness;
   document.getElementById("freshness").textContent = f
     ? `Every number below comes from mart_download_facts, rebuilt ${f.built_at} (UTC), downloads through ${f.data_through}.`
-    : "No mart built yet.";
+    : "No mart built yet: the dashboard fills once the analytics marts have run.";
   document.getElementById("privacy").textContent =
     `Groups of fewer than ${data.k} distinct users are never shown; each panel says how many were withheld.`;
-  if (PAGE() === "app") {
-    document.getElementById("app-name").textContent = data.app;
-    document.getElementById("app-category").textContent = "Category " + data.category +
-      "; compared with the median app of that category.";
-    document.title = data.app + " · appdata";
-  }
+  const status = document.getElementById("status");
+  status.className = "notice";
+  status.textContent = !f ? ""
+    : data.totals ? ""
+    : `Fewer than ${data.k} distinct users match these filters, so no total is published.`;
+  if (PAGE() === "app") setHeading(data.app, data.category);
   for (const [key, section] of Object.entries(data.sections)) {
     const panel = document.createElement("section");
     panel.className = "panel";
@@ -180,7 +207,8 @@ function render(data) {
     const note = document.createElement("p");
     note.className = "note";
     note.id = "withheld-" + key;
-    note.textContent = `${section.suppressed} group(s) withheld (under ${data.k} users). Source: ${section.source}.`;
+    note.textContent = `${section.suppressed} group(s) withheld (under ${data.k} users, or revealing one). ` +
+      `Source: ${section.source}.`;
     side.append(button, note, table(key, section));
     panel.append(h2, chart, side);
     main.appendChild(panel);
@@ -188,7 +216,9 @@ function render(data) {
       const [data_, layout] = traces(key, section);
       Plotly.newPlot(chart, data_, layout, {displaylogo: false, responsive: true});
     } else {
-      chart.textContent = "Nothing to show for these filters.";
+      const why = section.note || "nothing to show for these filters";
+      chart.className = "chart empty";
+      chart.textContent = why.charAt(0).toUpperCase() + why.slice(1) + ".";
     }
   }
 }
@@ -201,23 +231,38 @@ async function refresh() {
   status.textContent = "Loading…";
   status.className = "";
   document.body.dataset.state = "loading";
-  const response = await fetch(url);
-  const body = await response.json();
-  if (!response.ok) {
-    status.textContent = body.detail || response.statusText;
-    status.className = "error";
-    document.getElementById("sections").replaceChildren();
-    document.body.dataset.state = "empty";
+  let response, body;
+  try {
+    response = await fetch(url);
+    body = await response.json();
+  } catch (error) {
+    showEmpty(`Could not load the data (${error.message || error}); change a filter or reload to retry.`, "error");
     return;
   }
-  status.textContent = "";
+  if (!response.ok) {
+    const why = body.detail || response.statusText;
+    // 404: the app has no page yet (no downloads, or under k users): a reason, not a failure.
+    showEmpty(why.charAt(0).toUpperCase() + why.slice(1) + ".", response.status === 404 ? "notice" : "error");
+    return;
+  }
   render(body);
   document.body.dataset.state = "ready";
 }
 
+async function loadOptions() {
+  try {
+    const response = await fetch("/dashboard/data/options");
+    if (response.ok) return await response.json();
+  } catch (error) {
+    // the overview's own request says what went wrong; the filters just stay at "All"
+  }
+  return {categories: [], apps: [], states: [], age_bands: []};
+}
+
 async function start() {
+  if (PAGE() === "app") setHeading(appName(), "");
   if (PAGE() === "overview") {
-    const options = await (await fetch("/dashboard/data/options")).json();
+    const options = await loadOptions();
     fillSelect("f-category", options.categories);
     fillSelect("f-app", options.apps);
     fillSelect("f-state", options.states);
