@@ -1,9 +1,10 @@
 """Fake users (Faker, seeded) and the client datasets: catalogue rows joined with users and dates.
 
-The seed spread downloads uniformly at random over the catalogue: with 9,660 apps and the stream
-client's 6,000 events an hour, almost no app reached the dashboard's 5 users. Downloads now follow
+The seed spread downloads uniformly at random over the catalogue, and the first taste mode weighed
+apps by log10(installs)^2, nearly as flat: with 9,660 apps and the stream client's 6,000 events an
+hour, almost no app reached the dashboard's 5 users for most of that hour. Downloads now follow
 each app's popularity in the catalogue (`popularity`: its installs, placed inside their bucket by
-reviews, to a power, plus a small even share so the long tail is still downloaded). By default
+reviews, plus a small even share so the long tail is still downloaded). By default
 ("taste") each user also has three favourite categories, drawn from an age-dependent mix weighted
 by how much of the Play Store's installs each category holds, and about 75% of their downloads fall
 in them; APPDATA_USER_PREFERENCES=uniform reproduces the seed's uniform assignment.
@@ -36,7 +37,7 @@ FAVOURITES = 3
 AGE_LEANING = 4.0  # how much more likely a category of the user's age band is to be a favourite
 CATEGORY_POPULARITY_EXPONENT = 0.5  # favourites follow the category's share of installs, damped
 
-# Which categories each age band leans to (weights added to the catalogue's own mix).
+# Which categories each age band leans to (each AGE_LEANING times as likely to be a favourite).
 AGE_BANDS = ((13, 17, "13-17"), (18, 24, "18-24"), (25, 34, "25-34"), (35, 44, "35-44"),
              (45, 54, "45-54"), (55, 64, "55-64"), (65, 120, "65+"))
 _AGE_TASTE = {
