@@ -40,10 +40,14 @@ def normalize(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
 
 
-def pins(lock: Path) -> dict[str, tuple[str, str | None]]:
-    """{normalized name: (version, environment marker or None)} of a lock."""
-    return {normalize(m["name"]): (m["version"], m["marker"].strip() if m["marker"] else None)
-            for m in PIN.finditer(Path(lock).read_text())}
+def pins(lock: Path) -> dict[str, dict[str | None, str]]:
+    """{normalized name: {environment marker or None: version}} of a lock: a universal lock may hold
+    a package twice, e.g. numpy for Python < 3.12 and numpy for the newer ones."""
+    found: dict[str, dict[str | None, str]] = {}
+    for match in PIN.finditer(Path(lock).read_text()):
+        marker = match["marker"].strip() if match["marker"] else None
+        found.setdefault(normalize(match["name"]), {})[marker] = match["version"]
+    return found
 
 
 if __name__ == "__main__":
