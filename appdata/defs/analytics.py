@@ -134,7 +134,8 @@ def user_recommendations(context: dg.AssetExecutionContext, warehouse: Warehouse
     group_name=GROUP, pool=POOL, deps=[dg.AssetKey(name) for name in MARTS], kinds={"html", "s3"},
     automation_condition=follows(list(MARTS)),
     description="One self-contained HTML report of every figure (images inline), at "
-    "$APPDATA_HOME/reports/appdata_report.html and s3://<bucket>/reports/; the API serves it at /dashboard.",
+    "$APPDATA_HOME/reports/appdata_report.html and s3://<bucket>/reports/; the API serves it at GET /report "
+    "(the interactive dashboard is GET /dashboard).",
 )
 def analytics_report(context: dg.AssetExecutionContext, warehouse: WarehouseResource,
                      s3: LakeS3Resource, local_report: LocalReportResource) -> dg.MaterializeResult:
