@@ -309,7 +309,7 @@ def run_end_line(instance, run_id: str, event_type: str, timestamp: float) -> st
     import dagster as dg
 
     run = instance.get_run_by_id(run_id)
-    head = f"{time.strftime('%H:%M:%S', time.localtime(timestamp))} run {run.job_name if run else '?'} {run_id[:8]}"
+    head = f"{time.strftime('%H:%M:%S', time.localtime(timestamp))} run {_run_name(run)} {run_id[:8]}"
     word = RUN_WORDS[event_type]
     if event_type == "RUN_FAILURE":
         word = f"FAILED: {failure_reason(instance, run_id)}"
@@ -321,6 +321,16 @@ def run_end_line(instance, run_id: str, event_type: str, timestamp: float) -> st
             failed.append(f"check {evaluation.check_name} {verdict}: "
                           + shorten(evaluation.description or "(no description)", LINE_LIMIT // 2))
     return shorten(", ".join([f"{head} {word}", *failed]), 2 * LINE_LIMIT)
+
+
+def _run_name(run) -> str:
+    """The job's name; for an ad-hoc asset run (automation, `dagster asset materialize`), its assets."""
+    if run is None:
+        return "?"
+    if run.job_name.startswith("__ASSET_JOB") and run.asset_selection:
+        keys = sorted(key.to_user_string() for key in run.asset_selection)
+        return ",".join(keys[:3]) + (f",+{len(keys) - 3}" if len(keys) > 3 else "")
+    return run.job_name
 
 
 def failure_reason(instance, run_id: str) -> str:

@@ -175,3 +175,14 @@ def test_aws_errors_end_a_command_with_one_line():
     with pytest.raises(RuntimeError):
         with exit_on_aws_errors("reconcile"):
             raise RuntimeError("a bug is still a traceback")
+
+
+def test_an_asset_run_is_named_by_its_assets(tmp_path):
+    (tmp_path / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    printed: list[str] = []
+    watcher = RunWatcher(tmp_path, printed.append)
+    DEFS.resolve_implicit_global_asset_job_def().execute_in_process(  # as the automation sensor's runs
+        instance=watcher.instance, asset_selection=[dg.AssetKey("downloads_stream")])
+    (line,) = watcher.poll()
+    assert line.split(" ", 1)[1].startswith("run downloads_stream "), line  # not "__ASSET_JOB"
+    watcher.close()
