@@ -21,9 +21,15 @@ from appdata.defs.stream.sensor import FRESHNESS_ASSETS, freshness_baseline
 
 
 def _state(instance: dg.DagsterInstance, node, at: float) -> FreshnessState:
-    with freeze_time(at):
-        return asyncio.run(TimeWindowFreshnessPolicyEvaluator().evaluate_freshness(LoadingContextForTest(instance),
-                                                                                   node))
+    """Dagster's evaluation on a loop of its own: asyncio.run() would leave the main thread without
+    an event loop, which later tests (Mangum's Lambda adapter) need."""
+    loop = asyncio.new_event_loop()
+    try:
+        with freeze_time(at):
+            return loop.run_until_complete(
+                TimeWindowFreshnessPolicyEvaluator().evaluate_freshness(LoadingContextForTest(instance), node))
+    finally:
+        loop.close()
 
 
 @pytest.mark.usefixtures("offline_env")
