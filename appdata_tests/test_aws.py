@@ -87,7 +87,10 @@ def test_batch_write_items_serializes_and_retries_unprocessed_items():
         stub.add_response("batch_write_item", {"UnprocessedItems": {}},
                           expected_params={"RequestItems": {"t": typed[20:25]}})
         stub.add_response("batch_write_item", {}, expected_params={"RequestItems": {"t": typed[25:]}})
-        written = aws.batch_write_items(dynamodb, "t", items, backoff=aws.Backoff(base=0.1, sleep=waits.append))
+        # One call at a time: the stubbed answers are a sequence, and calls in flight together reach
+        # it in any order (the retry of the first batch raced the second: 1 failure in 3 runs).
+        written = aws.batch_write_items(dynamodb, "t", items, backoff=aws.Backoff(base=0.1, sleep=waits.append),
+                                        concurrency=1)
         stub.assert_no_pending_responses()
     assert written == 30 and waits == [0.1]
 
