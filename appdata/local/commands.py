@@ -127,7 +127,8 @@ def provision(shards: int) -> None:
 @click.command()
 @click.option("--dagster-port", type=int, default=3000, show_default=True)
 @click.option("--no-ui", is_flag=True, help="Run emulator, provisioning and API only.")
-@click.option("--verbose", is_flag=True, help="Every line of every process (default: run ends and each distinct problem once).")
+@click.option("--verbose", is_flag=True,
+              help="Every line of every process (default: run ends and each distinct problem once).")
 def up(dagster_port: int, no_ui: bool, verbose: bool) -> None:
     """Bring up the local stack: emulator, provisioning, ingest API, Dagster UI and daemon.
 

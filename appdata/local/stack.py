@@ -142,34 +142,42 @@ class TerminalFilter:
 @dataclass
 class LogCompactor:
     """What of a child's output goes to its log file: every line, except that a traceback written
-    once already (the same frames and exception, numbers aside) is written again as one line."""
+    once already (the same frames and exception, numbers aside) is written again as one line. Both
+    shapes: Python's (`Traceback (most recent call last):` ... the exception line) and the
+    `Stack Trace:` block Dagster writes under a failed step or run (its frames, up to the next line
+    that is not one)."""
 
     counts: dict[str, int] = field(default_factory=dict)
     _block: list[str] | None = None
+    _dagster: bool = False
 
     def __call__(self, raw: str) -> list[str]:
         line = ANSI.sub("", raw.rstrip("\n"))
+        out: list[str] = []
         if self._block is not None:
-            self._block.append(raw)
             if line.startswith((" ", "\t")) or not line.strip():
+                self._block.append(raw)
                 return []
-            return self._close(line)
-        if line.startswith("Traceback (most recent call last)"):
-            self._block = [raw]
-            return []
-        return [raw]
+            if not self._dagster:
+                self._block.append(raw)
+                return self._close(line)
+            out = self._close("a Dagster stack trace")  # this line is not part of it: handled below
+        if line.startswith("Traceback (most recent call last)") or line == "Stack Trace:":
+            self._block, self._dagster = [raw], line == "Stack Trace:"
+            return out
+        return out + [raw]
 
     def flush(self) -> list[str]:
         block, self._block = self._block or [], None
         return block
 
-    def _close(self, exception_line: str) -> list[str]:
+    def _close(self, last_line: str) -> list[str]:
         block, self._block = self._block, None
         key = problem_key("".join(block))
         count = self.counts[key] = self.counts.get(key, 0) + 1
         if count == 1:
             return block
-        return [f"(traceback {count} of this kind, frames as logged the first time) {exception_line}\n"]
+        return [f"(traceback {count} of this kind, frames as logged the first time) {last_line}\n"]
 
 
 IN_FLIGHT = ("NOT_STARTED", "STARTING", "STARTED", "CANCELING")  # QUEUED runs stay queued for the next start
@@ -266,15 +274,15 @@ class RunWatcher:
                                     lambda instance, run: instance.report_run_canceling(run, STOPPED_MESSAGE))
 
     def settled(self) -> bool:
-        """Whether no run is left that could still record its own end (STARTED or CANCELING); an
-        unreadable instance counts as settled (the budget's deadline is then all there is)."""
+        """Whether no run of the stack's is left that could still record its own end (STARTED or
+        CANCELING); an unreadable instance counts as settled (the budget's deadline is all there is)."""
         import dagster as dg
 
         try:
             with self._lock:
-                return not self.instance.get_run_records(
-                    filters=dg.RunsFilter(statuses=[dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.CANCELING]),
-                    limit=1)
+                records = self.instance.get_run_records(
+                    filters=dg.RunsFilter(statuses=[dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.CANCELING]))
+                return not any(launched_by_a_code_server(record.dagster_run) for record in records)
         except Exception:  # noqa: BLE001
             return True
 
@@ -288,8 +296,9 @@ class RunWatcher:
 
         try:
             with self._lock:
-                records = self.instance.get_run_records(
+                records = [record for record in self.instance.get_run_records(
                     filters=dg.RunsFilter(statuses=[dg.DagsterRunStatus[s] for s in statuses]))
+                    if launched_by_a_code_server(record.dagster_run)]
                 for record in records:
                     action(self.instance, record.dagster_run)
                 return len(records)
@@ -302,6 +311,14 @@ class RunWatcher:
         if problem_key(text) not in self._problems:
             self._problems.add(problem_key(text))
             self.echo(f"[runs] {shorten(text)}")
+
+
+def launched_by_a_code_server(run) -> bool:
+    """Whether the run was launched by a daemon or webserver (the stack's), as opposed to executed
+    in a process of its own on the same instance (`appdata demo`, `dagster asset materialize`, a
+    test), which ends its runs itself and is none of the stop's business. Dagster tags the first
+    kind with the code location it was launched from."""
+    return bool(run.tags.get("dagster/code_location") or run.tags.get(".dagster/grpc_info"))
 
 
 def run_end_line(instance, run_id: str, event_type: str, timestamp: float) -> str:

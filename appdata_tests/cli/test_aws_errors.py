@@ -12,12 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from appdata.config import AwsEndpoints
+from appdata.config import AwsEndpoints, Settings
+from appdata.defs.resources import build_resources
 from appdata.local.commands import FAULT_VARIABLE
 from appdata.local.emulator import emulator_process, free_port
 from appdata.local.provision import provision
-from appdata.defs.resources import build_resources
-from appdata.config import Settings
 from appdata_tests.support.events import todays_event
 from appdata_tests.support.stream import put
 
@@ -82,4 +81,5 @@ def test_reconcile_with_nothing_listening_is_one_line(tmp_path):
     env = _environment(tmp_path / "home", AwsEndpoints.everything_at(f"http://127.0.0.1:{free_port()}"))
     env["AWS_MAX_ATTEMPTS"] = "1"  # botocore's own setting: no back-off between refused connections
     out = _appdata(env, "reconcile", "--batch", timeout=300)
-    _assert_one_line(out, "reconcile", "an AWS call failed: EndpointConnectionError: Could not connect to the endpoint URL")
+    _assert_one_line(out, "reconcile",
+                     "an AWS call failed: EndpointConnectionError: Could not connect to the endpoint URL")

@@ -5,6 +5,8 @@ prints as such, a failed run names its root cause). No server: the unit tier."""
 
 from __future__ import annotations
 
+import uuid
+
 import botocore.exceptions
 import click
 import dagster as dg
@@ -186,3 +188,42 @@ def test_an_asset_run_is_named_by_its_assets(tmp_path):
     (line,) = watcher.poll()
     assert line.split(" ", 1)[1].startswith("run downloads_stream "), line  # not "__ASSET_JOB"
     watcher.close()
+
+
+def test_the_stop_cancels_the_stacks_runs_only_and_finishes_those_left_without_an_end(tmp_path):
+    (tmp_path / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    printed: list[str] = []
+    watcher = RunWatcher(tmp_path, printed.append)
+    instance = watcher.instance
+    launched = {"dagster/code_location": "appdata"}
+
+    def run(status: str, tags: dict) -> str:
+        added = instance.add_run(dg.DagsterRun(job_name="stream_drain_job", run_id=str(uuid.uuid4()),
+                                               status=dg.DagsterRunStatus[status], tags=tags))
+        return added.run_id
+
+    started, starting, ended = run("STARTED", launched), run("STARTING", launched), run("SUCCESS", launched)
+    demo = run("STARTED", {"appdata/demo": "analytics"})  # another process's in-process run: not the stop's
+    assert watcher.settled() is False
+    assert watcher.cancel_in_flight() == 2
+    assert {instance.get_run_by_id(r).status.value for r in (started, starting)} == {"CANCELING"}
+    assert watcher.settled() is False  # a CANCELING run may still record its end
+    assert watcher.finish_in_flight() == 2  # their processes are gone: canceled for them
+    assert watcher.settled() is True
+    status = {r: instance.get_run_by_id(r).status.value for r in (started, starting, ended, demo)}
+    assert status == {started: "CANCELED", starting: "CANCELED", ended: "SUCCESS", demo: "STARTED"}
+    assert not any(" FAILED" in line for line in watcher.poll())
+    watcher.close()
+
+
+def test_dagsters_stack_traces_are_written_once_too():
+    compact = LogCompactor()
+    written = []
+    for _ in range(3):
+        for raw in RUN_LINES.splitlines(keepends=True):
+            written += compact(raw)
+    written += compact.flush()
+    text = "".join(written)
+    assert text.count("Stack Trace:") == 1 and text.count("op_execution_error_boundary") == 1
+    assert text.count("(traceback 3 of this kind, frames as logged the first time) a Dagster stack trace") == 1
+    assert text.count("STEP_FAILURE") == 3 and text.count("RUN_FAILURE") == 3  # the lines after each block stay

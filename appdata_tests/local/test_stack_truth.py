@@ -67,7 +67,8 @@ def _runs(instance: dg.DagsterInstance, **filters) -> list[dg.DagsterRun]:
 def test_a_broken_kinesis_is_one_line_per_failure_and_the_red_check_prints_red(stack):
     stack.env["APPDATA_EMULATOR_FAIL"] = "kinesis:GetRecords"
     stack.up()
-    wait_for(lambda: len(DRAIN_FAILED.findall(_output(stack))) >= 2, 600, "two failed drain runs on the terminal", stack)
+    wait_for(lambda: len(DRAIN_FAILED.findall(_output(stack))) >= 2, 600, "two failed drain runs on the terminal",
+             stack)
 
     # Events the API accepted from the client ten minutes ago (by its ledger) are due in downloads_stream.
     accepted = stack.post(events(range(960_001, 960_004), 5, "due"))
