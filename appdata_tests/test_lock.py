@@ -47,15 +47,33 @@ def test_lock_is_generated_from_this_pyproject(name):
     assert stamped_fingerprint(lock_path(name)) == fingerprint(PYPROJECT), f"requirements/{name}.txt: {REGENERATE}"
 
 
+SUPPORTED = [{"python_version": minor, "python_full_version": f"{minor}.0", "sys_platform": platform,
+              "platform_system": system, "os_name": os_name, "platform_python_implementation": "CPython",
+              "implementation_name": "cpython", "platform_machine": "x86_64"}
+             for minor in ("3.11", "3.12", "3.13")
+             for platform, system, os_name in (("linux", "Linux", "posix"), ("darwin", "Darwin", "posix"))]
+
+
 @pytest.mark.parametrize("name,extras", LOCKS.items())
-def test_every_requirement_is_locked_within_its_range(name, extras):
+def test_every_requirement_is_locked_once_within_its_range_for_every_supported_python(name, extras):
+    """A universal lock may split a package by Python version; each supported Python and platform
+    must still find exactly one pin of every requirement, inside its range."""
+    from packaging.markers import Marker
+
     locked = pins(lock_path(name))
     for requirement in requirements_of(extras):
         key = normalize(requirement.name)
         assert key in locked, f"{requirement.name} is not in requirements/{name}.txt: {REGENERATE}"
-        for locked_version in locked[key].values():
-            assert requirement.specifier.contains(locked_version, prereleases=True), (
-                f"requirements/{name}.txt locks {requirement.name}=={locked_version}, outside {requirement}: {REGENERATE}")
+        for environment in SUPPORTED:
+            if requirement.marker and not requirement.marker.evaluate(environment):
+                continue
+            chosen = [v for marker, v in locked[key].items() if marker is None or Marker(marker).evaluate(environment)]
+            where = f"Python {environment['python_version']} on {environment['sys_platform']}"
+            assert len(chosen) == 1, (f"requirements/{name}.txt pins {requirement.name} {len(chosen)} times for "
+                                      f"{where}: {REGENERATE}, or a hand edit")
+            assert requirement.specifier.contains(chosen[0], prereleases=True), (
+                f"requirements/{name}.txt locks {requirement.name}=={chosen[0]} for {where}, outside "
+                f"{requirement} (pyproject.toml): regenerate with `bash requirements/update`")
 
 
 def test_a_package_has_one_version_in_every_lock():
@@ -63,8 +81,11 @@ def test_a_package_has_one_version_in_every_lock():
     for package, versions in locks["test"].items():
         for name, other in locks.items():
             if package in other:
-                assert other[package] == versions, (package, name, other[package], versions)
-    assert set(locks["production"]) <= set(locks["local"]) <= set(locks["test"])
+                assert other[package] == versions, (
+                    f"{package}: requirements/{name}.txt locks {other[package]}, requirements/test.txt "
+                    f"{versions}; regenerate all three with `bash requirements/update`")
+    assert set(locks["production"]) <= set(locks["local"]) <= set(locks["test"]), (
+        "a lock holds a package its superset lacks; regenerate with `bash requirements/update`")
 
 
 def test_production_needs_no_emulator_and_every_lock_can_build_the_project():
@@ -73,8 +94,11 @@ def test_production_needs_no_emulator_and_every_lock_can_build_the_project():
     for name in LOCKS:
         locked = pins(lock_path(name))
         for requirement in build:
-            for locked_version in locked[normalize(requirement.name)].values():
-                assert requirement.specifier.contains(locked_version), (name, requirement)
+            versions = locked.get(normalize(requirement.name), {}).values()
+            assert versions and all(requirement.specifier.contains(v) for v in versions), (
+                f"requirements/{name}.txt locks {requirement.name} {list(versions) or 'nowhere'}, but "
+                f"[build-system] requires {requirement}: the README's --no-build-isolation install builds "
+                "with the locked one; widen the range or add the build requirement to the locks")
     assert "moto" not in pins(lock_path("production"))
     assert "moto" in pins(lock_path("local"))
 

@@ -168,6 +168,8 @@ class EmulatorState:
         try:
             with open(path, "rb") as handle:
                 accounts = pickle.load(handle)
+            if not isinstance(accounts, dict):
+                raise TypeError(f"it holds a {type(accounts).__name__}, not moto's accounts")
         except Exception as exc:  # noqa: BLE001 - a snapshot from another moto version, a torn file
             aside = path.with_suffix(f".unreadable-{int(time.time())}")
             os.replace(path, aside)
@@ -186,6 +188,8 @@ class EmulatorState:
         try:
             with open(combined, "rb") as handle:
                 accounts = pickle.load(handle)[service]
+            if not isinstance(accounts, dict):
+                raise TypeError(f"it holds a {type(accounts).__name__}, not moto's accounts")
         except Exception as exc:  # noqa: BLE001 - as for a service's own file: say it, start empty
             return f"could not read {service} from {combined} ({exc!r}); started EMPTY"
         backend = get_backend(service)

@@ -166,6 +166,21 @@ def test_a_torn_state_file_is_set_aside_and_only_its_service_starts_empty(tmp_pa
     assert [path.name.split("-")[0] for path in state.glob("kinesis.unreadable-*")] == ["kinesis.unreadable"]
 
 
+def test_a_state_file_that_unpickles_to_something_else_is_set_aside_too(tmp_path):
+    """A pickle that loads but is not moto's accounts (a hand-made or foreign file) starts that
+    service empty with the reason, as a torn file does, instead of crashing every process."""
+    import pickle
+
+    from appdata.local.emulator import EmulatorState
+
+    path = tmp_path / "dynamodb.pickle"
+    path.write_bytes(pickle.dumps([1, 2]))
+    note = EmulatorState._load("dynamodb", path)
+    assert note.startswith(f"could not read {path} (TypeError(\"it holds a list, not moto's accounts\"))")
+    assert note.endswith("and started EMPTY")
+    assert not path.exists() and len(list(tmp_path.glob("dynamodb.unreadable-*"))) == 1
+
+
 @pytest.mark.emulator
 def test_appdata_emulator_serves_the_configured_layout_and_stops_each_process_on_sigint(tmp_path, offline_env):
     """`appdata emulator` (as `appdata up` runs it): a process per configured endpoint; on SIGINT
