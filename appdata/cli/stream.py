@@ -16,7 +16,7 @@ def send(csv_path, rate, batch_size, limit, start, show_rejected):
     """Post a client CSV (default: the stream client's data) to the ingest API in batches."""
     from appdata.config import Settings
     from appdata.sources.client_files import stream_csv_path
-    from appdata.stream.client import ApiUnavailable, api_key, load_client_records, send_records
+    from appdata.stream.client import ApiError, api_key, load_client_records, send_records
 
     settings = Settings.from_env()
     path = csv_path or stream_csv_path(settings.client_dir)
@@ -32,7 +32,7 @@ def send(csv_path, rate, batch_size, limit, start, show_rejected):
     try:
         summary = send_records(records, api_url=settings.api_url, key=key, batch_size=batch_size, rate=rate,
                                progress=True)
-    except ApiUnavailable as exc:
+    except ApiError as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(f"sent {summary.sent:,} in {summary.batches} batches, {summary.seconds:.1f}s: "
                f"accepted {summary.accepted:,}, rejected {len(summary.rejected):,}")

@@ -155,9 +155,13 @@ def register(group: click.Group) -> None:
     def demo(events: int, invalid: int, repeated: int, days: int) -> None:
         """Backfill a week of batch, stream events through the API, build analytics; reconcile all."""
         from appdata.cli.reliability import exit_on_aws_errors
+        from appdata.stream.client import ApiError
 
         chosen = tuple(dt.date(2020, 3, 1) + dt.timedelta(days=i) for i in range(days))
-        with exit_on_aws_errors("demo"):  # one line naming the call, not a traceback
-            ok = run_demo(days=chosen, events=events, invalid=invalid, repeated=repeated)
+        try:
+            with exit_on_aws_errors("demo"):  # one line naming the call, not a traceback
+                ok = run_demo(days=chosen, events=events, invalid=invalid, repeated=repeated)
+        except ApiError as exc:  # the ingest API down, failing, or another stack's (its key refused)
+            raise click.ClickException(f"demo stopped: {exc}") from None
         if not ok:
             raise SystemExit(1)

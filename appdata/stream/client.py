@@ -23,8 +23,16 @@ import pandas as pd
 from appdata.config import Settings, client_api_key
 
 
-class ApiUnavailable(RuntimeError):
+class ApiError(RuntimeError):
+    """The ingest API did not take a batch; the message says why (for a one-line exit)."""
+
+
+class ApiUnavailable(ApiError):
     """The API did not answer (connection refused, timeouts, 5xx after retries)."""
+
+
+class ApiRefused(ApiError):
+    """The API answered 4xx: a key it does not know (another stack's API at that port), a bad request."""
 
 
 @dataclass
@@ -75,7 +83,8 @@ def api_key() -> str:
 
 
 def post_batch(client: httpx.Client, url: str, records: list[dict], *, attempts: int = 5) -> dict:
-    """POST one batch; retries connection errors and 5xx with backoff, raises ApiUnavailable."""
+    """POST one batch; retries connection errors and 5xx with backoff, raises ApiUnavailable (or
+    ApiRefused on a 4xx, which no retry changes)."""
     last: str = ""
     for attempt in range(attempts):
         try:
@@ -85,7 +94,7 @@ def post_batch(client: httpx.Client, url: str, records: list[dict], *, attempts:
         else:
             if response.status_code < 500:
                 if response.status_code >= 400:
-                    raise RuntimeError(f"API refused the batch: HTTP {response.status_code} {response.text[:300]}")
+                    raise ApiRefused(f"API at {url} refused the batch: HTTP {response.status_code} {response.text[:300]}")
                 return response.json()
             last = f"HTTP {response.status_code}"
         if attempt < attempts - 1:

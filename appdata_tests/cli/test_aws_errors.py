@@ -83,3 +83,47 @@ def test_reconcile_with_nothing_listening_is_one_line(tmp_path):
     out = _appdata(env, "reconcile", "--batch", timeout=300)
     _assert_one_line(out, "reconcile",
                      "an AWS call failed: EndpointConnectionError: Could not connect to the endpoint URL")
+
+
+@pytest.fixture()
+def api_of_another_stack():
+    """A real HTTP server on loopback answering every POST as an API that does not know our key."""
+    import http.server
+    import threading
+
+    class Refusing(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802 - http.server's name
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            body = b'{"detail":"x-api-key is not valid"}'
+            self.send_response(403)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *_args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Refusing)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_port}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_send_to_an_api_that_refuses_our_key_ends_on_one_line(api_of_another_stack, tmp_path):
+    """Found by a hostile tester: another stack's API at the configured port refused the key and
+    the command ended in a traceback (RuntimeError from deep in the client)."""
+    csv = tmp_path / "client.csv"
+    csv.write_text("event_id,user_id\nx,1\n")
+    env = {**os.environ, "APPDATA_API_URL": api_of_another_stack, "APPDATA_API_KEYS": "ours",  # pragma: allowlist secret
+           "APPDATA_HOME": str(tmp_path / "home")}
+    done = subprocess.run([sys.executable, "-m", "appdata.cli", "send", str(csv)], env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 1
+    assert "Traceback" not in done.stderr + done.stdout
+    errors = [line[line.index("Error: "):] for line in done.stderr.splitlines() if "Error: " in line]  # after tqdm's bar
+    assert errors == [
+        f"Error: API at {api_of_another_stack}/v1/downloads refused the batch: HTTP 403 "
+        '{"detail":"x-api-key is not valid"}']
