@@ -16,7 +16,6 @@ from appdata.warehouse.loader import count_rows, read_frame
 from appdata_tests.support.events import todays_event
 from appdata_tests.support.stream import dynamo_items, lake_state, put
 
-TODAY = dt.date.today().isoformat()
 
 
 @pytest.fixture()
@@ -47,7 +46,7 @@ def test_drain_writes_exact_counts_and_replay_changes_nothing(sinks):
     hour = dt.datetime.now(dt.timezone.utc).strftime("%H")
     assert len(lake) == 1
     (key, lines), = lake.items()
-    assert key.startswith(f"lake/stream/download_date={TODAY}/hour=")
+    assert key.startswith(f"lake/stream/download_date={events[0]['download_date']}/hour=")
     assert key.endswith(f"/{shard_id}-{first}-{last}.jsonl.gz")
     assert key.split("hour=")[1][:2] in {hour, f"{(int(hour) - 1) % 24:02d}"}
     assert sorted(line["event_id"] for line in lines) == sorted(e["event_id"] for e in events)
@@ -56,7 +55,7 @@ def test_drain_writes_exact_counts_and_replay_changes_nothing(sinks):
     assert len(items) == 120
     sample = next(i for i in items if i["sk"]["S"].endswith(events[0]["event_id"]))
     assert sample["user_id"] == {"S": str(events[0]["user_id"])}
-    assert sample["sk"]["S"] == f"DL#{TODAY}#{events[0]['event_id']}"
+    assert sample["sk"]["S"] == f"DL#{events[0]['download_date']}#{events[0]['event_id']}"
     assert "size_mb" not in sample and sample["age"] == {"N": str(events[0]["age"])}
     assert count_rows(sinks["engine"], "downloads_stream") == 120
 
@@ -187,6 +186,7 @@ def test_one_event_id_with_other_content_is_a_conflict_and_every_sink_keeps_the_
     in the lake, DynamoDB and the warehouse; a resend with the same content is no conflict."""
     first = todays_event(1)
     other_content = {**first, "app": "Another App"}  # same id, same day
+    today = first["download_date"]  # the events' own day: a run across midnight keeps its verdict
     other_day = {**first, "download_date": "2020-01-01"}  # same id: would be a second DynamoDB item
     padded = {**first, "event_id": f"  {first['event_id']} ", "minutes_spent": 99}
     one = put(sinks["kinesis"], sinks["stream"], [first, todays_event(2), other_content, first])
@@ -203,17 +203,17 @@ def test_one_event_id_with_other_content_is_a_conflict_and_every_sink_keeps_the_
                         {"e": first["event_id"]})
     assert stored[["app", "minutes_spent"]].values.tolist() == [["App 1", first["minutes_spent"]]]
     items = [i for i in dynamo_items(sinks["dynamodb"], sinks["table"]) if first["event_id"] in i["sk"]["S"]]
-    assert [(i["sk"]["S"], i["app"]["S"]) for i in items] == [(f"DL#{TODAY}#{first['event_id']}", "App 1")]
+    assert [(i["sk"]["S"], i["app"]["S"]) for i in items] == [(f"DL#{today}#{first['event_id']}", "App 1")]
     lake = [line for lines in lake_state(sinks["s3"], sinks["bucket"]).values() for line in lines
             if line["event_id"] == first["event_id"]]
     assert {(line["app"], line["minutes_spent"], line["download_date"]) for line in lake} == {
-        ("App 1", first["minutes_spent"], TODAY)}
+        ("App 1", first["minutes_spent"], today)}
 
     letters = [json.loads(line) for page in sinks["s3"].get_paginator("list_objects_v2").paginate(
         Bucket=sinks["bucket"], Prefix="rejected/stream/") for o in page.get("Contents", [])
         for line in sinks["s3"].get_object(Bucket=sinks["bucket"], Key=o["Key"])["Body"].read().decode().splitlines()]
     assert sorted((letter["record"].get("app"), letter["record"]["download_date"]) for letter in letters) == [
-        ("Another App", TODAY), ("App 1", "2020-01-01"), ("App 1", TODAY)]
+        ("Another App", today), ("App 1", "2020-01-01"), ("App 1", today)]
     assert {(letter["field"], letter["reason"]) for letter in letters} == {("event_id", schema.CONFLICT)}
 
 
