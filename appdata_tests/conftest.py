@@ -42,6 +42,20 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
                 item.add_marker(marker)
 
 
+@pytest.fixture()
+def lambda_event_loop():
+    """The main thread as Lambda's runtime gives it to Mangum: `asyncio.get_event_loop()` answers.
+    Any earlier test's `asyncio.run()` (Dagster's evaluators, GraphQL test clients) leaves this
+    process's main thread without one, and the handler then fails for a reason Lambda never has."""
+    import asyncio
+
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    yield loop
+    asyncio.set_event_loop(None)
+    loop.close()
+
+
 @pytest.fixture(scope="session")
 def emulator_endpoints() -> AwsEndpoints:
     """The emulator for the whole session: one server process per service, on free loopback ports."""

@@ -181,7 +181,7 @@ def _deploy_data_stores(settings: Settings, stack: str) -> dict[str, str]:
     return stack_outputs(cfn, stack)
 
 
-def test_stack_deploys_into_emulator_and_pipeline_runs_on_its_names(single_process_env, monkeypatch):
+def test_stack_deploys_into_emulator_and_pipeline_runs_on_its_names(single_process_env, monkeypatch, lambda_event_loop):
     from appdata.api.app import app as lazy_app
     from appdata.cli import main
     from appdata.cli.infra import stack_env

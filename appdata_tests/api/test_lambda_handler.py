@@ -19,7 +19,7 @@ CONTEXT = SimpleNamespace(function_name="appdata-api", aws_request_id="req-1", m
 
 
 @pytest.fixture()
-def invoke(provisioned, appdata_env):
+def invoke(provisioned, appdata_env, lambda_event_loop):
     """Call the handler as Lambda would, with the app built from this test's environment."""
     lazy_app.reset()
 
