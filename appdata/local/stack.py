@@ -276,13 +276,9 @@ class RunWatcher:
     def settled(self) -> bool:
         """Whether no run of the stack's is left that could still record its own end (STARTED or
         CANCELING); an unreadable instance counts as settled (the budget's deadline is all there is)."""
-        import dagster as dg
-
         try:
             with self._lock:
-                records = self.instance.get_run_records(
-                    filters=dg.RunsFilter(statuses=[dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.CANCELING]))
-                return not any(launched_by_a_code_server(record.dagster_run) for record in records)
+                return not self._stack_runs(("STARTED", "CANCELING"))
         except Exception:  # noqa: BLE001
             return True
 
@@ -292,20 +288,24 @@ class RunWatcher:
             run, "appdata up stopped: the run's process ended before it recorded its end"))
 
     def _each_in_flight(self, statuses: tuple[str, ...], action) -> int:
-        import dagster as dg
-
         try:
             with self._lock:
-                records = [record for record in self.instance.get_run_records(
-                    filters=dg.RunsFilter(statuses=[dg.DagsterRunStatus[s] for s in statuses]))
-                    if launched_by_a_code_server(record.dagster_run)]
-                for record in records:
-                    action(self.instance, record.dagster_run)
-                return len(records)
+                runs = self._stack_runs(statuses)
+                for run in runs:
+                    action(self.instance, run)
+                return len(runs)
         except Exception as exc:  # noqa: BLE001 - the stop goes on within its budget whatever happens here
             self._problem(f"could not cancel the runs in flight through the Dagster instance: "
                           f"{type(exc).__name__}: {exc}")
             return 0
+
+    def _stack_runs(self, statuses: tuple[str, ...]) -> list:
+        """The runs in these statuses that the stack's daemon or webserver launched (hold the lock)."""
+        import dagster as dg
+
+        records = self.instance.get_run_records(
+            filters=dg.RunsFilter(statuses=[dg.DagsterRunStatus[status] for status in statuses]))
+        return [record.dagster_run for record in records if launched_by_a_code_server(record.dagster_run)]
 
     def _problem(self, text: str) -> None:
         if problem_key(text) not in self._problems:
