@@ -169,6 +169,7 @@ class Settings:
     table: str
     lease_table: str
     warehouse_url: str
+    lake_catalog: str
     aws_endpoints: AwsEndpoints
     aws_region: str
     playstore_csv: str | None
@@ -196,6 +197,7 @@ class Settings:
             table=table,
             lease_table=_env("APPDATA_LEASE_TABLE", f"{table}-leases"),
             warehouse_url=_env("APPDATA_WAREHOUSE_URL", f"duckdb:///{home / 'warehouse.duckdb'}"),
+            lake_catalog=_env("APPDATA_LAKE_CATALOG", f"sqlite:///{home / 'lake-catalog.db'}"),
             aws_endpoints=AwsEndpoints.from_env(_env_int("APPDATA_EMULATOR_PORT", DEFAULT_EMULATOR_PORT)),
             aws_region=_env("APPDATA_AWS_REGION", os.environ.get("AWS_DEFAULT_REGION", "us-east-1")),
             playstore_csv=_env("APPDATA_PLAYSTORE_CSV", "") or None,

@@ -85,12 +85,15 @@ def drain():
     except Exception as exc:  # noqa: BLE001 - named, and the exit code says it
         raise click.ClickException(f"not delivered: {type(exc).__name__}: {exc} (the range stays pending; the "
                                    "next drain delivers it first)") from exc
+    from appdata.stream.table_writer import sync_stream_table
+
+    table_rows = sum(c.rows for c in sync_stream_table(resources["lake_table"].open, kinesis, settings.stream, leases))
     users = set().union(*(r.users for r in results)) if results else set()
     with warehouse.connect() as engine:
         refreshed = _refresh_recommendations(engine, sinks.s3, sinks.bucket, dynamodb, sinks.table, users)
     click.echo(f"drained {sum(r.records for r in results):,} records in {len(results)} range(s): "
                f"{sum(r.valid for r in results):,} valid (in the lake, DynamoDB and downloads_stream; "
-               f"+{sum(r.warehouse_inserted for r in results):,} new warehouse rows), "
+               f"+{sum(r.warehouse_inserted for r in results):,} new warehouse rows, +{table_rows:,} lake table rows), "
                f"{sum(r.rejected for r in results):,} rejected (dead letters under rejected/stream/){refreshed}")
 
 

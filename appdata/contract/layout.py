@@ -4,7 +4,8 @@
     landing/batch/download_date=D/replay-<hash>.csv                     replayed fixes of batch rows
     curated/batch/download_date=D/part.parquet                          the ETL's typed day
     curated/_manifests/downloads_batch/<start>_<end>.manifest           Redshift COPY of a window
-    lake/stream/download_date=D/hour=H/<shard>-<first>-<last>.jsonl.gz  one drained range
+    lake/stream/download_date=D/hour=H/<shard>-<first>-<last>.jsonl.gz  one drained range (raw archive)
+    tables/<namespace>.db/downloads/{data,metadata}/...                 the Iceberg table (appdata.lake.tables)
     manifests/stream/<shard>-<first>-<last>.manifest                    Redshift COPY of a range
     rejected/<source>/download_date=D/<name>.jsonl                      dead letters (api, stream, batch)
     rejected/_replayed/<source>/...                                     dead letters already replayed
@@ -24,6 +25,7 @@ import re
 LANDING = "landing/batch/"
 CURATED = "curated/batch/"
 LAKE = "lake/stream/"
+TABLES = "tables/"  # the Iceberg warehouse: pyiceberg names everything below it
 REJECTED = "rejected/"
 REPLAYED = "rejected/_replayed/"
 DEAD_LETTER_SOURCES = ("api", "stream", "batch")
@@ -101,6 +103,11 @@ def lake_key(day: str, hour: str, shard_id: str, first_sequence: str, last_seque
 
 def stream_manifest_key(shard_id: str, first_sequence: str, last_sequence: str) -> str:
     return f"manifests/stream/{range_name(shard_id, first_sequence, last_sequence)}.manifest"
+
+
+def tables_warehouse(bucket: str) -> str:
+    """The Iceberg warehouse location every catalog is given."""
+    return f"s3://{bucket}/{TABLES.rstrip('/')}"
 
 
 # ---- dead letters

@@ -5,12 +5,16 @@ asset that nobody classified fails the load instead of appearing unowned.
 
 import dagster as dg
 
+from pyiceberg.types import TimestamptzType
+
 from appdata.contract.schema import FIELDS, Field
+from appdata.lake.tables import PROVENANCE
 
 OWNERS = {
     "sources": ["team:data-platform"],
     "batch": ["team:data-platform"],
     "stream": ["team:data-platform"],
+    "lake": ["team:data-platform"],
     "analytics": ["team:analytics"],
 }
 
@@ -24,12 +28,16 @@ LAYER = {
     "downloads_stream": "serving",
     "mart_downloads_daily": "mart", "mart_download_facts": "mart", "mart_audience": "mart", "mart_time_spent": "mart", "mart_charts": "mart",
     "user_recommendations": "serving", "analytics_report": "mart",
+    "lake_downloads_stream": "curated", "lake_downloads_batch": "curated", "lake_downloads": "curated",
 }
 PERSONAL_DATA = {
     "users_batch", "users_stream", "users_app_batch_client_data", "users_app_stream_client_data",
     "landing_batch", "curated_batch", "downloads_batch", "kinesis_downloads", "stream_lake",
     "dynamodb_downloads", "downloads_stream", "mart_download_facts",  # the last keeps user ids
+    "lake_downloads_stream", "lake_downloads_batch", "lake_downloads",
 }
+# The lake's Iceberg table: the event's columns, then where each row came from (appdata.lake.tables).
+LAKE_TABLES = {"lake_downloads_stream", "lake_downloads_batch", "lake_downloads"}
 # Assets whose rows are events of the contract (appdata.contract.schema.FIELDS), column for column.
 EVENT_TABLES = {
     "users_app_batch_client_data", "users_app_stream_client_data", "landing_batch", "curated_batch",
@@ -53,6 +61,10 @@ def _column(field: Field) -> dg.TableColumn:
 
 
 EVENT_SCHEMA = dg.TableSchema(columns=[_column(f) for f in FIELDS])
+LAKE_TABLE_SCHEMA = dg.TableSchema(columns=[_column(f) for f in FIELDS] + [
+    dg.TableColumn(name, "timestamptz" if kind is TimestamptzType else "string", description=doc,
+                   constraints=dg.TableColumnConstraints(nullable=not required))
+    for name, kind, required, doc in PROVENANCE])
 
 
 def annotate(defs: dg.Definitions) -> dg.Definitions:
@@ -72,6 +84,8 @@ def annotate(defs: dg.Definitions) -> dg.Definitions:
         metadata = {}
         if name in EVENT_TABLES:
             metadata["dagster/column_schema"] = EVENT_SCHEMA
+        if name in LAKE_TABLES:
+            metadata["dagster/column_schema"] = LAKE_TABLE_SCHEMA
         if spec.key in references:
             metadata["dagster/code_references"] = references[spec.key]
         tags = {"layer": LAYER[name], **({"pii": ""} if name in PERSONAL_DATA else {})}

@@ -26,11 +26,13 @@ from botocore.exceptions import ClientError
 from dagster_aws.s3 import S3Resource
 from dagster_aws.utils import ResourceWithBoto3Configuration
 from pydantic import Field
+from pyiceberg.table import Table
 from sqlalchemy.engine import make_url
 
 from appdata import aws
 from appdata.config import Settings, aws_client_kwargs, parse_api_keys
 from appdata.contract import layout
+from appdata.lake.tables import CatalogConfig, catalog_config, open_table
 
 
 def boto3_client(service: str, resource: ResourceWithBoto3Configuration) -> Any:
@@ -157,6 +159,40 @@ def _wait_for_duckdb_lock(dialect: Any, conn_rec: Any, cargs: tuple, cparams: di
                 raise
             time.sleep(delay)
             delay = min(delay * 2, 1.0)
+
+
+class LakeTableResource(dg.ConfigurableResource):
+    """The lake's Iceberg table of downloads (`appdata.lake.tables`) through its catalog.
+
+    `catalog` is `glue` (AWS Glue Data Catalog, production) or the SQLAlchemy URL of a SQL
+    catalog: `sqlite:///<home>/lake-catalog.db` locally and in tests, `postgresql://...` to share
+    one (its password in the variable `password_env_var` names). Data and metadata files go to
+    the lake bucket under `tables/`, through the same S3 endpoint as every other S3 call.
+    """
+
+    catalog: str = Field(description="`glue`, or the SQLAlchemy URL of a SQL catalog (without password)")
+    namespace: str = Field(default="appdata", description="Catalog namespace (Glue database) of the table")
+    bucket: str = Field(description="Bucket whose tables/ prefix is the Iceberg warehouse")
+    region_name: str | None = Field(default=None, description="AWS region of S3 (and Glue)")
+    endpoint_url: str | None = Field(default=None, description="S3 endpoint; none: AWS's own")
+    aws_access_key_id: str | None = Field(default=None, description="Only for the local emulator")
+    aws_secret_access_key: str | None = Field(default=None, description="Only for the local emulator")
+    password_env_var: str | None = Field(
+        default="APPDATA_LAKE_CATALOG_PASSWORD",
+        description="Environment variable holding a SQL catalog's password, read when connecting; unset: none")
+
+    def catalog_config(self) -> CatalogConfig:
+        catalog = self.catalog
+        password = optional_secret(self.password_env_var) if catalog != "glue" else None
+        if password:
+            catalog = make_url(catalog).set(password=password).render_as_string(hide_password=False)
+        return catalog_config(catalog, self.bucket, namespace=self.namespace, region_name=self.region_name,
+                              endpoint_url=self.endpoint_url, aws_access_key_id=self.aws_access_key_id,
+                              aws_secret_access_key=self.aws_secret_access_key)
+
+    def open(self) -> Table:
+        """The downloads table, created when missing."""
+        return open_table(self.catalog_config())
 
 
 class SimulatedClientsResource(dg.ConfigurableResource):
@@ -305,7 +341,7 @@ RUN_MEMORY_IO_MANAGER = "run_memory_io_manager"
 
 
 def build_resources(settings: Settings | None = None) -> dict[str, Any]:
-    """Resources keyed as assets expect them: s3, kinesis, dynamodb, warehouse, io_manager, the
+    """Resources keyed as assets expect them: s3, kinesis, dynamodb, warehouse, lake_table, io_manager, the
     simulated clients, the ingest API they post to and the report's local home."""
     settings = settings or Settings.from_env()
     copy_role = os.environ.get("APPDATA_REDSHIFT_COPY_ROLE_ARN") or None
@@ -318,6 +354,9 @@ def build_resources(settings: Settings | None = None) -> dict[str, Any]:
         "dynamodb": DynamoDBResource(table_name=settings.table, lease_table_name=settings.lease_table,
                                      **aws_client_kwargs(settings, "dynamodb")),
         "warehouse": WarehouseResource(url=settings.warehouse_url, copy_iam_role=copy_role),
+        "lake_table": LakeTableResource(
+            catalog=settings.lake_catalog, bucket=settings.bucket,
+            **{key: value for key, value in aws_client_kwargs(settings, "s3").items() if key != "use_ssl"}),
         "clients": SimulatedClientsResource(
             client_dir=str(settings.client_dir), catalogue_csv=settings.playstore_csv, seed=settings.seed,
             preferences=settings.preferences, rows_per_day=settings.batch_rows_per_day, timezone=settings.timezone),

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Mapping
 
 import pandas as pd
+import pyarrow as pa
 import sqlalchemy as sa
 from botocore.exceptions import ClientError
 
@@ -29,13 +30,14 @@ from appdata import aws
 from appdata.aws import error_code
 from appdata.contract import deadletters, layout, schema
 from appdata.contract.schema import typed_records
+from appdata.lake import tables
 from appdata.warehouse.loader import events_by_id, insert_new
 
 log = logging.getLogger(__name__)
 
 WAREHOUSE_TABLE = "downloads_stream"
 GET_RECORDS_LIMIT = 10_000  # Kinesis's own maximum per GetRecords call
-PRIVATE_COLUMNS = ["_seq", "_arrival", "_event"]  # what decoding adds beside the event columns
+PRIVATE_COLUMNS = ["_seq", "_arrival", "_event", "_new"]  # what decoding adds beside the event columns
 
 
 # --------------------------------------------------------------------------- reading
@@ -167,7 +169,9 @@ def read_shard(
 
 @dataclass
 class Decoded:
-    valid: pd.DataFrame  # typed events, with _seq, _arrival and _event (its JSON-safe dict) beside the event columns
+    # typed events, with _seq, _arrival, _event (its JSON-safe dict) and _new (the event_id's first
+    # record: not stored before, not earlier in the range) beside the event columns
+    valid: pd.DataFrame
     rejected: list[dict]  # dead-letter lines
 
 
@@ -233,9 +237,11 @@ def decode_records(records: list[dict], *, shard_id: str, stream: str,
     bad_rows = set(int(r) for r in validation.rejected["row"])
     kept = [position for i, (position, _) in enumerate(candidates) if i not in bad_rows]
     valid = validation.valid
+    stored_events: Mapping[str, dict] = {}
     if not valid.empty:
         events = typed_records(valid)
-        conflicting = schema.conflicts(events, stored([e["event_id"] for e in events]) if stored else None)
+        stored_events = stored([e["event_id"] for e in events]) if stored else {}
+        conflicting = schema.conflicts(events, stored_events)
         for i, reason in conflicting.items():
             source = sources[kept[i]]
             rejected.append(_dead_letter(shard_id=shard_id, stream=stream, record=source, raw=payloads[kept[i]],
@@ -249,6 +255,11 @@ def decode_records(records: list[dict], *, shard_id: str, stream: str,
     valid["_event"] = typed_records(valid) if not valid.empty else []
     valid["_seq"] = [r["SequenceNumber"] for r in kept]
     valid["_arrival"] = [_arrival(r) for r in kept]
+    first_records, seen = [], set(stored_events)
+    for event_id in valid["event_id"]:
+        first_records.append(event_id not in seen)
+        seen.add(event_id)
+    valid["_new"] = first_records
     rejected.sort(key=lambda line: line["row"])
     return Decoded(valid=valid, rejected=rejected)
 
@@ -286,6 +297,17 @@ def write_rejected(s3: Any, bucket: str, shard_id: str, first_seq: str, last_seq
                              lambda line: line["approximate_arrival"][:10])
 
 
+def table_rows(valid: pd.DataFrame, shard_id: str) -> pa.Table:
+    """Rows for the lake's Iceberg table: each event_id's first record only (a repeat, or a record
+    of a range drained again, is in the table already), with its shard and sequence number."""
+    first = valid[valid["_new"]] if not valid.empty else valid
+    if first.empty:
+        return tables.ARROW_SCHEMA.empty_table()
+    return tables.with_provenance(tables.events_from_frame(first), source=tables.STREAM,
+                                  ingested_at=dt.datetime.now(dt.timezone.utc), shard_id=shard_id,
+                                  sequence_numbers=first["_seq"].tolist(), arrived_at=first["_arrival"].tolist())
+
+
 def download_item(event: dict) -> dict:
     """A download item per the table contract: pk user_id (a string), sk DL#<date>#<event_id>, then
     the event's fields (None ones left out), for `aws.batch_write_items`."""
@@ -310,6 +332,7 @@ class DrainResult:
     users: set[int] = field(default_factory=set)
     event_ids: set[str] = field(default_factory=set)
     shard_end: bool = False
+    table_rows: pa.Table | None = None  # the range's rows for the lake table (`table_rows`)
     newest_arrival: dt.datetime | None = None  # ApproximateArrivalTimestamp of the range's last record
     millis_behind_latest: int | None = None  # how far the range's end trailed the shard's newest record
 
@@ -366,6 +389,7 @@ def drain_records(
             for key in sorted(set(result.lake_objects) - set(rewritten)):
                 s3.delete_object(Bucket=bucket, Key=key)
             result.lake_objects = rewritten
+        result.table_rows = table_rows(valid, shard_id)
         result.dynamodb_items = len(items.keys() - refused.keys())
         result.valid = len(valid)
         result.users = set(int(u) for u in valid["user_id"])

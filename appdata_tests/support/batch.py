@@ -17,6 +17,7 @@ class BatchWorld:
         import dagster as dg
 
         from appdata.defs.batch.assets import curated_batch, downloads_batch, landing_batch
+        from appdata.defs.lake.assets import lake_downloads_batch
         from appdata.defs.resources import build_resources
         from appdata.defs.sources import playstore_apps, playstore_apps_raw, users_app_batch_client_data, users_batch
 
@@ -27,7 +28,8 @@ class BatchWorld:
         self.sources = [playstore_apps_raw, playstore_apps, users_batch]
         self.client = users_app_batch_client_data
         self.landing, self.curated, self.warehouse = landing_batch, curated_batch, downloads_batch
-        self.all = self.sources + [self.client, self.landing, self.curated, self.warehouse]
+        self.lake_table = lake_downloads_batch
+        self.all = self.sources + [self.client, self.landing, self.curated, self.warehouse, self.lake_table]
         result = dg.materialize(self.sources, instance=instance, resources=self.resources)
         assert result.success
 
@@ -41,6 +43,6 @@ class BatchWorld:
         return {"ops": {"users_app_batch_client_data": {"config": {"rows_per_day": rows}}}}
 
     def load(self, first: str, last: str, rows: int = BATCH_ROWS_PER_DAY):
-        """Client data, landing, ETL and warehouse for the days first..last, as one run."""
-        return self.run([self.client, self.landing, self.curated, self.warehouse], first, last,
+        """Client data, landing, ETL, warehouse and lake table for the days first..last, as one run."""
+        return self.run([self.client, self.landing, self.curated, self.warehouse, self.lake_table], first, last,
                         config=self.client_config(rows))

@@ -303,7 +303,7 @@ def _warehouse_check(name: str, description: str) -> dg.AssetCheckSpec:
     return dg.AssetCheckSpec(name, asset="downloads_batch", blocking=True, description=description)
 
 
-def _read_curated(client, bucket: str, days: list[dt.date], context: dg.AssetExecutionContext):
+def read_curated(client, bucket: str, days: list[dt.date], context: dg.AssetExecutionContext):
     """Each day's curated Parquet from S3: (tables, rows per day, sizes per key)."""
     tables, per_day, sizes = [], {}, {}
     started = time.monotonic()
@@ -352,7 +352,7 @@ def downloads_batch(
     days = partition_days(context)
     start, end = days[0], days[-1] + dt.timedelta(days=1)
     with warehouse.connect() as engine:
-        tables, per_day, sizes = _read_curated(client, s3.bucket, days, context)
+        tables, per_day, sizes = read_curated(client, s3.bucket, days, context)
 
         def stage_on_s3() -> str:
             """A COPY manifest of the window's curated objects (for a warehouse that loads from S3)."""

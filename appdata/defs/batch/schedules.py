@@ -14,7 +14,8 @@ SCHEDULE_NAME = "batch_daily_at_23"
 # The day's client data (and what it is built from), the drop, the ETL and the warehouse load.
 # Including the catalogue and users (unpartitioned, deterministic, a second or two) makes the
 # 23:00 run self-sufficient on a fresh instance.
-BATCH_SELECTION = dg.AssetSelection.assets("users_app_batch_client_data").upstream() | dg.AssetSelection.groups("batch")
+BATCH_SELECTION = (dg.AssetSelection.assets("users_app_batch_client_data").upstream() | dg.AssetSelection.groups("batch")
+                   | dg.AssetSelection.assets("lake_downloads_batch"))
 
 batch_job = dg.define_asset_job(
     JOB_NAME,

@@ -16,16 +16,20 @@ from dataclasses import dataclass, field
 
 import dagster as dg
 
-from appdata.defs.resources import DynamoDBResource, KinesisResource, LakeS3Resource, WarehouseResource
+from appdata.defs.resources import (
+    DynamoDBResource, KinesisResource, LakeS3Resource, LakeTableResource, WarehouseResource,
+)
 from appdata.stream.consumer import FollowUp, ShardConsumer, Sinks, stream_created
 from appdata.stream.drain import DrainResult, list_shards, parents_of
 from appdata.stream.leases import LeaseTable
+from appdata.stream.table_writer import StreamTableWriter, TableCommit
 
 GROUP = "stream"
 KINESIS_ASSET = dg.AssetKey("kinesis_downloads")
 LAKE_ASSET = dg.AssetKey("stream_lake")
 DYNAMODB_ASSET = dg.AssetKey("dynamodb_downloads")
 WAREHOUSE_ASSET = dg.AssetKey("downloads_stream")
+TABLE_ASSET = dg.AssetKey("lake_downloads_stream")
 DRAIN_OP = "stream_drain"
 SHARD_TAG = "appdata/shard"
 UNTIL_TAG = "appdata/until"
@@ -109,16 +113,19 @@ def window_metadata(shard_id: str, ranges: list[DrainResult], delivered_at: dict
 
 @dg.multi_asset(
     name=DRAIN_OP,
-    group_name=GROUP,
     specs=[
-        dg.AssetSpec(LAKE_ASSET, deps=[KINESIS_ASSET], kinds={"s3", "json"}, freshness_policy=STREAM_FRESHNESS,
+        dg.AssetSpec(LAKE_ASSET, group_name=GROUP, deps=[KINESIS_ASSET], kinds={"s3", "json"}, freshness_policy=STREAM_FRESHNESS,
                      skippable=True,
                      description="s3://<bucket>/lake/stream/download_date=/hour=/<shard>-<first>-<last>.jsonl.gz"),
-        dg.AssetSpec(DYNAMODB_ASSET, deps=[KINESIS_ASSET], kinds={"dynamodb"}, freshness_policy=STREAM_FRESHNESS,
+        dg.AssetSpec(DYNAMODB_ASSET, group_name=GROUP, deps=[KINESIS_ASSET], kinds={"dynamodb"}, freshness_policy=STREAM_FRESHNESS,
                      skippable=True,
                      description="Download items (user_id, DL#<date>#<event_id>) served by GET /v1/users/{id}/downloads"),
-        dg.AssetSpec(WAREHOUSE_ASSET, deps=[KINESIS_ASSET], kinds={"sql"}, freshness_policy=STREAM_FRESHNESS,
+        dg.AssetSpec(WAREHOUSE_ASSET, group_name=GROUP, deps=[KINESIS_ASSET], kinds={"sql"}, freshness_policy=STREAM_FRESHNESS,
                      skippable=True, description="Warehouse table downloads_stream, deduplicated on event_id"),
+        dg.AssetSpec(TABLE_ASSET, deps=[KINESIS_ASSET], kinds={"iceberg", "s3"}, freshness_policy=STREAM_FRESHNESS,
+                     skippable=True, group_name="lake",
+                     description="The stream's rows (source = 'stream') of the lake's Iceberg table <namespace>.downloads: "
+                     "committed about every 30 s, each event once, with the shard's last sequence number in the commit"),
     ],
     description="Consume one Kinesis shard into the lake, DynamoDB and the warehouse until the run's deadline "
     "(exactly-once effects through the shard's lease and checkpoint).",
@@ -130,6 +137,7 @@ def stream_drain(
     kinesis: KinesisResource,
     dynamodb: DynamoDBResource,
     warehouse: WarehouseResource,
+    lake_table: LakeTableResource,
 ):
     kinesis_client = kinesis.get_client()
     dynamodb_client = dynamodb.get_client()
@@ -142,15 +150,31 @@ def stream_drain(
 
     last_report = [time.monotonic()]
 
+    leases = LeaseTable(dynamodb_client, dynamodb.lease_table_name, config.stream)
+    table_writer = StreamTableWriter(open_table=lake_table.open, kinesis=kinesis_client, stream=config.stream,
+                                     shard_id=config.shard_id, delivered=lambda: leases.get(config.shard_id).checkpoint)
+
     def on_range(result: DrainResult) -> None:
         delivered_at[id(result)] = time.time()
         window.add_range(result)
+        table_writer.add(result)
         follow_up.add(result.users)
         report_if_due()
 
     def report_if_due() -> None:
+        if table_writer.due():
+            commit_table()
         if time.monotonic() - last_report[0] >= config.report_seconds:
             report()
+
+    def commit_table() -> None:
+        try:
+            committed = table_writer.commit()
+        except Exception as exc:  # noqa: BLE001 - the drained data is safe; the next commit reads the gap again
+            context.log.warning(f"{config.shard_id}: lake table not committed ({exc!r}); the next commit catches up")
+            return
+        if committed is not None:
+            context.log_event(dg.AssetMaterialization(TABLE_ASSET, metadata=table_commit_metadata(committed)))
 
     def pause(seconds: float) -> None:  # the consumer's pauses, when caught up
         report_if_due()
@@ -189,7 +213,7 @@ def stream_drain(
     consumer = ShardConsumer(
         kinesis=kinesis_client, stream=config.stream, shard_id=config.shard_id,
         parents=parents_of(shards[config.shard_id]),
-        leases=LeaseTable(dynamodb_client, dynamodb.lease_table_name, config.stream),
+        leases=leases,
         owner=f"run-{context.run_id}", created=stream_created(kinesis_client, config.stream),
         sinks=Sinks(s3=s3.get_client(), bucket=s3.bucket, dynamodb=dynamodb_client, table=dynamodb.table_name,
                     warehouse=warehouse.connect, copy_iam_role=warehouse.copy_iam_role),
@@ -209,11 +233,18 @@ def stream_drain(
         # Stopping, the whole stack has seconds (`docker stop`: 10): a recommendation refresh in
         # progress is abandoned (the drained data is safe; the full refresh catches up).
         follow_up.close(timeout=1 if stopped else 120)
+        if not stopped:
+            commit_table()  # stopping, the successor's first commit takes what is buffered from Kinesis
         report()
     ended = "stopped on request" if stopped else f"shard end: {summary.shard_end}"
     context.log.info(f"{config.shard_id}: consumer done: {totals['records']} records in {totals['ranges']} ranges, "
                      f"{totals['rejected']} rejected; {ended}")
     yield from ()
+
+
+def table_commit_metadata(committed: TableCommit) -> dict:
+    return {"shard_id": committed.shard_id, "rows_appended": committed.rows, "up_to_sequence": committed.last_sequence,
+            "rows_read_again_from_kinesis": committed.recovered_rows, "commit_seconds": committed.seconds}
 
 
 def _refresh_recommendations(warehouse: WarehouseResource, s3: LakeS3Resource, dynamodb: DynamoDBResource,
@@ -231,7 +262,7 @@ def _refresh_recommendations(warehouse: WarehouseResource, s3: LakeS3Resource, d
 stream_drain_job = dg.define_asset_job(
     "stream_drain_job",
     # Without the reconciliation checks: they scan whole sinks and run on their own schedule.
-    selection=dg.AssetSelection.assets(LAKE_ASSET, DYNAMODB_ASSET, WAREHOUSE_ASSET).without_checks(),
+    selection=dg.AssetSelection.assets(LAKE_ASSET, DYNAMODB_ASSET, WAREHOUSE_ASSET, TABLE_ASSET).without_checks(),
     # One step: running it in the run's own process saves a step-process start.
     executor_def=dg.in_process_executor,
     description="One shard consumer per run, until its deadline; the drain sensor requests them.",

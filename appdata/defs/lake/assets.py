@@ -1,0 +1,118 @@
+"""The lake's Iceberg table as assets (group `lake`): the batch's days into it, and its upkeep.
+
+`lake_downloads_stream` is written by the stream drain (`appdata.defs.stream.drain`);
+`lake_downloads_batch` here replaces the batch rows of its window of days in one commit;
+`lake_downloads` is the table's maintenance (compaction of small files, snapshot expiry,
+orphan removal), run daily, recording each day's file count so the UI shows it stays bounded.
+"""
+
+import datetime as dt
+import time
+
+import dagster as dg
+import pyarrow as pa
+
+from appdata.defs.batch.assets import read_curated
+from appdata.defs.partitions import daily_partitions, partition_days
+from appdata.defs.resources import TRANSIENT_IO_RETRY, LakeS3Resource, LakeTableResource
+from appdata.defs.stream.drain import TABLE_ASSET as STREAM_TABLE_ASSET
+from appdata.lake import maintenance, tables
+
+GROUP = "lake"
+BATCH_TABLE_ASSET = dg.AssetKey("lake_downloads_batch")
+
+
+@dg.asset(
+    key=BATCH_TABLE_ASSET,
+    group_name=GROUP,
+    retry_policy=TRANSIENT_IO_RETRY,
+    kinds={"iceberg", "s3"},
+    partitions_def=daily_partitions,
+    backfill_policy=dg.BackfillPolicy.single_run(),
+    deps=["curated_batch"],
+    check_specs=[dg.AssetCheckSpec("rows_match_curated", asset=BATCH_TABLE_ASSET, blocking=True,
+                                   description="The table's batch rows of each day are exactly the curated rows.")],
+    description="The batch rows (source = 'batch') of the lake's Iceberg table <namespace>.downloads: the run's "
+    "window of curated days replaces those days' batch partitions in one commit, so a re-run leaves exactly "
+    "that content.",
+)
+def lake_downloads_batch(context: dg.AssetExecutionContext, s3: LakeS3Resource,
+                         lake_table: LakeTableResource) -> dg.MaterializeResult:
+    days = partition_days(context)
+    curated, per_day, _ = read_curated(s3.get_client(), s3.bucket, days, context)
+    events = pa.concat_tables([t.cast(tables.EVENT_ARROW_SCHEMA) for t in curated]) if curated \
+        else tables.EVENT_ARROW_SCHEMA.empty_table()
+    rows = tables.with_provenance(events, source=tables.BATCH, ingested_at=dt.datetime.now(dt.timezone.utc))
+    table = lake_table.open()
+    tables.replace_batch_days(table, days, rows)
+    held = maintenance.partition_counts(table)
+    mismatched = {day.isoformat(): {"table": held.get((day, tables.BATCH), 0), "curated": n}
+                  for day, n in per_day.items() if held.get((day, tables.BATCH), 0) != n}
+    return dg.MaterializeResult(
+        metadata={"rows": rows.num_rows, "days": len(days), "window": f"[{days[0]}, {days[-1]}]",
+                  "table": lake_table.catalog_config().identifier,
+                  "snapshot_id": str(table.current_snapshot().snapshot_id)},
+        check_results=[dg.AssetCheckResult(check_name="rows_match_curated", passed=not mismatched,
+                                           metadata={"mismatched_days": dg.MetadataValue.json(mismatched)})],
+    )
+
+
+class LakeMaintenanceConfig(dg.Config):
+    """Which partitions to compact, and how long history and stray files are kept."""
+
+    compact_today: bool = False  # today's stream partition is still being appended to
+    snapshot_retention_days: float = maintenance.SNAPSHOT_RETENTION.days
+    orphan_grace_hours: float = maintenance.ORPHAN_GRACE.total_seconds() / 3600
+
+
+@dg.asset(
+    group_name=GROUP,
+    retry_policy=TRANSIENT_IO_RETRY,
+    kinds={"iceberg", "s3"},
+    deps=[STREAM_TABLE_ASSET, BATCH_TABLE_ASSET],
+    description="Upkeep of the lake's Iceberg table: partitions with more than a few files are rewritten into "
+    "few large ones, snapshots older than the retention are expired, unreferenced files removed; records "
+    "files per day before and after.",
+)
+def lake_downloads(context: dg.AssetExecutionContext, config: LakeMaintenanceConfig, s3: LakeS3Resource,
+                   lake_table: LakeTableResource) -> dg.MaterializeResult:
+    table = lake_table.open()
+    now = dt.datetime.now(dt.timezone.utc)
+    before = maintenance.files_by_partition(table)
+    compacted = []
+    started = time.monotonic()
+    for partition in before:
+        if partition.files <= maintenance.SMALL_FILES or (partition.day >= now.date() and not config.compact_today):
+            continue
+        done = maintenance.compact_partition(table, partition.day, partition.source)
+        compacted.append(done)
+        context.log.info(f"compacted {done.day} {done.source}: {done.files_before} -> {done.files_after} files, "
+                         f"{done.rows:,} rows")
+    expired = maintenance.expire_snapshots(table, now=now, retention=dt.timedelta(days=config.snapshot_retention_days))
+    sweep = maintenance.remove_orphan_files(table, s3.get_client(), now=now,
+                                            grace=dt.timedelta(hours=config.orphan_grace_hours))
+    after = maintenance.files_by_partition(table)
+    per_day = {f"{p.day} {p.source}": p.files for p in after}
+    return dg.MaterializeResult(metadata={
+        "partitions_compacted": len(compacted),
+        "files_before": sum(p.files for p in before),
+        "files_after": sum(p.files for p in after),
+        "bytes_before": sum(p.bytes for p in before),
+        "bytes_after": sum(p.bytes for p in after),
+        "max_files_per_partition": max((p.files for p in after), default=0),
+        "files_per_partition": dg.MetadataValue.json(per_day),
+        "snapshots_expired": expired,
+        "snapshots_kept": len(table.snapshots()),
+        "orphan_files_removed": len(sweep.removed),
+        "seconds": round(time.monotonic() - started, 3),
+    })
+
+
+lake_maintenance_job = dg.define_asset_job(
+    "lake_maintenance", selection=[dg.AssetKey("lake_downloads")],
+    description="Compaction, snapshot expiry and orphan-file removal of the lake's Iceberg table.")
+
+lake_maintenance_daily = dg.ScheduleDefinition(
+    name="lake_maintenance_daily_at_3", job=lake_maintenance_job, cron_schedule="0 3 * * *",
+    default_status=dg.DefaultScheduleStatus.RUNNING,
+    description="Yesterday's small stream files compacted, old snapshots and stray files removed, every night.")
