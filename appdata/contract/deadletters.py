@@ -40,8 +40,19 @@ def filing_day(record: Any, fallback: str) -> str:
     return fallback
 
 
+# Every character str.splitlines() ends a line at. json.dumps(ensure_ascii=False) escapes the C0
+# ones but leaves U+0085, U+2028 and U+2029 raw; written as \uXXXX, a letter is one line to any reader.
+LINE_BREAKS = "\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"
+_ESCAPED_BREAKS = str.maketrans({c: f"\\u{ord(c):04x}" for c in LINE_BREAKS})
+
+
+def to_line(letter: dict[str, Any]) -> str:
+    """One letter as one JSON line: UTF-8 text as is, every line break inside a value escaped."""
+    return json.dumps(letter, default=str, ensure_ascii=False).translate(_ESCAPED_BREAKS) + "\n"
+
+
 def to_jsonl(letters: Iterable[dict[str, Any]]) -> bytes:
-    return "".join(json.dumps(line, default=str, ensure_ascii=False) + "\n" for line in letters).encode("utf-8")
+    return "".join(to_line(line) for line in letters).encode("utf-8")
 
 
 def objects(source: str, name: str, letters: Iterable[dict[str, Any]],
@@ -90,11 +101,15 @@ def _as_record(raw: Any) -> dict[str, Any]:
 
 
 def parse(key: str, body: bytes) -> list[DeadLetter]:
-    """Every line of one dead-letter object; a line that is not JSON is shown as its own reason."""
+    """Every line of one dead-letter object; a line that is not JSON is shown as its own reason.
+
+    Lines end at a newline only: U+2028, U+0085 and the other breaks str.splitlines() knows may
+    sit raw inside a letter's text (any JSON writer may leave them so) and are part of its line.
+    """
     source = layout.source_of_rejected_key(key) or "?"
     date = layout.day_of_partition(key) or "?"
     letters = []
-    for number, line in enumerate(body.decode("utf-8", errors="replace").splitlines(), start=1):
+    for number, line in enumerate(body.decode("utf-8", errors="replace").split("\n"), start=1):
         if not line.strip():
             continue
         try:
