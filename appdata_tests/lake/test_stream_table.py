@@ -132,3 +132,28 @@ def test_batch_days_are_replaced_not_appended(world):
     assert sorted(held) == sorted(second.column("event_id").to_pylist())
     assert pa.compute.max(tables.scan(table, start=days[0], end=days[0] + dt.timedelta(days=1),
                                       columns=("download_date",)).column("download_date")).as_py() == days[0]
+
+
+def test_reconciliation_names_an_event_deleted_from_the_table_and_one_held_twice(world):
+    from pyiceberg.expressions import EqualTo
+
+    from appdata.reliability.lake_table import reconcile_lake_table
+
+    resources, engine, kinesis, stream = world
+    put(kinesis, stream, events(0, 30))
+    drain_all(resources, engine)
+    table = resources["lake_table"].open()
+
+    def sync():
+        return sync_stream_table(lambda: table, kinesis, stream, lease_table(resources))
+
+    assert all(r.ok for r in reconcile_lake_table(table, engine, sync))  # the first sync brings the rows
+
+    gone, twice = events(0, 30)[4]["event_id"], events(0, 30)[5]["event_id"]
+    table.delete(EqualTo("event_id", gone))
+    held = tables.scan(table)
+    table.append(held.filter(pa.compute.equal(held.column("event_id"), twice)))
+    failing = [r for r in reconcile_lake_table(table, engine, sync) if not r.ok]
+    assert [(r.pipeline, r.day, r.failing[0].missing, r.failing[0].duplicated) for r in failing] == [
+        ("lake stream", "2020-01-02", [gone], []), ("lake stream", "2020-01-03", [], [twice])]
+    assert gone in " ".join(r.describe() for r in failing) and twice in " ".join(r.describe() for r in failing)

@@ -14,9 +14,15 @@ import pyarrow as pa
 
 from appdata.defs.batch.assets import read_curated
 from appdata.defs.partitions import daily_partitions, partition_days
-from appdata.defs.resources import TRANSIENT_IO_RETRY, LakeS3Resource, LakeTableResource
+from appdata.defs.reliability import check_result
+from appdata.defs.resources import (
+    TRANSIENT_IO_RETRY, DynamoDBResource, KinesisResource, LakeS3Resource, LakeTableResource, WarehouseResource,
+)
 from appdata.defs.stream.drain import TABLE_ASSET as STREAM_TABLE_ASSET
 from appdata.lake import maintenance, tables
+from appdata.reliability.lake_table import reconcile_lake_table
+from appdata.stream.leases import LeaseTable
+from appdata.stream.table_writer import sync_stream_table
 
 GROUP = "lake"
 BATCH_TABLE_ASSET = dg.AssetKey("lake_downloads_batch")
@@ -108,8 +114,22 @@ def lake_downloads(context: dg.AssetExecutionContext, config: LakeMaintenanceCon
     })
 
 
+@dg.asset_check(asset=lake_downloads, name="table_matches_warehouse",
+                description="Per download_date and source, the table holds every event of downloads_stream / "
+                "downloads_batch exactly once and nothing else (the stream's rows first brought up to the drain).")
+def table_matches_warehouse(kinesis: KinesisResource, dynamodb: DynamoDBResource, warehouse: WarehouseResource,
+                            lake_table: LakeTableResource) -> dg.AssetCheckResult:
+    table = lake_table.open()
+    kinesis_client = kinesis.get_client()
+    leases = LeaseTable(dynamodb.get_client(), dynamodb.lease_table_name, kinesis.stream_name)
+    with warehouse.connect() as engine:
+        results = reconcile_lake_table(
+            table, engine, lambda: sync_stream_table(lambda: table, kinesis_client, kinesis.stream_name, leases))
+    return check_result(results, "the lake table")
+
+
 lake_maintenance_job = dg.define_asset_job(
-    "lake_maintenance", selection=[dg.AssetKey("lake_downloads")],
+    "lake_maintenance", selection=dg.AssetSelection.assets("lake_downloads"),
     description="Compaction, snapshot expiry and orphan-file removal of the lake's Iceberg table.")
 
 lake_maintenance_daily = dg.ScheduleDefinition(
