@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import pandas as pd
 import sqlalchemy as sa
 
+from appdata.analytics.published import publish
 from appdata.sources.users import AGE_BANDS
 
 CHART_DAYS = 30
@@ -210,6 +211,7 @@ def build_mart(engine: sa.Engine, name: str) -> MartBuild:
         conn.execute(mart_builds.insert().values(
             mart=name, built_at=dt.datetime.now(dt.timezone.utc).replace(tzinfo=None, microsecond=0),
             row_count=rows, data_through=latest))
+    publish(engine)
     return MartBuild(name=name, rows=rows, window=window)
 
 

@@ -141,15 +141,22 @@ class Warehouse:
         self._engine = None
 
     def engine(self) -> Any:
-        if self._engine is None:
-            try:
-                import sqlalchemy as sa
-            except ImportError as exc:  # the Lambda package carries no warehouse client
-                raise StoreUnavailable("the dashboard needs SQLAlchemy, which this deployment lacks") from exc
-            url = sa.engine.make_url(self._url)
-            password = os.environ.get("APPDATA_WAREHOUSE_PASSWORD")
-            if password:
-                url = url.set(password=password)
+        """An engine on the marts' published copy once it exists (`appdata.analytics.published`),
+        else on the warehouse itself, read-only."""
+        try:
+            import sqlalchemy as sa
+        except ImportError as exc:  # the Lambda package carries no warehouse client
+            raise StoreUnavailable("the dashboard needs SQLAlchemy, which this deployment lacks") from exc
+        from appdata.analytics.published import published_path
+
+        url = sa.engine.make_url(self._url)
+        password = os.environ.get("APPDATA_WAREHOUSE_PASSWORD")
+        if password:
+            url = url.set(password=password)
+        published = published_path(url)
+        if published is not None and published.exists():
+            url = url.set(database=str(published))
+        if self._engine is None or self._engine.url != url:
             if url.get_backend_name() == "duckdb":
                 on_disk = url.database not in (None, "", ":memory:")
                 self._engine = sa.create_engine(url, poolclass=sa.pool.NullPool,

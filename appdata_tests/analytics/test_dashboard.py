@@ -373,22 +373,30 @@ def test_an_app_name_with_a_slash_is_reachable_under_v1(api: TestClient) -> None
     assert api.get("/v1/analytics/apps/Notes%20%2F%20Doc", headers=key).status_code == 404
 
 
-def test_a_locked_warehouse_is_a_503_worded_for_a_read(api: TestClient, duckdb_url: str) -> None:
-    """A writer (another process, like Dagster) holds DuckDB's lock: the read is refused, retryable."""
+def test_a_writer_holding_the_warehouse_never_locks_the_dashboard_out(api: TestClient, duckdb_url: str) -> None:
+    """A writer (another process, like a drain range or a mart rebuild) holds DuckDB's lock: the
+    dashboard reads the marts' published copy and answers as before; with no copy published yet
+    the read is refused as retryable (503), never accepted-sounding."""
     import subprocess
     import sys
 
+    from appdata.analytics.published import published_path
+
+    before = api.get("/dashboard/data/overview").json()
     path = sa.engine.make_url(duckdb_url).database
     holder = subprocess.Popen([sys.executable, "-c", "import duckdb, sys; c = duckdb.connect(sys.argv[1]); "
                                "print('locked', flush=True); sys.stdin.read()", path],
                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "locked"
-        response = api.get("/dashboard/data/overview")
+        while_locked = api.get("/dashboard/data/overview")
+        published_path(duckdb_url).unlink()
+        unpublished = api.get("/dashboard/data/overview")
     finally:
         holder.communicate("")
-    assert response.status_code == 503
-    assert "retry shortly" in response.json()["detail"] and "accepted" not in response.json()["detail"]
+    assert while_locked.status_code == 200 and while_locked.json() == before
+    assert unpublished.status_code == 503
+    assert "retry shortly" in unpublished.json()["detail"] and "accepted" not in unpublished.json()["detail"]
 
 
 def test_pages_and_plotly_are_served_from_the_package(api: TestClient) -> None:
