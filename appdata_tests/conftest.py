@@ -104,6 +104,7 @@ def duckdb_url(tmp_path: Path) -> str:
 
 # Set elsewhere (a developer's shell, CI), these would point a test away from its own emulator names.
 UNSET_FOR_TESTS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_PROFILE", "APPDATA_PLAYSTORE_CSV",
+                   "APPDATA_LAKE_CATALOG", "APPDATA_LAKE_CATALOG_PASSWORD",
                    "APPDATA_WAREHOUSE_URL", "APPDATA_WAREHOUSE_PASSWORD")
 # Loopback port 1: nothing listens there, so a test without a server fails at once if it calls AWS.
 NO_SERVER_ENDPOINTS = AwsEndpoints.everything_at("http://127.0.0.1:1")

@@ -175,6 +175,7 @@ class LakeTableResource(dg.ConfigurableResource):
     bucket: str = Field(description="Bucket whose tables/ prefix is the Iceberg warehouse")
     region_name: str | None = Field(default=None, description="AWS region of S3 (and Glue)")
     endpoint_url: str | None = Field(default=None, description="S3 endpoint; none: AWS's own")
+    glue_endpoint_url: str | None = Field(default=None, description="Glue endpoint (catalog `glue`); none: AWS's own")
     aws_access_key_id: str | None = Field(default=None, description="Only for the local emulator")
     aws_secret_access_key: str | None = Field(default=None, description="Only for the local emulator")
     password_env_var: str | None = Field(
@@ -188,7 +189,8 @@ class LakeTableResource(dg.ConfigurableResource):
             catalog = make_url(catalog).set(password=password).render_as_string(hide_password=False)
         return catalog_config(catalog, self.bucket, namespace=self.namespace, region_name=self.region_name,
                               endpoint_url=self.endpoint_url, aws_access_key_id=self.aws_access_key_id,
-                              aws_secret_access_key=self.aws_secret_access_key)
+                              aws_secret_access_key=self.aws_secret_access_key,
+                              glue_endpoint_url=self.glue_endpoint_url)
 
     def open(self) -> Table:
         """The downloads table, created when missing."""
@@ -355,7 +357,7 @@ def build_resources(settings: Settings | None = None) -> dict[str, Any]:
                                      **aws_client_kwargs(settings, "dynamodb")),
         "warehouse": WarehouseResource(url=settings.warehouse_url, copy_iam_role=copy_role),
         "lake_table": LakeTableResource(
-            catalog=settings.lake_catalog, bucket=settings.bucket,
+            catalog=settings.lake_catalog, bucket=settings.bucket, glue_endpoint_url=settings.aws_endpoints.url("glue"),
             **{key: value for key, value in aws_client_kwargs(settings, "s3").items() if key != "use_ssl"}),
         "clients": SimulatedClientsResource(
             client_dir=str(settings.client_dir), catalogue_csv=settings.playstore_csv, seed=settings.seed,

@@ -16,4 +16,5 @@ def open_downloads() -> "Table":
 
     settings = Settings.from_env()
     s3 = {key: value for key, value in aws_client_kwargs(settings, "s3").items() if key != "use_ssl"}
-    return open_table(catalog_config(settings.lake_catalog, settings.bucket, **s3))
+    return open_table(catalog_config(settings.lake_catalog, settings.bucket,
+                                     glue_endpoint_url=settings.aws_endpoints.url("glue"), **s3))

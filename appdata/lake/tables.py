@@ -101,11 +101,13 @@ class CatalogConfig:
 
 def catalog_config(catalog: str, bucket: str, *, namespace: str = "appdata", region_name: str | None = None,
                    endpoint_url: str | None = None, aws_access_key_id: str | None = None,
-                   aws_secret_access_key: str | None = None) -> CatalogConfig:
+                   aws_secret_access_key: str | None = None, glue_endpoint_url: str | None = None) -> CatalogConfig:
     """The catalog and S3 settings pyiceberg takes, from the names boto3 uses (one mapping)."""
     io = {"s3.region": region_name, "s3.endpoint": endpoint_url,
-          "s3.access-key-id": aws_access_key_id, "s3.secret-access-key": aws_secret_access_key,
-          "glue.region": region_name if catalog == "glue" else None}
+          "s3.access-key-id": aws_access_key_id, "s3.secret-access-key": aws_secret_access_key}
+    if catalog == "glue":
+        io.update({"glue.region": region_name, "glue.endpoint": glue_endpoint_url,
+                   "glue.access-key-id": aws_access_key_id, "glue.secret-access-key": aws_secret_access_key})
     return CatalogConfig(uri=catalog, warehouse=layout.tables_warehouse(bucket), namespace=namespace,
                          io={key: value for key, value in io.items() if value})
 
