@@ -21,6 +21,13 @@ DPI = 80
 AGE_ORDER = [label for _, _, label in AGE_BANDS]
 
 
+def literal(label: object) -> str:
+    """A label matplotlib draws as the text it is: every `$` escaped, so no mathtext runs (an app
+    named `$\\foo$` would otherwise be typeset, or fail the whole figure). One-to-one, so
+    distinct labels stay distinct categories."""
+    return str(label).replace("$", r"\$")
+
+
 def _png(fig: Figure) -> bytes:
     FigureCanvasAgg(fig)
     buffer = io.BytesIO()
@@ -62,7 +69,7 @@ def downloads_over_time(daily: pd.DataFrame) -> bytes:
     ax = fig.add_subplot()
     for category in top:
         if category in pivot:
-            ax.plot(pivot.index, pivot[category], marker="o" if len(pivot) < 40 else None, label=category)
+            ax.plot(pivot.index, pivot[category], marker="o" if len(pivot) < 40 else None, label=literal(category))
     ax.set_title(title)
     ax.set_ylabel("downloads")
     ax.legend(fontsize=8, ncol=2)
@@ -87,7 +94,8 @@ def audience(aud: pd.DataFrame, top_locations: int = 15) -> bytes:
             .pivot_table(index="age_band", columns="location", values="downloads", aggfunc="sum", fill_value=0)
             .reindex(index=AGE_ORDER, columns=list(locations), fill_value=0))
     image = right.imshow(grid.values, aspect="auto", cmap="Blues")
-    right.set_xticks(np.arange(len(grid.columns)), list(grid.columns), rotation=60, ha="right", fontsize=8)
+    right.set_xticks(np.arange(len(grid.columns)), [literal(c) for c in grid.columns], rotation=60, ha="right",
+                     fontsize=8)
     right.set_yticks(np.arange(len(grid.index)), list(grid.index))
     right.set_title(f"downloads by age band x location (top {len(locations)} locations)")
     fig.colorbar(image, ax=right, shrink=0.8)
@@ -106,7 +114,7 @@ def time_spent(spent: pd.DataFrame, top: int = 15) -> bytes:
     per_category["avg"] = per_category["total_minutes"] / per_category["downloads"].clip(lower=1)
     chosen = per_category.nlargest(top, "total_minutes").sort_values("total_minutes")
     left, right = fig.subplots(1, 2)
-    left.barh(chosen.index, chosen["total_minutes"] / 60.0, color="#55A868")
+    left.barh([literal(c) for c in chosen.index], chosen["total_minutes"] / 60.0, color="#55A868")
     left.set_xlabel("total hours")
     left.set_title(f"total time, top {len(chosen)} categories")
     left.tick_params(axis="y", labelsize=8)
@@ -116,7 +124,7 @@ def time_spent(spent: pd.DataFrame, top: int = 15) -> bytes:
     grid = grid.reindex(index=list(chosen.index)[::-1], columns=AGE_ORDER)  # same order as the bars
     image = right.imshow(np.ma.masked_invalid(grid.values.astype(float)), aspect="auto", cmap="Greens")
     right.set_xticks(np.arange(len(AGE_ORDER)), AGE_ORDER, rotation=45)
-    right.set_yticks(np.arange(len(grid.index)), list(grid.index), fontsize=8)
+    right.set_yticks(np.arange(len(grid.index)), [literal(c) for c in grid.index], fontsize=8)
     right.set_title("average minutes per download, by age band")
     fig.colorbar(image, ax=right, shrink=0.8)
     fig.suptitle(title)
@@ -135,9 +143,9 @@ def charts(chart: pd.DataFrame, categories: int = TOP_CATEGORIES) -> bytes:
     axes = np.atleast_1d(fig.subplots(rows, cols)).ravel()
     for ax, category in zip(axes, top):
         part = frame[frame["category"] == category].sort_values("chart_rank", ascending=False)
-        labels = [f"{r}. {a[:24]}" for r, a in zip(part["chart_rank"], part["app"])]
+        labels = [literal(f"{r}. {a[:24]}") for r, a in zip(part["chart_rank"], part["app"])]
         ax.barh(labels, part["downloads"], color="#C44E52")
-        ax.set_title(category, fontsize=10)
+        ax.set_title(literal(category), fontsize=10)
         ax.tick_params(axis="y", labelsize=7)
     for ax in axes[len(top):]:
         ax.set_axis_off()

@@ -28,9 +28,12 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.security import APIKeyHeader
 from pydantic import BaseModel, Field, create_model
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
+from starlette.responses import Response
 
 from appdata.api.dashboard import add_dashboard
 from appdata.api.errors import ApiError, error_responses
+from appdata.api.guard import BodyGuard, BodyTimeout, DroppedRequests, body_timeout_from_env
 from appdata.api.ingest import MAX_RECORDS_PER_REQUEST, StoreUnavailable, ingest
 from appdata import aws
 from appdata.config import Settings, api_keys_from_env, aws_client_kwargs
@@ -76,7 +79,7 @@ def _event_model() -> type[BaseModel]:
             kind = float
         elif spec.kind == "date":
             kind = dt.date
-        elif spec.kind == "enum":
+        elif spec.choices:  # an enum, or text with a closed domain (category, location, ...)
             kind = Literal[spec.choices]  # type: ignore[valid-type]
         else:
             kind = str
@@ -109,6 +112,8 @@ class IngestResult(BaseModel):
 
 class Health(BaseModel):
     status: str
+    requests_dropped: dict[str, int] = Field(description="Requests dropped before their body ended, by why "
+                                                         "(client_disconnected, body_timeout), since this process started")
 
 
 class Download(BaseModel):
@@ -254,7 +259,7 @@ class AwsClients:
 
 
 def create_app(settings: Settings | None = None, *, api_keys: list[str] | None = None,
-               max_body_bytes: int | None = None, put_attempts: int = 6,
+               max_body_bytes: int | None = None, body_timeout: float | None = None, put_attempts: int = 6,
                put_base_delay: float = 0.05) -> FastAPI:
     """Build the API with its clients; keys and limits come from the environment unless given."""
     settings = settings or Settings.from_env()
@@ -275,6 +280,8 @@ def create_app(settings: Settings | None = None, *, api_keys: list[str] | None =
     app.state.settings = settings
     app.state.clients = clients
     app.state.max_body_bytes = limit
+    dropped = DroppedRequests()
+    app.add_middleware(BodyGuard, timeout=body_timeout or body_timeout_from_env(), dropped=dropped)
 
     api_key_header = APIKeyHeader(name=API_KEY_HEADER, auto_error=False,
                                   description="One of the keys in APPDATA_API_KEYS")
@@ -285,6 +292,16 @@ def create_app(settings: Settings | None = None, *, api_keys: list[str] | None =
     @app.exception_handler(ApiError)
     async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
         return _error(exc.status, exc.detail, exc.field)
+
+    @app.exception_handler(BodyTimeout)
+    async def _body_timeout(_: Request, exc: BodyTimeout) -> JSONResponse:
+        response = _error(exc.status, exc.detail, exc.field)
+        response.headers["connection"] = "close"  # the rest of the body is not awaited
+        return response
+
+    @app.exception_handler(ClientDisconnect)
+    async def _client_gone(_: Request, __: ClientDisconnect) -> Response:
+        return Response(status_code=400)  # nobody reads it; BodyGuard logged and counted the drop
 
     @app.exception_handler(StoreUnavailable)
     async def _store_down(request: Request, exc: StoreUnavailable) -> JSONResponse:
@@ -331,9 +348,9 @@ def create_app(settings: Settings | None = None, *, api_keys: list[str] | None =
     }
 
     @app.get("/healthz", response_model=Health, tags=["ops"])
-    def healthz() -> dict[str, str]:
-        """Liveness: the process answers (no auth, no AWS call)."""
-        return {"status": "ok"}
+    def healthz() -> dict[str, Any]:
+        """Liveness: the process answers (no auth, no AWS call); and how many requests it dropped."""
+        return {"status": "ok", "requests_dropped": dropped.as_dict()}
 
     @app.post("/v1/downloads", response_model=IngestResult, tags=["downloads"], openapi_extra=body_doc,
               dependencies=[Depends(require_key)],

@@ -596,7 +596,7 @@ def fast_validate(table: pa.Table) -> tuple[pa.Table, np.ndarray]:
         column = table.column(spec.name)
         if spec.kind in ("str", "enum"):
             # the contract's text limit (appdata.contract.schema Field.max_length) is validate_records' to explain
-            good = (pc.is_in(column, value_set=pa.array(spec.choices)) if spec.kind == "enum"
+            good = (pc.is_in(column, value_set=pa.array(spec.choices)) if spec.choices
                     else _plain_text(column, getattr(spec, "max_length", None)))
             values = column
         elif spec.kind in ("int", "float"):

@@ -17,6 +17,7 @@ def register(group: click.Group) -> None:
         import uvicorn
 
         from appdata.api.app import create_app
+        from appdata.api.server import server_options
         from appdata.config import Settings
 
         settings = Settings.from_env()
@@ -24,6 +25,7 @@ def register(group: click.Group) -> None:
         port = port if port is not None else settings.api_port
         click.echo(f"ingest API on http://{host}:{port} (docs at /docs)")
         if workers > 1:  # each worker builds its own app (and clients) from the environment
-            uvicorn.run("appdata.api.app:app", host=host, port=port, workers=workers, log_level=log_level)
+            uvicorn.run("appdata.api.app:app", host=host, port=port, workers=workers, log_level=log_level,
+                        **server_options())
         else:
-            uvicorn.run(create_app(settings), host=host, port=port, log_level=log_level)
+            uvicorn.run(create_app(settings), host=host, port=port, log_level=log_level, **server_options())

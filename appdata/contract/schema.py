@@ -14,7 +14,11 @@ failing a whole drain range or load later:
   MAX_EVENT_ID_CHARS (DynamoDB's 1,024-byte sort key `DL#<date>#<event_id>`), no NUL character
   (PostgreSQL and Redshift refuse it) and only valid Unicode; a typed record is therefore at
   most a few tens of KB, far inside DynamoDB's 400 KB item and Kinesis' 1 MB record;
-- dates exactly YYYY-MM-DD (nothing after the day).
+- dates exactly YYYY-MM-DD (nothing after the day);
+- closed domains where the catalogue defines one (`Field.choices`): `category` and
+  `content_rating` take the Play Store catalogue's own values, `location` a US state (or DC) or
+  "Unknown". These values label the dashboard's charts and filters, so free text there would let
+  one client put any label (markup included) in front of every reader.
 JSON records (API, drain, replay) pass `loads` and `prepare_json_records` first: numbers no
 float can hold stay their literal text, so they get the verdict the same text gets in a CSV.
 """
@@ -45,6 +49,29 @@ MAX_EVENT_ID_CHARS = 128
 MAX_JSON_DEPTH = 8  # of a dead letter's stored record: deeper structures are summarised
 
 
+# The catalogue's domains: the Play Store file's 33 Category values and UNKNOWN (the row the
+# catalogue cleaning repairs), its six Content Rating values; every US state, DC and Unknown.
+CATEGORIES: tuple[str, ...] = (
+    "ART_AND_DESIGN", "AUTO_AND_VEHICLES", "BEAUTY", "BOOKS_AND_REFERENCE", "BUSINESS", "COMICS",
+    "COMMUNICATION", "DATING", "EDUCATION", "ENTERTAINMENT", "EVENTS", "FAMILY", "FINANCE",
+    "FOOD_AND_DRINK", "GAME", "HEALTH_AND_FITNESS", "HOUSE_AND_HOME", "LIBRARIES_AND_DEMO", "LIFESTYLE",
+    "MAPS_AND_NAVIGATION", "MEDICAL", "NEWS_AND_MAGAZINES", "PARENTING", "PERSONALIZATION", "PHOTOGRAPHY",
+    "PRODUCTIVITY", "SHOPPING", "SOCIAL", "SPORTS", "TOOLS", "TRAVEL_AND_LOCAL", "VIDEO_PLAYERS", "WEATHER",
+    "UNKNOWN",
+)
+CONTENT_RATINGS: tuple[str, ...] = ("Everyone", "Everyone 10+", "Teen", "Mature 17+", "Adults only 18+", "Unrated")
+UNKNOWN_LOCATION = "Unknown"
+LOCATIONS: tuple[str, ...] = (
+    "Alabama", "Alaska", "Arizona", "Arkansas", "California", "Colorado", "Connecticut", "Delaware",
+    "District of Columbia", "Florida", "Georgia", "Hawaii", "Idaho", "Illinois", "Indiana", "Iowa", "Kansas",
+    "Kentucky", "Louisiana", "Maine", "Maryland", "Massachusetts", "Michigan", "Minnesota", "Mississippi",
+    "Missouri", "Montana", "Nebraska", "Nevada", "New Hampshire", "New Jersey", "New Mexico", "New York",
+    "North Carolina", "North Dakota", "Ohio", "Oklahoma", "Oregon", "Pennsylvania", "Rhode Island",
+    "South Carolina", "South Dakota", "Tennessee", "Texas", "Utah", "Vermont", "Virginia", "Washington",
+    "West Virginia", "Wisconsin", "Wyoming", UNKNOWN_LOCATION,
+)
+
+
 @dataclass(frozen=True)
 class Field:
     name: str
@@ -52,9 +79,14 @@ class Field:
     required: bool = True
     minimum: float | None = None
     maximum: float | None = None
-    choices: tuple[str, ...] = ()
+    choices: tuple[str, ...] = ()  # enum, and str with a closed domain: the value must be one of them
     description: str = ""
     max_length: int = MAX_TEXT_CHARS  # str and enum only
+    domain: str = ""  # the closed domain in words, for rejections where listing every choice is too long
+
+    def choice_problem(self) -> str:
+        """Why a value outside `choices` is refused (one wording on every path)."""
+        return f"must be {self.domain}" if self.domain else f"must be one of {', '.join(self.choices)}"
 
 
 FIELDS: tuple[Field, ...] = (
@@ -62,10 +94,13 @@ FIELDS: tuple[Field, ...] = (
           description="Deterministic id; the client's or derived from content"),
     Field("user_id", "int", minimum=1, maximum=MAX_SAFE_INTEGER, description="The downloading user"),
     Field("name", "str", description="User's name (personal data: never logged)"),
-    Field("location", "str", description="User's location (US state)"),
+    Field("location", "str", choices=LOCATIONS, description="User's location: a US state's name, "
+          "District of Columbia, or Unknown",
+          domain=f"a US state's name (e.g. California), District of Columbia or {UNKNOWN_LOCATION}"),
     Field("age", "int", minimum=13, maximum=120, description="User's age in years"),
     Field("app", "str", description="App name as in the Play Store catalogue"),
-    Field("category", "str", description="Play Store category, e.g. GAME"),
+    Field("category", "str", choices=CATEGORIES, description="Play Store category, e.g. GAME",
+          domain=f"one of the catalogue's {len(CATEGORIES)} categories (e.g. GAME, TOOLS, UNKNOWN; /docs lists them)"),
     Field("rating", "float", minimum=1.0, maximum=5.0, description="Store rating 1-5"),
     Field("reviews", "int", minimum=0, maximum=MAX_SAFE_INTEGER, description="Number of reviews"),
     Field("size_mb", "float", required=False, minimum=0.0, maximum=10_000.0,
@@ -74,7 +109,7 @@ FIELDS: tuple[Field, ...] = (
           description="Install count lower bound (10,000+ -> 10000)"),
     Field("type", "enum", choices=("Free", "Paid"), description="Free or Paid"),
     Field("price", "float", minimum=0.0, maximum=1000.0, description="Price in USD"),
-    Field("content_rating", "str", description="e.g. Everyone, Teen"),
+    Field("content_rating", "str", choices=CONTENT_RATINGS, description="e.g. Everyone, Teen"),
     Field("genres", "str", description="Semicolon separated genres"),
     Field("last_updated", "date", description="Last store update (YYYY-MM-DD)"),
     Field("current_ver", "str", description="Current app version"),
@@ -267,9 +302,9 @@ def _parse_present(spec: Field, raw: pd.Series, errors: pd.Series) -> tuple[pd.S
     if spec.kind in ("str", "enum"):
         parsed = raw.astype("string").str.strip()
         parsed[null] = pd.NA
-        if spec.kind == "enum":
+        if spec.choices:
             bad = present & ~parsed.isin(spec.choices).fillna(False)
-            errors[bad] = f"must be one of {', '.join(spec.choices)}"
+            errors[bad] = spec.choice_problem()
         else:
             long = present & (parsed.str.len() > spec.max_length).fillna(False)
             errors[long] = f"is longer than {spec.max_length} characters"
@@ -499,16 +534,16 @@ def _validate_small(frame: pd.DataFrame, first_row: int) -> Validation:
                 if kind == "float":
                     out[row] = math.nan
                 continue
-            if kind == "str":
+            if spec.choices:
+                out[row] = text
+                if text not in spec.choices:
+                    fail(row, name, spec.choice_problem())
+            elif kind == "str":
                 out[row] = text
                 if len(text) > spec.max_length:
                     fail(row, name, f"is longer than {spec.max_length} characters")
                 elif "\x00" in text:
                     fail(row, name, HAS_NUL)
-            elif kind == "enum":
-                out[row] = text
-                if text not in spec.choices:
-                    fail(row, name, f"must be one of {', '.join(spec.choices)}")
             elif numeric:
                 number = _number_of(text)
                 out[row] = number

@@ -17,6 +17,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from appdata.contract import schema
+
 RAW_COLUMNS = (
     "App", "Category", "Rating", "Reviews", "Size", "Installs", "Type", "Price",
     "Content Rating", "Genres", "Last Updated", "Current Ver", "Android Ver",
@@ -166,6 +168,10 @@ def clean_catalogue(raw: pd.DataFrame) -> tuple[pd.DataFrame, CleaningReport]:
     flag(frame["_fields"] != len(RAW_COLUMNS), "wrong number of fields")
     flag(_null(frame["App"]), "App: is empty")
     flag(~frame["Category"].astype("string").str.match(_CATEGORY_RE), "Category: not an upper-case category")
+    # the event contract's closed domains: an app outside them could never be downloaded
+    flag(~frame["Category"].astype("string").isin(schema.CATEGORIES), "Category: not a category of the event contract")
+    flag(~frame["Content Rating"].astype("string").str.strip().isin(schema.CONTENT_RATINGS),
+         "Content Rating: not a rating of the event contract")
 
     rating_null = _null(frame["Rating"])
     rating = pd.to_numeric(frame["Rating"].where(~rating_null), errors="coerce")

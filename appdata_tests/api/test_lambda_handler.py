@@ -34,7 +34,7 @@ def test_lambda_every_route(invoke, provisioned, appdata_env):
     key = {"x-api-key": os.environ["APPDATA_API_KEYS"]}
 
     health = invoke("GET", "/healthz")
-    assert health["statusCode"] == 200 and json.loads(health["body"]) == {"status": "ok"}
+    assert health["statusCode"] == 200 and json.loads(health["body"])["status"] == "ok"
 
     events = [make_event(i, user_id=9) for i in range(3)] + [make_event(3, age=5)]
     posted = invoke("POST", "/v1/downloads", headers={**key, "Content-Type": "application/json"},

@@ -151,6 +151,9 @@ SPECIAL = [
     "a\x00b", "\ud800", "x\udfffy", "é\ud83d", "ünïcödé",
     "2020-01-01", "2020-01-01T25:00", "2020-01-01garbage", " 2020-01-01 ", "2020-02-30", "2007-12-31", "0000-01-01",
     "  evt-1  ", "\tevt-1", "e" * 128, "e" * 129, "x" * 1_024, "x" * 1_025, "Free", " Paid ", "free",
+    # the closed domains (category, content_rating, location): exact values only, padding trimmed
+    "GAME", " TOOLS ", "game", "UNKNOWN", "Everyone", "Mature 17+", "Ohio", " New York ", "ohio", "Unknown",
+    "District of Columbia", "Ontario", '<a href="https://evil.example/x">GAME</a>', "Ohio<br>Texas",
 ]
 
 VALUES = st.one_of(

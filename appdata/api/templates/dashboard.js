@@ -91,6 +91,13 @@ function table(key, section) {
   return t;
 }
 
+// Plotly reads every label it draws as its own markup (<a href> links, <span style>, <b>, <br>,
+// &entities;), and labels here are ingested text (app names): each one goes through plotlyText
+// so it shows as the literal text it is. Escaping is one-to-one, so distinct labels stay distinct.
+function plotlyText(value) {
+  return String(value).replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;");
+}
+
 function column(section, name) {
   const i = section.columns.indexOf(name);
   return section.rows.map(r => r[i]);
@@ -114,16 +121,16 @@ function timeAxis(keys, grain) {
 // Each section's chart: true date axes for time series (bars, so empty periods stay empty).
 function traces(key, section) {
   const first = section.columns[0];
-  const keys = column(section, first);
   const isTime = first === "period_start";
+  const keys = isTime ? column(section, first) : column(section, first).map(plotlyText);
   const median = section.columns.find(c => c.startsWith("category_median"));
   const value = section.columns.includes("share_pct") ? "share_pct"
     : section.columns.includes("avg_minutes") ? "avg_minutes"
     : section.columns.includes("users_both") ? "users_both" : "downloads";
   const horizontal = !isTime && keys.length > 8;
   const bar = (name, values) => horizontal
-    ? {type: "bar", orientation: "h", name, y: keys, x: values}
-    : {type: "bar", name, x: keys, y: values};
+    ? {type: "bar", orientation: "h", name: plotlyText(name), y: keys, x: values}
+    : {type: "bar", name: plotlyText(name), x: keys, y: values};
   const out = [bar(PAGE() === "app" ? "this app" : value.replace(/_/g, " "), column(section, value))];
   if (isTime) {  // each bar spans its period (explicit width: one lone bar must not shrink to a line)
     const step = STEP[section.grain];
@@ -132,7 +139,7 @@ function traces(key, section) {
   }
   if (median) {
     const m = column(section, median);
-    out.push(isTime ? {type: "scatter", mode: "markers", name: "category median", x: out[0].x, y: m,
+    out.push(isTime ? {type: "scatter", mode: "markers", name: plotlyText("category median"), x: out[0].x, y: m,
                        marker: {symbol: "line-ew-open", size: 18, line: {width: 3}}}
                     : bar("category median", m));
   }
