@@ -18,6 +18,7 @@ from appdata.api.app import create_app
 from appdata.config import Settings
 from appdata.contract import deadletters, layout, schema
 from appdata.definitions import build_definitions
+from appdata.lake import tables
 from appdata.local.provision import provision
 from appdata.defs.resources import build_resources
 from appdata.defs.stream.drain import SHARD_TAG, WAREHOUSE_ASSET
@@ -151,6 +152,9 @@ def test_every_poison_between_valid_records_is_dead_lettered_and_its_neighbours_
 
     valid_ids = {schema.derive_event_id(r) for r in valid}
     _assert_every_sink_holds_once(resources, engine, valid_ids, lake_once=True)
+    # The run committed the lake table too: each valid event once, the refused one not at all.
+    table_ids = tables.scan(resources["lake_table"].open(), columns=("event_id",)).column("event_id").to_pylist()
+    assert sorted(table_ids) == sorted(valid_ids)
     letters = _stream_letters(s3, bucket)
     assert len(letters) == len(expected)
     for letter, (kind, reason) in zip(sorted(letters, key=lambda d: int(d.context["sequence_number"])), expected):
