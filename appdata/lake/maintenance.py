@@ -25,7 +25,7 @@ from pyiceberg.table import Table, Transaction
 from appdata import aws
 from appdata.lake.tables import commit
 
-SNAPSHOT_RETENTION = dt.timedelta(days=7)
+SNAPSHOT_RETENTION = dt.timedelta(days=1)  # ~2,900 stream commits a day: history stays a day long
 ORPHAN_GRACE = dt.timedelta(days=1)
 SMALL_FILES = 4  # a partition with more data files than this is compacted
 

@@ -51,6 +51,8 @@ PROVENANCE = (
 )
 TABLE_PROPERTIES = {
     "commit.retry.num-retries": "0",  # `commit` retries, re-reading the stream marks (module doc)
+    # The stream commits every minute: merge manifests so a snapshot's manifest list stays short.
+    "commit.manifest-merge.enabled": "true",
     "write.metadata.delete-after-commit.enabled": "true",
     "write.metadata.previous-versions-max": "50",
     "write.target-file-size-bytes": str(128 << 20),

@@ -3,7 +3,7 @@
 `lake_downloads_stream` is written by the stream drain (`appdata.defs.stream.drain`);
 `lake_downloads_batch` here replaces the batch rows of its window of days in one commit;
 `lake_downloads` is the table's maintenance (compaction of small files, snapshot expiry,
-orphan removal), run daily, recording each day's file count so the UI shows it stays bounded.
+orphan removal), run hourly, recording each day's file count so the UI shows it stays bounded.
 """
 
 import datetime as dt
@@ -67,7 +67,7 @@ class LakeMaintenanceConfig(dg.Config):
     """Which partitions to compact, and how long history and stray files are kept."""
 
     compact_today: bool = False  # today's stream partition is still being appended to
-    snapshot_retention_days: float = maintenance.SNAPSHOT_RETENTION.days
+    snapshot_retention_hours: float = maintenance.SNAPSHOT_RETENTION.total_seconds() / 3600
     orphan_grace_hours: float = maintenance.ORPHAN_GRACE.total_seconds() / 3600
 
 
@@ -76,13 +76,15 @@ class LakeMaintenanceConfig(dg.Config):
     retry_policy=TRANSIENT_IO_RETRY,
     kinds={"iceberg", "s3"},
     deps=[STREAM_TABLE_ASSET, BATCH_TABLE_ASSET],
-    description="Upkeep of the lake's Iceberg table: partitions with more than a few files are rewritten into "
+    description="Upkeep of the lake's Iceberg table: stream rows brought up to the drain, partitions with more than a few files are rewritten into "
     "few large ones, snapshots older than the retention are expired, unreferenced files removed; records "
     "files per day before and after.",
 )
 def lake_downloads(context: dg.AssetExecutionContext, config: LakeMaintenanceConfig, s3: LakeS3Resource,
+                   kinesis: KinesisResource, dynamodb: DynamoDBResource,
                    lake_table: LakeTableResource) -> dg.MaterializeResult:
     table = lake_table.open()
+    synced = _sync(table, kinesis, dynamodb)
     now = dt.datetime.now(dt.timezone.utc)
     before = maintenance.files_by_partition(table)
     compacted = []
@@ -94,12 +96,13 @@ def lake_downloads(context: dg.AssetExecutionContext, config: LakeMaintenanceCon
         compacted.append(done)
         context.log.info(f"compacted {done.day} {done.source}: {done.files_before} -> {done.files_after} files, "
                          f"{done.rows:,} rows")
-    expired = maintenance.expire_snapshots(table, now=now, retention=dt.timedelta(days=config.snapshot_retention_days))
+    expired = maintenance.expire_snapshots(table, now=now, retention=dt.timedelta(hours=config.snapshot_retention_hours))
     sweep = maintenance.remove_orphan_files(table, s3.get_client(), now=now,
                                             grace=dt.timedelta(hours=config.orphan_grace_hours))
     after = maintenance.files_by_partition(table)
     per_day = {f"{p.day} {p.source}": p.files for p in after}
     return dg.MaterializeResult(metadata={
+        "stream_rows_synced": sum(c.rows for c in synced),
         "partitions_compacted": len(compacted),
         "files_before": sum(p.files for p in before),
         "files_after": sum(p.files for p in after),
@@ -120,19 +123,23 @@ def lake_downloads(context: dg.AssetExecutionContext, config: LakeMaintenanceCon
 def table_matches_warehouse(kinesis: KinesisResource, dynamodb: DynamoDBResource, warehouse: WarehouseResource,
                             lake_table: LakeTableResource) -> dg.AssetCheckResult:
     table = lake_table.open()
-    kinesis_client = kinesis.get_client()
-    leases = LeaseTable(dynamodb.get_client(), dynamodb.lease_table_name, kinesis.stream_name)
     with warehouse.connect() as engine:
-        results = reconcile_lake_table(
-            table, engine, lambda: sync_stream_table(lambda: table, kinesis_client, kinesis.stream_name, leases))
+        results = reconcile_lake_table(table, engine, lambda: _sync(table, kinesis, dynamodb))
     return check_result(results, "the lake table")
+
+
+def _sync(table, kinesis: KinesisResource, dynamodb: DynamoDBResource):
+    """The table's stream rows brought up to where the drain has delivered (from Kinesis)."""
+    leases = LeaseTable(dynamodb.get_client(), dynamodb.lease_table_name, kinesis.stream_name)
+    return sync_stream_table(lambda: table, kinesis.get_client(), kinesis.stream_name, leases)
 
 
 lake_maintenance_job = dg.define_asset_job(
     "lake_maintenance", selection=dg.AssetSelection.assets("lake_downloads"),
     description="Compaction, snapshot expiry and orphan-file removal of the lake's Iceberg table.")
 
-lake_maintenance_daily = dg.ScheduleDefinition(
-    name="lake_maintenance_daily_at_3", job=lake_maintenance_job, cron_schedule="0 3 * * *",
+lake_maintenance_hourly = dg.ScheduleDefinition(
+    name="lake_maintenance_hourly", job=lake_maintenance_job, cron_schedule="17 * * * *",
     default_status=dg.DefaultScheduleStatus.RUNNING,
-    description="Yesterday's small stream files compacted, old snapshots and stray files removed, every night.")
+    description="Past days' small files compacted, snapshots over a day old expired, stray files removed, and "
+    "the table reconciled with the warehouse, every hour (the stream commits every 30 s).")
