@@ -31,12 +31,13 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 
+from appdata.api.admin import add_admin
 from appdata.api.dashboard import add_dashboard
 from appdata.api.errors import ApiError, error_responses
 from appdata.api.guard import BodyGuard, BodyTimeout, DroppedRequests, body_timeout_from_env
 from appdata.api.ingest import MAX_RECORDS_PER_REQUEST, StoreUnavailable, ingest
 from appdata import aws
-from appdata.config import Settings, api_keys_from_env, aws_client_kwargs
+from appdata.config import Settings, api_keys_from_env, aws_client_kwargs, parse_api_keys
 from appdata.contract import layout, schema
 
 log = logging.getLogger("appdata.api")
@@ -409,6 +410,7 @@ def create_app(settings: Settings | None = None, *, api_keys: list[str] | None =
                 "method": data.get("method")}
 
     add_dashboard(app, settings, require_key)
+    add_admin(app, parse_api_keys(os.environ.get("APPDATA_ADMIN_API_KEYS")), lambda: clients.s3, settings.bucket)
 
     @app.get("/report", response_class=HTMLResponse, tags=["ops"], responses=error_responses(404))
     def report() -> HTMLResponse:

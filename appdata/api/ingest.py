@@ -18,6 +18,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from appdata import aws
 from appdata.contract import deadletters, schema
+from appdata.privacy import forgotten
 
 log = logging.getLogger("appdata.api")
 
@@ -71,6 +72,32 @@ def check_records(records: list[Any]) -> Checked:
     return out
 
 
+def drop_forgotten(checked: Checked, users: forgotten.ForgottenUsers) -> list[Rejection]:
+    """Take the records of users who asked to be forgotten out of `checked`: refused by index
+    with a reason that names no personal data, and never dead-lettered (nothing of theirs is kept)."""
+    records = checked.accepted + [(r.index, r.record) for r in checked.rejected if isinstance(r.record, dict)]
+    gone = users.among(record.get("user_id") for _, record in records)
+    if not gone:
+        return []
+
+    def of_gone(record: Any) -> bool:
+        return isinstance(record, dict) and bool(users_of(record) & gone)
+
+    dropped = [Rejection(index, "user_id", forgotten.DROPPED, None) for index, record in checked.accepted
+               if of_gone(record)]
+    dropped += [Rejection(r.index, "user_id", forgotten.DROPPED, None) for r in checked.rejected if of_gone(r.record)]
+    checked.accepted = [(index, record) for index, record in checked.accepted if not of_gone(record)]
+    checked.rejected = [r for r in checked.rejected if not of_gone(r.record)]
+    return dropped
+
+
+def users_of(record: dict) -> set[int]:
+    try:
+        return {int(record.get("user_id"))}
+    except (TypeError, ValueError):
+        return set()
+
+
 def request_id_for(body: bytes) -> str:
     """Deterministic per body: a retried identical POST rewrites the same dead-letter object."""
     return "req-" + hashlib.sha256(body).hexdigest()[:24]
@@ -99,6 +126,7 @@ def ingest(records: list[Any], *, body: bytes, s3_client: Any, bucket: str, kine
     """
     request_id = request_id_for(body)
     checked = check_records(records)
+    dropped = drop_forgotten(checked, forgotten.ForgottenUsers(s3_client, bucket))
     try:
         write_dead_letters(s3_client, bucket, request_id, checked.rejected)
     except (ClientError, BotoCoreError) as exc:
@@ -114,7 +142,7 @@ def ingest(records: list[Any], *, body: bytes, s3_client: Any, bucket: str, kine
     accepted_ids = [typed[p]["event_id"] for p in outcome.succeeded]
     body_out: dict[str, Any] = {
         "accepted": len(outcome.succeeded),
-        "rejected": [r.public() for r in checked.rejected],
+        "rejected": [r.public() for r in sorted(checked.rejected + dropped, key=lambda r: r.index)],
         "event_ids": accepted_ids,
         "request_id": request_id,
     }
@@ -128,4 +156,4 @@ def ingest(records: list[Any], *, body: bytes, s3_client: Any, bucket: str, kine
         ]
         body_out["detail"] = f"{len(outcome.failed)} valid records could not be put to Kinesis; retry them"
         return 503, body_out
-    return (207 if checked.rejected else 200), body_out
+    return (207 if checked.rejected or dropped else 200), body_out

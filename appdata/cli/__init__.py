@@ -47,9 +47,9 @@ def _register_commands() -> None:
     through the `appdata.commands` entry point group, so nothing here imports the local stack."""
     from importlib.metadata import entry_points
 
-    from appdata.cli import api, infra, lake, reliability, stream
+    from appdata.cli import api, infra, lake, privacy, reliability, stream
 
-    for module in (api, stream, lake, reliability, infra):
+    for module in (api, stream, lake, privacy, reliability, infra):
         module.register(main)
     for entry in entry_points(group="appdata.commands"):
         entry.load()(main)

@@ -85,9 +85,11 @@ def drain():
     except Exception as exc:  # noqa: BLE001 - named, and the exit code says it
         raise click.ClickException(f"not delivered: {type(exc).__name__}: {exc} (the range stays pending; the "
                                    "next drain delivers it first)") from exc
+    from appdata.privacy import forgotten
     from appdata.stream.table_writer import sync_stream_table
 
-    table_rows = sum(c.rows for c in sync_stream_table(resources["lake_table"].open, kinesis, settings.stream, leases))
+    table_rows = sum(c.rows for c in sync_stream_table(resources["lake_table"].open, kinesis, settings.stream, leases,
+                                                       forgotten.ForgottenUsers(sinks.s3, settings.bucket)))
     users = set().union(*(r.users for r in results)) if results else set()
     with warehouse.connect() as engine:
         refreshed = _refresh_recommendations(engine, sinks.s3, sinks.bucket, dynamodb, sinks.table, users)

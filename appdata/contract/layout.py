@@ -9,6 +9,8 @@
     manifests/stream/<shard>-<first>-<last>.manifest                    Redshift COPY of a range
     rejected/<source>/download_date=D/<name>.jsonl                      dead letters (api, stream, batch)
     rejected/_replayed/<source>/...                                     dead letters already replayed
+    privacy/forgotten/<user_id>                                         users who asked to be forgotten
+    privacy/requests/<request_id>.json                                  the erasure request log (no personal data)
     reports/appdata_report.html                                         the analytics report
     models/recommender/model.npz                                        the fitted recommender (npz, no pickle)
     assets/<asset path>/<partition key or "all">.parquet                a DataFrame asset's value
@@ -30,6 +32,8 @@ REJECTED = "rejected/"
 REPLAYED = "rejected/_replayed/"
 DEAD_LETTER_SOURCES = ("api", "stream", "batch")
 REPORT_KEY = "reports/appdata_report.html"
+FORGOTTEN = "privacy/forgotten/"
+ERASURE_REQUESTS = "privacy/requests/"
 # The latest fitted recommender, overwritten by each full refit; read by the incremental refresh.
 RECOMMENDER_MODEL_KEY = "models/recommender/model.npz"
 ASSETS = "assets/"
@@ -143,6 +147,17 @@ def source_of_rejected_key(key: str) -> str | None:
 
 def replayed_key(key: str) -> str:
     return REPLAYED + key[len(REJECTED):]
+
+
+# ---- privacy
+
+
+def forgotten_key(user_id: int) -> str:
+    return f"{FORGOTTEN}{int(user_id)}"
+
+
+def erasure_request_key(request_id: str) -> str:
+    return f"{ERASURE_REQUESTS}{request_id}.json"
 
 
 # ---- Dagster asset values

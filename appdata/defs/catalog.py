@@ -15,6 +15,7 @@ OWNERS = {
     "batch": ["team:data-platform"],
     "stream": ["team:data-platform"],
     "lake": ["team:data-platform"],
+    "privacy": ["team:data-platform"],
     "analytics": ["team:analytics"],
 }
 
@@ -29,6 +30,7 @@ LAYER = {
     "mart_downloads_daily": "mart", "mart_download_facts": "mart", "mart_audience": "mart", "mart_time_spent": "mart", "mart_charts": "mart",
     "user_recommendations": "serving", "analytics_report": "mart",
     "lake_downloads_stream": "curated", "lake_downloads_batch": "curated", "lake_downloads": "curated",
+    "erasure_requests": "governance",
 }
 PERSONAL_DATA = {
     "users_batch", "users_stream", "users_app_batch_client_data", "users_app_stream_client_data",

@@ -135,3 +135,24 @@ def remove_orphan_files(table: Table, s3: Any, *, now: dt.datetime, grace: dt.ti
 def partition_counts(table: Table) -> Counter:
     """Rows per (day, source), from the files' own record counts (no data read)."""
     return Counter({(p.day, p.source): p.rows for p in files_by_partition(table)})
+
+
+def expire_all_but_current(table: Table, s3: Any) -> list[str]:
+    """Expire every snapshot but the current one and delete the files only they referenced (an
+    erasure: no time travel may reach deleted rows); files of commits in flight are new files no
+    expired snapshot referenced, so they are never touched. Returns the keys deleted."""
+    table.refresh()
+    current = table.current_snapshot()
+    if current is None:
+        return []
+    before = referenced_files(table)
+    older = [s.snapshot_id for s in table.snapshots() if s.snapshot_id != current.snapshot_id]
+    if older:
+        table.maintenance.expire_snapshots().by_ids(older).commit()
+    after = referenced_files(table)
+    gone = sorted(urlparse(path).path.lstrip("/") for path in before - after if path.startswith("s3://"))
+    bucket = urlparse(table.location()).netloc
+    for start in range(0, len(gone), 1000):
+        s3.delete_objects(Bucket=bucket, Delete={"Objects": [{"Key": key} for key in gone[start:start + 1000]],
+                                                 "Quiet": True})
+    return gone

@@ -31,6 +31,7 @@ from appdata.aws import error_code
 from appdata.contract import deadletters, layout, schema
 from appdata.contract.schema import typed_records
 from appdata.lake import tables
+from appdata.privacy import forgotten
 from appdata.warehouse.loader import events_by_id, insert_new
 
 log = logging.getLogger(__name__)
@@ -331,6 +332,7 @@ class DrainResult:
     warehouse_inserted: int = 0
     users: set[int] = field(default_factory=set)
     event_ids: set[str] = field(default_factory=set)
+    forgotten: int = 0  # records of users who asked to be forgotten, dropped (no sink, no dead letter)
     shard_end: bool = False
     table_rows: pa.Table | None = None  # the range's rows for the lake table (`table_rows`)
     newest_arrival: dt.datetime | None = None  # ApproximateArrivalTimestamp of the range's last record
@@ -342,8 +344,34 @@ class DrainResult:
             "last_sequence": self.last_sequence, "records": self.records, "valid": self.valid,
             "rejected": self.rejected, "lake_objects": len(self.lake_objects),
             "dynamodb_items": self.dynamodb_items, "warehouse_inserted": self.warehouse_inserted,
+            "forgotten_dropped": self.forgotten,
             "users_touched": len(self.users),
         }
+
+
+def without_forgotten(decoded: Decoded, users: forgotten.ForgottenUsers) -> tuple[pd.DataFrame, list[dict], int]:
+    """The range without the events and dead letters of forgotten users: nothing of theirs is
+    written anywhere; returns (valid, rejected, records dropped)."""
+    valid, rejected = decoded.valid, decoded.rejected
+    letter_users = [letter["record"].get("user_id") if isinstance(letter.get("record"), dict) else None
+                    for letter in rejected]
+    gone = users.among((list(valid["user_id"]) if not valid.empty else []) + letter_users)
+    if not gone:
+        return valid, rejected, 0
+    kept_letters = [letter for letter, user in zip(rejected, letter_users) if not users_match(user, gone)]
+    dropped = len(rejected) - len(kept_letters)
+    if not valid.empty:
+        keep = ~valid["user_id"].astype("int64").isin(gone)
+        dropped += len(valid) - int(keep.sum())
+        valid = valid[keep].reset_index(drop=True)
+    return valid, kept_letters, dropped
+
+
+def users_match(value: Any, users: set[int]) -> bool:
+    try:
+        return int(value) in users
+    except (TypeError, ValueError):
+        return False
 
 
 def drain_records(
@@ -357,8 +385,7 @@ def drain_records(
         result.newest_arrival = max(_arrival(r) for r in records)
     stored = (lambda ids: events_by_id(engine, WAREHOUSE_TABLE, ids)) if engine is not None else None
     decoded = decode_records(records, shard_id=shard_id, stream=stream, stored=stored)
-    valid = decoded.valid
-    rejected = decoded.rejected
+    valid, rejected, result.forgotten = without_forgotten(decoded, forgotten.ForgottenUsers(s3, bucket))
     if not valid.empty:
         result.lake_objects = write_lake(s3, bucket, shard_id, valid)
         items = {event["event_id"]: download_item(event) for event in valid["_event"]}  # a repeat is one item

@@ -20,7 +20,8 @@ import pyarrow as pa
 from pyiceberg.table import Table
 
 from appdata.lake import tables
-from appdata.stream.drain import DrainResult, decode_records, read_shard, table_rows
+from appdata.privacy.forgotten import ForgottenUsers
+from appdata.stream.drain import DrainResult, decode_records, list_shards, read_shard, table_rows, without_forgotten
 
 COMMIT_SECONDS = 30.0  # the table trails the drain by at most this (plus one commit), well inside 2 minutes
 COMMIT_ROWS = 200_000  # or sooner, when this many rows wait (bounds the buffer of a shard far behind)
@@ -49,6 +50,7 @@ class StreamTableWriter:
     stream: str
     shard_id: str
     delivered: Callable[[], str | None]
+    users: ForgottenUsers | None = None  # forgotten users: their records read again are dropped
     commit_seconds: float = COMMIT_SECONDS
     commit_rows: int = COMMIT_ROWS
     clock: Callable[[], float] = time.monotonic
@@ -109,7 +111,7 @@ class StreamTableWriter:
         if not records:
             return tables.ARROW_SCHEMA.empty_table()
         decoded = decode_records(records, shard_id=self.shard_id, stream=self.stream)
-        valid = decoded.valid
+        valid = without_forgotten(decoded, self.users)[0] if self.users is not None else decoded.valid
         if valid.empty:
             return tables.ARROW_SCHEMA.empty_table()
         days = sorted(set(valid["download_date"]))
@@ -119,17 +121,16 @@ class StreamTableWriter:
         return table_rows(valid, self.shard_id)
 
 
-def sync_stream_table(open_table: Callable[[], Table], kinesis: Any, stream: str, leases: Any) -> list[TableCommit]:
+def sync_stream_table(open_table: Callable[[], Table], kinesis: Any, stream: str, leases: Any,
+                      users: ForgottenUsers | None) -> list[TableCommit]:
     """Bring the table up to what the drain has delivered on every shard, reading from Kinesis
     (what `appdata drain` and the demos do after draining without a long-lived consumer)."""
-    from appdata.stream.drain import list_shards
-
     table = open_table()
     commits = []
     for shard in list_shards(kinesis, stream):
         shard_id = shard["ShardId"]
         writer = StreamTableWriter(open_table=lambda: table, kinesis=kinesis, stream=stream, shard_id=shard_id,
-                                   delivered=lambda shard_id=shard_id: leases.get(shard_id).checkpoint)
+                                   delivered=lambda shard_id=shard_id: leases.get(shard_id).checkpoint, users=users)
         committed = writer.commit()
         if committed is not None:
             commits.append(committed)

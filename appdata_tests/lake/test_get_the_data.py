@@ -14,7 +14,7 @@ from appdata.stream.consumer import ShardConsumer, stream_created
 from appdata.stream.drain import list_shards
 from appdata.stream.table_writer import StreamTableWriter, sync_stream_table
 from appdata_tests.support.events import make_event
-from appdata_tests.support.stream import consumer_sinks, drain_all, lease_table, put
+from appdata_tests.support.stream import consumer_sinks, drain_all, forgotten_users, lease_table, put
 
 pytestmark = pytest.mark.emulator
 
@@ -44,7 +44,7 @@ def test_the_readme_snippet_returns_every_accepted_event_of_the_week_once(batch_
                       on_range=dying.add).run(stop_when_caught_up=True)  # never commits: it died
         put(kinesis, stream, week[100:] + week[90:110])
         drain_all(resources, engine)
-        sync_stream_table(resources["lake_table"].open, kinesis, stream, leases)
+        sync_stream_table(resources["lake_table"].open, kinesis, stream, leases, forgotten_users(resources))
         with engine.connect() as conn:
             accepted = sorted(
                 [("stream", r[0]) for r in conn.exec_driver_sql(

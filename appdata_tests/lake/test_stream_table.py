@@ -13,7 +13,7 @@ from appdata.stream.consumer import ShardConsumer, stream_created
 from appdata.stream.drain import list_shards
 from appdata.stream.table_writer import StreamTableWriter, sync_stream_table
 from appdata_tests.support.events import make_event
-from appdata_tests.support.stream import consumer_sinks, drain_all, lease_table, put
+from appdata_tests.support.stream import consumer_sinks, drain_all, forgotten_users, lease_table, put
 
 pytestmark = pytest.mark.emulator
 
@@ -47,11 +47,13 @@ def test_drained_events_reach_the_table_once_and_a_second_sync_adds_nothing(worl
     drain_all(resources, engine)
     table = resources["lake_table"].open()
 
-    commits = sync_stream_table(resources["lake_table"].open, kinesis, stream, lease_table(resources))
+    commits = sync_stream_table(resources["lake_table"].open, kinesis, stream, lease_table(resources),
+                                forgotten_users(resources))
     assert sum(c.rows for c in commits) == 120
     assert sorted(stream_ids(table)) == sorted(accepted_ids(engine)) == sorted(e["event_id"] for e in first)
 
-    assert sync_stream_table(resources["lake_table"].open, kinesis, stream, lease_table(resources)) == []
+    assert sync_stream_table(resources["lake_table"].open, kinesis, stream, lease_table(resources),
+                             forgotten_users(resources)) == []
     assert len(stream_ids(table)) == 120
 
 
@@ -145,7 +147,7 @@ def test_reconciliation_names_an_event_deleted_from_the_table_and_one_held_twice
     table = resources["lake_table"].open()
 
     def sync():
-        return sync_stream_table(lambda: table, kinesis, stream, lease_table(resources))
+        return sync_stream_table(lambda: table, kinesis, stream, lease_table(resources), forgotten_users(resources))
 
     assert all(r.ok for r in reconcile_lake_table(table, engine, sync))  # the first sync brings the rows
 

@@ -104,7 +104,7 @@ def test_duplicate_events_land_once(sinks):
     assert len(lake_ids) == 30
 
 
-def test_drain_asset_materializes_three_sinks_with_metadata(provisioned):
+def test_drain_asset_materializes_its_sinks_with_metadata(provisioned):
     kinesis = provisioned["kinesis"]
     results = put(kinesis.get_client(), kinesis.stream_name, [todays_event(i) for i in range(12)])
     with dg.instance_for_test() as instance:
@@ -114,6 +114,8 @@ def test_drain_asset_materializes_three_sinks_with_metadata(provisioned):
         assert outcome.success
         by_key = {m.asset_key.to_user_string(): m.metadata for m in outcome.get_asset_materialization_events()
                   and [e.materialization for e in outcome.get_asset_materialization_events()]}
+    table = by_key.pop("lake_downloads_stream")  # the lake table's commit, at the run's end
+    assert (table["rows_appended"].value, table["rows_read_again_from_kinesis"].value) == (12, 0)
     assert set(by_key) == {"stream_lake", "dynamodb_downloads", "downloads_stream"}
     assert by_key["stream_lake"]["records"].value == 12
     assert by_key["stream_lake"]["objects_written"].value == 1
@@ -126,7 +128,7 @@ def test_drain_asset_materializes_three_sinks_with_metadata(provisioned):
 
 def test_stream_sinks_declare_how_fresh_they_must_be():
     specs = {spec.key.to_user_string(): spec for spec in stream_drain.specs}
-    assert set(specs) == {"stream_lake", "dynamodb_downloads", "downloads_stream"}
+    assert set(specs) == {"stream_lake", "dynamodb_downloads", "downloads_stream", "lake_downloads_stream"}
     for spec in specs.values():
         assert spec.freshness_policy == STREAM_FRESHNESS
 

@@ -115,3 +115,10 @@ def until_caught_up(run_config: dict) -> dict:
     config = copy.deepcopy(run_config)
     config["ops"][DRAIN_OP]["config"]["stop_when_caught_up"] = True
     return config
+
+
+def forgotten_users(resources):
+    """The forgotten-users list of the resources' bucket."""
+    from appdata.privacy.forgotten import ForgottenUsers
+
+    return ForgottenUsers(resources["s3"].get_client(), resources["s3"].bucket)

@@ -26,6 +26,8 @@ from appdata.defs.resources import TRANSIENT_IO_RETRY, LakeS3Resource, Simulated
 from appdata.contract import deadletters, layout
 from appdata.contract.schema import EVENT_COLUMNS
 from appdata.defs.partitions import daily_partitions, partition_days
+from appdata.privacy import forgotten
+from appdata.privacy.erase import rows_without
 from appdata.sources.client_files import batch_day_path
 from appdata.warehouse import loader, redshift
 
@@ -211,6 +213,8 @@ def curated_batch(context: dg.AssetExecutionContext, s3: LakeS3Resource) -> dg.M
 
     with tempfile.TemporaryDirectory(prefix="appdata-etl-") as tmp, lake.BackgroundIO() as uploads:
         work = etl.WindowETL(Path(tmp), chunk_rows=etl.CHUNK_ROWS)
+        gone = forgotten.read(client, s3.bucket)
+        forgotten_rows: dict[dt.date, int] = {}
 
         def fetch(day: dt.date) -> list[tuple[str, Path]]:
             """The day's landing files on local disk: the client's drop, then replayed fixes in name order."""
@@ -224,6 +228,12 @@ def curated_batch(context: dg.AssetExecutionContext, s3: LakeS3Resource) -> dg.M
                         raise dg.Failure(description=f"landing file {lake.s3_uri(s3.bucket, key)} vanished "
                                          "while the ETL ran; run the day again") from exc
                     raise
+                if gone:  # forgotten users' rows leave the landing file before the ETL reads it
+                    scrubbed, removed = rows_without(key, path.read_bytes(), gone)
+                    if removed:
+                        path.write_bytes(scrubbed)
+                        lake.upload(client, s3.bucket, key, path)
+                        forgotten_rows[day] = forgotten_rows.get(day, 0) + removed
                 local.append((key, path))
             return local
 
@@ -286,6 +296,7 @@ def curated_batch(context: dg.AssetExecutionContext, s3: LakeS3Resource) -> dg.M
             "parsers": dg.MetadataValue.json({p: sum(o.parser == p for o in outputs) for p in ("arrow", "python")}),
             "s3_keys": _keys_metadata(s3.bucket, keys),
             "stale_rejected_deleted": len(deleted),
+            "forgotten_users_rows_dropped": sum(forgotten_rows.values()),
             "preview": _preview(preview_valid if preview_valid is not None else pd.DataFrame()),
             "rejected_preview": _preview(reject_preview),
         },

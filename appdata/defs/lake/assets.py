@@ -20,6 +20,7 @@ from appdata.defs.resources import (
 )
 from appdata.defs.stream.drain import TABLE_ASSET as STREAM_TABLE_ASSET
 from appdata.lake import maintenance, tables
+from appdata.privacy import forgotten
 from appdata.reliability.lake_table import reconcile_lake_table
 from appdata.stream.leases import LeaseTable
 from appdata.stream.table_writer import sync_stream_table
@@ -84,7 +85,7 @@ def lake_downloads(context: dg.AssetExecutionContext, config: LakeMaintenanceCon
                    kinesis: KinesisResource, dynamodb: DynamoDBResource,
                    lake_table: LakeTableResource) -> dg.MaterializeResult:
     table = lake_table.open()
-    synced = _sync(table, kinesis, dynamodb)
+    synced = _sync(table, s3, kinesis, dynamodb)
     now = dt.datetime.now(dt.timezone.utc)
     before = maintenance.files_by_partition(table)
     compacted = []
@@ -120,18 +121,19 @@ def lake_downloads(context: dg.AssetExecutionContext, config: LakeMaintenanceCon
 @dg.asset_check(asset=lake_downloads, name="table_matches_warehouse",
                 description="Per download_date and source, the table holds every event of downloads_stream / "
                 "downloads_batch exactly once and nothing else (the stream's rows first brought up to the drain).")
-def table_matches_warehouse(kinesis: KinesisResource, dynamodb: DynamoDBResource, warehouse: WarehouseResource,
-                            lake_table: LakeTableResource) -> dg.AssetCheckResult:
+def table_matches_warehouse(s3: LakeS3Resource, kinesis: KinesisResource, dynamodb: DynamoDBResource,
+                            warehouse: WarehouseResource, lake_table: LakeTableResource) -> dg.AssetCheckResult:
     table = lake_table.open()
     with warehouse.connect() as engine:
-        results = reconcile_lake_table(table, engine, lambda: _sync(table, kinesis, dynamodb))
+        results = reconcile_lake_table(table, engine, lambda: _sync(table, s3, kinesis, dynamodb))
     return check_result(results, "the lake table")
 
 
-def _sync(table, kinesis: KinesisResource, dynamodb: DynamoDBResource):
+def _sync(table, s3: LakeS3Resource, kinesis: KinesisResource, dynamodb: DynamoDBResource):
     """The table's stream rows brought up to where the drain has delivered (from Kinesis)."""
     leases = LeaseTable(dynamodb.get_client(), dynamodb.lease_table_name, kinesis.stream_name)
-    return sync_stream_table(lambda: table, kinesis.get_client(), kinesis.stream_name, leases)
+    return sync_stream_table(lambda: table, kinesis.get_client(), kinesis.stream_name, leases,
+                             forgotten.ForgottenUsers(s3.get_client(), s3.bucket))
 
 
 lake_maintenance_job = dg.define_asset_job(

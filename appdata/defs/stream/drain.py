@@ -19,6 +19,7 @@ import dagster as dg
 from appdata.defs.resources import (
     DynamoDBResource, KinesisResource, LakeS3Resource, LakeTableResource, WarehouseResource,
 )
+from appdata.privacy import forgotten
 from appdata.stream.consumer import FollowUp, ShardConsumer, Sinks, stream_created
 from appdata.stream.drain import DrainResult, list_shards, parents_of
 from appdata.stream.leases import LeaseTable
@@ -151,8 +152,10 @@ def stream_drain(
     last_report = [time.monotonic()]
 
     leases = LeaseTable(dynamodb_client, dynamodb.lease_table_name, config.stream)
+    s3_client = s3.get_client()
     table_writer = StreamTableWriter(open_table=lake_table.open, kinesis=kinesis_client, stream=config.stream,
-                                     shard_id=config.shard_id, delivered=lambda: leases.get(config.shard_id).checkpoint)
+                                     shard_id=config.shard_id, delivered=lambda: leases.get(config.shard_id).checkpoint,
+                                     users=forgotten.ForgottenUsers(s3_client, s3.bucket))
 
     def on_range(result: DrainResult) -> None:
         delivered_at[id(result)] = time.time()
@@ -215,7 +218,7 @@ def stream_drain(
         parents=parents_of(shards[config.shard_id]),
         leases=leases,
         owner=f"run-{context.run_id}", created=stream_created(kinesis_client, config.stream),
-        sinks=Sinks(s3=s3.get_client(), bucket=s3.bucket, dynamodb=dynamodb_client, table=dynamodb.table_name,
+        sinks=Sinks(s3=s3_client, bucket=s3.bucket, dynamodb=dynamodb_client, table=dynamodb.table_name,
                     warehouse=warehouse.connect, copy_iam_role=warehouse.copy_iam_role),
         on_range=on_range,
         on_note=lambda level, text: getattr(context.log, level)(text),

@@ -1,0 +1,79 @@
+"""Erasure requests carried out: the user's rows removed from every place, the removal proven.
+
+`carry_out` erases (`erase`), proves (`verify`), erases again what was on its way when the
+request was filed, and records the outcome in the request log (`log`); run twice, it finds the
+request done.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import sqlalchemy as sa
+from pyiceberg.table import Table
+
+from appdata.privacy import erase, verify
+from appdata.privacy.log import ErasureRequest, load, save, user_of
+
+
+@dataclass
+class Places:
+    """Every store an erasure reaches, and how to rebuild what is derived from them."""
+
+    s3: Any
+    bucket: str
+    table: Callable[[], Table]
+    dynamodb: Any
+    dynamodb_table: str
+    engine: sa.Engine
+    rebuild_marts: Callable[[sa.Engine], Any]
+    refit_recommender: Callable[[sa.Engine], dt.datetime]  # returns the new model's fitted_at
+    model_fitted_at: Callable[[], dt.datetime | None]
+
+
+def erase_user(user_id: int, places: Places) -> dict[str, int]:
+    """Rows removed per place (the days come from the warehouse and the table before deletion)."""
+    table = places.table()
+    days = erase.warehouse_days(places.engine, user_id)
+    days |= {day.isoformat() for day in table.scan(
+        row_filter=f"user_id = {int(user_id)}", selected_fields=("download_date",)).to_arrow()
+        .column("download_date").to_pylist()}
+    removed: dict[str, int] = {}
+    removed.update({f"s3 {area}": n for area, n in erase.erase_objects(
+        places.s3, places.bucket, user_id, erase.keys_for_days(places.s3, places.bucket, days)).items()})
+    rows, files = erase.erase_table(table, places.s3, user_id)
+    removed["lake table rows"], removed["lake table files of old snapshots"] = rows, files
+    removed["dynamodb items"] = erase.erase_dynamodb(places.dynamodb, places.dynamodb_table, user_id)
+    removed["warehouse rows"] = erase.erase_warehouse(places.engine, user_id, places.rebuild_marts)
+    places.refit_recommender(places.engine)
+    return {place: n for place, n in removed.items() if n}
+
+
+def traces_of(user_id: int, places: Places, erased_at: dt.datetime | None) -> dict[str, int]:
+    return verify.traces(user_id=user_id, s3=places.s3, bucket=places.bucket, table=places.table(),
+                         dynamodb=places.dynamodb, dynamodb_table=places.dynamodb_table, engine=places.engine,
+                         model_fitted_at=places.model_fitted_at(), erased_at=erased_at)
+
+
+def carry_out(request_id: str, places: Places) -> ErasureRequest:
+    """Erase the request's user everywhere, prove it, and record the outcome (idempotent)."""
+    request = load(places.s3, places.bucket, request_id)
+    if request.status == "done":
+        return request
+    user_id = user_of(places.s3, places.bucket, request_id)
+    if user_id is None:
+        raise LookupError(f"erasure request {request_id} names no user on the forgotten list")
+    started = dt.datetime.now(dt.timezone.utc)
+    removed = erase_user(user_id, places)
+    left = traces_of(user_id, places, started)
+    if left:  # events that were on their way when the request was filed: once more
+        for place, n in erase_user(user_id, places).items():
+            removed[place] = removed.get(place, 0) + n
+        left = traces_of(user_id, places, started)
+    request.removed, request.traces = removed, left
+    request.status = "done" if not left else "pending"
+    request.completed_at = dt.datetime.now(dt.timezone.utc).isoformat()
+    save(places.s3, places.bucket, request)
+    return request
