@@ -104,3 +104,35 @@ def test_the_admin_route_files_a_request_and_the_ingest_door_then_refuses_the_us
     assert [(r["index"], r["field"], r["reason"]) for r in answer.json()["rejected"]] == [
         (0, "user_id", "the user asked to be forgotten"), (2, "user_id", "the user asked to be forgotten")]
     assert list(aws.list_keys(s3, bucket, layout.REJECTED)) == []  # nothing of theirs kept, not even the invalid one
+
+
+def test_the_job_carries_out_a_filed_request_and_its_check_proves_it(provisioned):
+    import dagster as dg
+
+    from appdata.defs.privacy import erasure_request_sensor, erasure_requests
+
+    s3, bucket = provisioned["s3"].get_client(), provisioned["s3"].bucket
+    kinesis = provisioned["kinesis"].get_client()
+    put(kinesis, provisioned["kinesis"].stream_name,
+        [make_event(n, day=DAYS[0], user_id=100_001 + n % 2, with_id=True) for n in range(8)])
+    with provisioned["warehouse"].connect() as engine:
+        drain_all(provisioned, engine)
+    request = log.file_request(s3, bucket, 100_001, "test")
+    with dg.build_sensor_context(resources=provisioned) as context:
+        run = erasure_request_sensor(context)
+    assert run.run_key == request.request_id
+
+    result = dg.materialize([erasure_requests], resources=provisioned)
+    (check,) = result.get_asset_check_evaluations()
+    assert check.passed, check.description
+    assert log.load(s3, bucket, request.request_id).status == "done"
+    assert log.load(s3, bucket, request.request_id).removed["dynamodb items"] == 4
+    with dg.build_sensor_context(resources=provisioned) as context:
+        assert isinstance(erasure_request_sensor(context), dg.SkipReason)
+
+    # A trace put back behind the pipeline's back (an old backup restored into the raw archive) turns it red.
+    s3.put_object(Bucket=bucket, Key="lake/stream/download_date=2020-01-01/hour=00/restored.jsonl",
+                  Body=b'{"event_id": "x", "user_id": 100001}\n')
+    (check,) = dg.materialize([erasure_requests], resources=provisioned).get_asset_check_evaluations()
+    assert not check.passed and request.request_id in check.description and "s3 lake/stream 1" in check.description
+    assert "100001" not in check.description  # it names the request, never the user
