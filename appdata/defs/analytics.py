@@ -26,6 +26,7 @@ from appdata.analytics.marts import MARTS, build_mart, read_mart
 from appdata.analytics.recommend import evaluate, refresh_all_recommendations
 from appdata.analytics.report import build_report, write_report
 from appdata.contract.layout import RECOMMENDER_MODEL_KEY
+from appdata.defs.metadata import preview
 from appdata.defs.resources import DynamoDBResource, LakeS3Resource, LocalReportResource, WarehouseResource
 
 GROUP = "analytics"
@@ -66,7 +67,7 @@ _FIGURE_OF = {mart: (key, caption, draw) for key, (caption, mart, draw) in plots
 
 
 def _preview(frame: pd.DataFrame, rows: int = 10) -> dg.MetadataValue:
-    return dg.MetadataValue.md(frame.head(rows).to_markdown(index=False) if not frame.empty else "(empty)")
+    return preview(frame, rows, empty="(empty)")
 
 
 def _mart_asset(name: str) -> dg.AssetsDefinition:

@@ -25,6 +25,7 @@ from appdata.batch import etl, lake
 from appdata.defs.resources import TRANSIENT_IO_RETRY, LakeS3Resource, SimulatedClientsResource, WarehouseResource
 from appdata.contract import deadletters, layout
 from appdata.contract.schema import EVENT_COLUMNS
+from appdata.defs.metadata import preview
 from appdata.defs.partitions import daily_partitions, partition_days
 from appdata.privacy import forgotten
 from appdata.privacy.erase import rows_without
@@ -56,8 +57,7 @@ def _keys_metadata(bucket: str, keys: list[str], limit: int = 50) -> dg.Metadata
 
 
 def _preview(frame: pd.DataFrame) -> dg.MetadataValue:
-    shown = frame.drop(columns=[c for c in PII_COLUMNS if c in frame.columns]).head(PREVIEW_ROWS)
-    return dg.MetadataValue.md(shown.to_markdown(index=False) if len(shown) else "(no rows)")
+    return preview(frame.drop(columns=[c for c in PII_COLUMNS if c in frame.columns]), PREVIEW_ROWS)
 
 
 def _progress(context: dg.AssetExecutionContext, what: str, number: int, total: int, started: float,
