@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 from typing import Any
 
-from fastapi import Depends, FastAPI, Security
+from fastapi import Depends, FastAPI, Request, Security
 from fastapi.security import APIKeyHeader
 from pydantic import BaseModel, Field
 
@@ -24,6 +25,18 @@ ADMIN_KEY_HEADER = "x-admin-key"
 
 class ErasureBody(BaseModel):
     user_id: int = Field(ge=1, le=MAX_SAFE_INTEGER, description="The user to forget")
+
+
+def _user_id(body: bytes) -> int:
+    """`{"user_id": N}` with N a whole number 1 .. 2^53-1, or a 4xx naming what is wrong."""
+    try:
+        data = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        raise ApiError(400, "the body is not JSON: send {\"user_id\": <id>}", "body") from None
+    value = data.get("user_id") if isinstance(data, dict) else None
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_SAFE_INTEGER:
+        raise ApiError(422, f"user_id must be a whole number from 1 to {MAX_SAFE_INTEGER}", "user_id")
+    return value
 
 
 def add_admin(app: FastAPI, admin_keys: list[str], s3: Any, bucket: str) -> None:
@@ -45,13 +58,16 @@ def add_admin(app: FastAPI, admin_keys: list[str], s3: Any, bucket: str) -> None
         return "admin-key:" + hashlib.sha256(supplied).hexdigest()[:8]  # who filed it, without the key
 
     @app.post("/v1/admin/erasure-requests", status_code=202, tags=["admin"],
-              responses=error_responses(401, 403, 422))
-    def file_erasure(body: ErasureBody, filed_by: str = Depends(require_admin)) -> dict[str, Any]:
+              openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
+                  "schema": ErasureBody.model_json_schema()}}}},
+              responses=error_responses(400, 401, 403, 422))
+    async def file_erasure(request: Request, filed_by: str = Depends(require_admin)) -> dict[str, Any]:
         """Forget a user: refused at every door from now on, erased everywhere by the pipeline."""
         from appdata.privacy import log
 
-        request = log.file_request(s3(), bucket, body.user_id, filed_by)
-        return {"request_id": request.request_id, "status": request.status, "requested_at": request.requested_at}
+        user_id = _user_id(await request.body())
+        filed = log.file_request(s3(), bucket, user_id, filed_by)
+        return {"request_id": filed.request_id, "status": filed.status, "requested_at": filed.requested_at}
 
     @app.get("/v1/admin/erasure-requests/{request_id}", tags=["admin"], responses=error_responses(401, 403, 404))
     def erasure_status(request_id: str, _: str = Depends(require_admin)) -> dict[str, Any]:
