@@ -138,15 +138,25 @@ def up(dagster_port: int, no_ui: bool, verbose: bool) -> None:
     """
     from appdata.local.emulator import emulator_layout, wait_until_up
     from appdata.local.instance import write_dagster_yaml, write_workspace_yaml
-    from appdata.local.stack import RunWatcher, Stop, Supervisor, python, raise_stop_on_signals
+    from appdata.local.stack import RunWatcher, Stop, Supervisor, held_ports, python, raise_stop_on_signals, \
+        stop_leftovers
 
     settings = Settings.from_env()
+    pid_file = settings.home / "up.pids"
+    try:
+        for line in stop_leftovers(pid_file):
+            click.echo(line)
+    except RuntimeError as exc:
+        raise click.ClickException(str(exc)) from None
+    held = held_ports(_listen_addresses(settings, None if no_ui else dagster_port))
+    if held:
+        raise click.ClickException("\n".join(held))
     env = local_environment(settings)
     write_dagster_yaml(settings)
     workspace = write_workspace_yaml(settings)
     # Run ends (and their failing checks) from the Dagster instance, one line each.
     runs = None if no_ui else RunWatcher(settings.dagster_home, click.echo)
-    stack = Supervisor(env, settings.home / "logs", verbose=verbose, echo=click.echo, runs=runs)
+    stack = Supervisor(env, settings.home / "logs", verbose=verbose, echo=click.echo, runs=runs, pid_file=pid_file)
     raise_stop_on_signals()
     failed: str | None = None
     try:
@@ -181,6 +191,7 @@ def up(dagster_port: int, no_ui: bool, verbose: bool) -> None:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not abandon the children
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         stack.stop()
+        stack.release()
         if runs is not None:
             runs.close()
     if failed:
@@ -192,6 +203,22 @@ def up(dagster_port: int, no_ui: bool, verbose: bool) -> None:
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(1 if failed else 0)
+
+
+def _listen_addresses(settings: Settings, dagster_port: int | None) -> list[tuple[str, str, int, str]]:
+    """(what, host, port, how to move it) of every port `appdata up` listens on."""
+    from appdata.config import ENDPOINT_VARIABLE, EMULATOR_PORT_OFFSETS, endpoint_variable
+    from appdata.local.emulator import emulator_layout
+
+    wanted = []
+    for server in emulator_layout(settings.aws_endpoints) if settings.uses_emulator else []:
+        variables = [endpoint_variable(s) if s in EMULATOR_PORT_OFFSETS else ENDPOINT_VARIABLE for s in server.services]
+        wanted.append((f"AWS emulator: {', '.join(server.services)}", server.host, server.port,
+                       f"set {' / '.join(variables)} to another port"))
+    wanted.append(("ingest API", settings.api_host, settings.api_port, "set APPDATA_API_PORT to another port"))
+    if dagster_port is not None:
+        wanted.append(("Dagster UI", "127.0.0.1", dagster_port, "pass --dagster-port with another port"))
+    return wanted
 
 
 STREAM_CLIENT_ASSETS = "playstore_apps_raw,playstore_apps,users_stream,users_app_stream_client_data"

@@ -24,13 +24,24 @@ not do, the next start does again: the drain sensor starts the next consumer at 
 the pending range first), the analytics automation requests what was not rebuilt, queued runs stay
 queued. While stopping, the terminal shows run ends only. A child that dies on its own stops the
 rest and makes the exit code non-zero.
+
+Killed outright (SIGKILL, a crash), the supervisor runs no stop at all; its children are not left
+serving. A guard process, in a session of its own, is told each child's group as it starts and
+notices the supervisor's end as the end of its pipe: unless told `done`, it stops those groups
+(SIGTERM, the emulator last, SIGKILL after `GUARD_STEP_SECONDS`; the groups reach `dagster dev`'s
+webserver, daemon, code server and runs, which PR_SET_PDEATHSIG, sent to direct children only,
+would not). Should the guard die too, the pid file (`$APPDATA_HOME/up.pids`) names the groups, and
+the next `appdata up` stops what is left of them (`stop_leftovers`) and names what else holds one
+of its ports (`held_ports`) before it starts anything.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -389,30 +400,38 @@ class Child:
     name: str
     proc: subprocess.Popen
     reader: threading.Thread
+    command: str = ""
 
 
 class Supervisor:
-    """Starts children in their own process groups, tees their output, stops them all."""
+    """Starts children in their own process groups, tees their output, stops them all; with a
+    `pid_file`, a guard stops them should the supervisor be killed, and the file names them."""
 
     def __init__(self, env: dict[str, str], log_dir: Path, *, verbose: bool = False,
-                 echo: Callable[[str], None] | None = None, runs: RunWatcher | None = None):
+                 echo: Callable[[str], None] | None = None, runs: RunWatcher | None = None,
+                 pid_file: Path | None = None):
         self.env = env
         self.log_dir = log_dir
         self.verbose = verbose
         self.echo = echo or (lambda text: print(text, flush=True))
         self.runs = runs
+        self.pid_file = pid_file
         self.children: list[Child] = []
         self.stopping = False
         log_dir.mkdir(parents=True, exist_ok=True)
+        self._guard = start_guard(env, log_dir / "guard.log") if pid_file is not None else None
+        self._write_pid_file()
 
     def start(self, name: str, args: list[str]) -> subprocess.Popen:
         proc = subprocess.Popen(args, env=self.env, start_new_session=True, stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True, errors="replace",
                                 bufsize=1)
+        self._tell_guard(f"{proc.pid} {name}")
         log = open(self.log_dir / f"{name}.log", "a", encoding="utf-8")
         reader = threading.Thread(target=self._pump, args=(name, proc.stdout, log), name=f"log-{name}", daemon=True)
         reader.start()
-        self.children.append(Child(name, proc, reader))
+        self.children.append(Child(name, proc, reader, " ".join(args)))
+        self._write_pid_file()
         return proc
 
     def run(self, name: str, args: list[str]) -> None:
@@ -420,8 +439,36 @@ class Supervisor:
         proc = self.start(name, args)
         code = proc.wait()
         self.children = [c for c in self.children if c.proc is not proc]
+        self._tell_guard(f"gone {proc.pid}")
+        self._write_pid_file()
         if code != 0:
             raise RuntimeError(f"{name} failed with exit code {code}; see {self.log_dir / (name + '.log')}")
+
+    def _tell_guard(self, line: str) -> None:
+        if self._guard is not None:
+            try:
+                self._guard.stdin.write(line + "\n")
+                self._guard.stdin.flush()
+            except OSError:  # the guard is gone: the pid file still names the children
+                pass
+
+    def _write_pid_file(self) -> None:
+        """The supervisor and each child's group, with its start time (so a reused pid is not taken for it)."""
+        if self.pid_file is None:
+            return
+        entries = [{"name": "appdata up", "pid": os.getpid(), "started": process_start(os.getpid()),
+                    "command": " ".join(sys.argv)}]
+        entries += [{"name": c.name, "pid": c.proc.pid, "started": process_start(c.proc.pid), "command": c.command}
+                    for c in self.children]
+        temporary = self.pid_file.with_suffix(".tmp")
+        temporary.write_text("".join(json.dumps(entry) + "\n" for entry in entries), encoding="utf-8")
+        temporary.replace(self.pid_file)
+
+    def release(self) -> None:
+        """After `stop`: every child is gone; the guard leaves and the pid file goes."""
+        self._tell_guard("done")
+        if self.pid_file is not None:
+            self.pid_file.unlink(missing_ok=True)
 
     def _pump(self, name: str, stream: TextIO, log: TextIO) -> None:
         show = TerminalFilter(name, runs_from_instance=self.runs is not None,
@@ -463,7 +510,7 @@ class Supervisor:
         if self.runs is not None:
             step(f"{self.runs.cancel_in_flight()} run(s) marked CANCELING")
         for child in first:
-            _signal_group(child.proc, signal.SIGTERM)
+            _kill_group(child.proc.pid, signal.SIGTERM)
         step("SIGTERM to " + (", ".join(c.name for c in first) or "nothing"))
         if self.runs is not None and self.runs.cancel_in_flight():
             step("more runs marked CANCELING (launched meanwhile)")
@@ -472,7 +519,7 @@ class Supervisor:
         if self.runs is not None:
             step(f"{self.runs.finish_in_flight()} run(s) without an end marked CANCELED")
         for child in last:
-            _signal_group(child.proc, signal.SIGTERM)
+            _kill_group(child.proc.pid, signal.SIGTERM)
         if last:
             step("SIGTERM to emulator")
             step(self._end(last, started + budget))
@@ -503,7 +550,7 @@ class Supervisor:
             time.sleep(0.05)
         killed = [c.name for c in children if _alive(c.proc)]
         for child in children:
-            _signal_group(child.proc, signal.SIGKILL)
+            _kill_group(child.proc.pid, signal.SIGKILL)
         join_by = time.monotonic() + 1.0
         for child in children:
             try:
@@ -517,13 +564,48 @@ class Supervisor:
 
 def _alive(proc: subprocess.Popen) -> bool:
     proc.poll()  # reap the leader: a zombie still counts as a member of its group
-    return _group_alive(proc)
+    return group_alive(proc.pid)  # start_new_session: the group id is the child's pid
 
 
-def _group_alive(proc: subprocess.Popen) -> bool:
-    """Whether any process of the child's group (start_new_session: its pid) still runs."""
+# ----------------------------------------------------------------- what outlives a killed supervisor
+
+GUARD_STEP_SECONDS = 3.0  # SIGTERM to SIGKILL, for the other groups, then for the emulator's
+
+
+def start_guard(env: dict[str, str], log: Path) -> subprocess.Popen:
+    """The guard (`guard_main`), in a session of its own so a signal to the supervisor's group
+    spares it; the supervisor holds the only write end of its stdin."""
+    with open(log, "a", encoding="utf-8") as out:
+        return subprocess.Popen(python("-c", "from appdata.local.stack import guard_main; guard_main()"), env=env,
+                                stdin=subprocess.PIPE, stdout=out, stderr=subprocess.STDOUT, text=True,
+                                start_new_session=True)
+
+
+def guard_main() -> None:
+    """Read `<pid> <name>` (a child's group), `gone <pid>` and `done` lines until the supervisor's
+    end; at the end of the pipe without `done`, stop the groups, the emulator's last."""
+    groups: dict[int, str] = {}
+    for line in sys.stdin:
+        word, _, rest = line.strip().partition(" ")
+        if word == "done":
+            return
+        if word == "gone":
+            groups.pop(int(rest), None)
+        elif word.isdigit():
+            groups[int(word)] = rest
+    alive = {pid: name for pid, name in groups.items() if group_alive(pid)}
+    if not alive:
+        return
+    for batch in ([p for p, n in alive.items() if n != "emulator"], [p for p, n in alive.items() if n == "emulator"]):
+        stop_groups(batch, GUARD_STEP_SECONDS)
+    print(f"{time.strftime('%Y-%m-%d %H:%M:%S')} appdata up ended without stopping its children: stopped "
+          + ", ".join(f"{name} (group {pid})" for pid, name in alive.items()), flush=True)
+
+
+def group_alive(pgid: int) -> bool:
+    """Whether any process of the group still exists (a zombie leader counts until it is reaped)."""
     try:
-        os.killpg(proc.pid, 0)
+        os.killpg(pgid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
@@ -531,11 +613,125 @@ def _group_alive(proc: subprocess.Popen) -> bool:
     return True
 
 
-def _signal_group(proc: subprocess.Popen, sig: int) -> None:
+def stop_groups(pgids: list[int], seconds: float) -> None:
+    """SIGTERM to each group, SIGKILL to what is left of them after `seconds`."""
+    for pgid in pgids:
+        _kill_group(pgid, signal.SIGTERM)
+    deadline = time.monotonic() + seconds
+    while any(group_alive(p) for p in pgids) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    for pgid in pgids:
+        _kill_group(pgid, signal.SIGKILL)
+
+
+def _kill_group(pgid: int, sig: int) -> None:
     try:
-        os.killpg(proc.pid, sig)  # start_new_session: the group id is the child's pid
+        os.killpg(pgid, sig)
     except (ProcessLookupError, PermissionError):
         pass
+
+
+def process_start(pid: int) -> int | None:
+    """The process's start time in clock ticks since boot (Linux /proc), None where not known."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return int(stat.rsplit(")", 1)[1].split()[19])  # field 22, counted after the command in parentheses
+
+
+def listeners() -> dict[int, list[int]]:
+    """TCP port -> pids of the processes listening on it (Linux /proc; empty elsewhere)."""
+    inodes: dict[str, int] = {}
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            rows = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            cells = row.split()
+            if len(cells) > 9 and cells[3] == "0A":  # LISTEN
+                inodes[cells[9]] = int(cells[1].rsplit(":", 1)[1], 16)
+    found: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir() if inodes else []:
+        if not entry.name.isdigit():
+            continue
+        try:
+            fds = list((entry / "fd").iterdir())
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                link = os.readlink(fd)
+            except OSError:  # closed meanwhile (the listing's own descriptor, for one)
+                continue
+            if link.startswith("socket:[") and link[8:-1] in inodes:
+                found.setdefault(inodes[link[8:-1]], []).append(int(entry.name))
+    return found
+
+
+def command_of(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+    except OSError:
+        return "?"
+
+
+def _group_of(pid: int) -> int | None:
+    try:
+        return os.getpgid(pid)
+    except OSError:
+        return None
+
+
+def stop_leftovers(pid_file: Path) -> list[str]:
+    """Stop the groups a killed `appdata up` on this home left running (its pid file names them),
+    one line for each: pid, command and the ports it held. Raises RuntimeError when that
+    `appdata up` itself still runs."""
+    try:
+        entries = [json.loads(line) for line in pid_file.read_text(encoding="utf-8").splitlines() if line.strip()]
+    except (OSError, ValueError):
+        return []
+    left = [e for e in entries if e.get("started") is not None and process_start(e["pid"]) == e["started"]]
+    supervisor = next((e for e in left if e["name"] == "appdata up"), None)
+    if supervisor is not None and supervisor["pid"] != os.getpid():
+        raise RuntimeError(f"appdata up is already running on this APPDATA_HOME (pid {supervisor['pid']}); "
+                           "stop it first (Ctrl-C in its terminal, or kill -TERM " f"{supervisor['pid']})")
+    groups = [e for e in left if e["name"] != "appdata up"]
+    if not groups:
+        pid_file.unlink(missing_ok=True)
+        return []
+    ports = listeners()
+    lines = []
+    for entry in groups:
+        held = sorted(port for port, pids in ports.items() if any(_group_of(p) == entry["pid"] for p in pids))
+        lines.append(f"stopped {entry['name']} left running by an appdata up that was killed: group {entry['pid']} "
+                     f"({shorten(entry['command'], 100)})" + (f", port {', '.join(map(str, held))}" if held else ""))
+    stop_groups([e["pid"] for e in groups if e["name"] != "emulator"], GUARD_STEP_SECONDS)
+    stop_groups([e["pid"] for e in groups if e["name"] == "emulator"], GUARD_STEP_SECONDS)
+    pid_file.unlink(missing_ok=True)
+    return lines
+
+
+def held_ports(wanted: list[tuple[str, str, int, str]]) -> list[str]:
+    """One line per (what, host, port, how to move it) the stack cannot listen on, naming the
+    process that holds it when this user can see it."""
+    holders = None
+    lines = []
+    for what, host, port, remedy in wanted:
+        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the servers do: TIME_WAIT is no holder
+            try:
+                sock.bind((host, port))
+                continue
+            except OSError:
+                pass
+        holders = listeners() if holders is None else holders
+        pids = holders.get(port, [])
+        who = (f"pid {pids[0]} ({shorten(command_of(pids[0]), 100)})" if pids
+               else "a process of another user (see: ss -ltnp)")
+        lines.append(f"port {port} ({what}) is held by {who}: stop it, or {remedy}")
+    return lines
 
 
 class Stop(Exception):

@@ -184,3 +184,26 @@ def test_a_child_dying_on_its_own_stops_the_stack_with_exit_1(stack):
     assert code == 1
     assert "api exited on its own" in stack.output()
     assert stack.leftovers() == [] and stack.ports_free()
+
+
+def test_sigkill_of_up_leaves_nothing_serving_and_the_next_start_names_a_held_port(stack):
+    stack.up()
+    started = stack.leftovers()
+    assert any("dagster" in line for line in started) and any("appdata.cli api" in line for line in started)
+    stack.proc.kill()  # no stop of its own: the guard stops the children's groups
+    stack.proc.wait(timeout=60)
+    stack.out.close()
+    wait_for(lambda: stack.leftovers() == [] and stack.ports_free(), 60,
+             "the children of the killed appdata up to be gone", stack)
+    assert "appdata up ended without stopping its children" in (stack.home / "logs" / "guard.log").read_text()
+
+    with socket.socket() as foreign:  # another program on the API's port: named, nothing started
+        foreign.bind(("127.0.0.1", stack.ports["api"]))
+        foreign.listen()
+        result = subprocess.run([sys.executable, "-m", "appdata.cli", "up", "--no-ui"], env=stack.env,
+                                capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1, result.stdout + result.stderr
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith(f"Error: port {stack.ports['api']} (ingest API) is held by pid {os.getpid()} (")
+    assert line.endswith(": stop it, or set APPDATA_API_PORT to another port") and result.stdout == ""
+    assert stack.leftovers() == []
