@@ -99,8 +99,10 @@ def _date(name: str, value: Optional[str]) -> Optional[dt.date]:
 
     if value is None:
         return None
+    from appdata.contract.days import parse_day
+
     try:
-        return dt.date.fromisoformat(value)
+        return parse_day(value)
     except ValueError:
         raise ApiError(422, f"{name}: must be a date YYYY-MM-DD", name) from None
 

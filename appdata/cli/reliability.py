@@ -38,6 +38,18 @@ def exit_on_aws_errors(what: str) -> Iterator[None]:
         raise click.ClickException(f"{what} stopped: an AWS call failed: {reason}") from None
 
 
+def day_option(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
+    """A click callback: the option's value when it is a day in YYYY-MM-DD form (`contract.days`)."""
+    from appdata.contract.days import parse_day
+
+    if value is None:
+        return None
+    try:
+        return parse_day(value).isoformat()
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
 def _s3_and_settings():
     from appdata.config import Settings
     from appdata.defs.resources import build_resources
@@ -54,7 +66,8 @@ def rejected() -> None:
 
 @rejected.command("list")
 @click.option("--source", type=click.Choice(["api", "stream", "batch"]), default=None, help="Only this source.")
-@click.option("--date", "date", default=None, metavar="YYYY-MM-DD", help="Only this download day.")
+@click.option("--date", "date", default=None, metavar="YYYY-MM-DD", callback=day_option,
+              help="Only this download day.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per rejected record (without the record).")
 @exit_on_aws_errors("rejected list")
 def list_command(source: str | None, date: str | None, as_json: bool) -> None:
@@ -129,25 +142,16 @@ def replay_command(key: str, fixed: str | None, direct: bool) -> None:
         click.echo("re-run the batch partition(s) " + ", ".join(days) + " to load them (Dagster UI or a backfill)")
 
 
-def _day_option(value: str | None, name: str) -> str | None:
-    import datetime as dt
-
-    if value is None:
-        return None
-    try:
-        return dt.date.fromisoformat(value).isoformat()
-    except ValueError as exc:
-        raise click.BadParameter(f"must be YYYY-MM-DD, got {value!r}", param_hint=name) from exc
-
-
 @click.command("reconcile")
 @click.option("--stream", "do_stream", is_flag=True,
               help="The stream path: what Kinesis accepted (within retention) against the lake, DynamoDB "
               "and downloads_stream.")
 @click.option("--batch", "do_batch", is_flag=True,
               help="The batch path: landing rows against curated + rejected, curated against downloads_batch.")
-@click.option("--start", default=None, metavar="YYYY-MM-DD", help="First download day (default: the first held).")
-@click.option("--end", default=None, metavar="YYYY-MM-DD", help="Last download day (default: the last held).")
+@click.option("--start", default=None, metavar="YYYY-MM-DD", callback=day_option,
+              help="First download day (default: the first held).")
+@click.option("--end", default=None, metavar="YYYY-MM-DD", callback=day_option,
+              help="Last download day (default: the last held).")
 @click.option("--grace", type=click.FloatRange(min=0), default=None, metavar="SECONDS",
               help="Stream records that arrived less than this long ago are in flight, not judged "
               "[default: 300].")
@@ -169,7 +173,6 @@ def reconcile_command(ctx: click.Context, do_stream: bool, do_batch: bool, start
         reconcile_stream_against_source,
     )
 
-    start, end = _day_option(start, "--start"), _day_option(end, "--end")
     if start and end and start > end:
         raise click.BadParameter(f"--start {start} is after --end {end}", param_hint="--start")
     both = not (do_stream or do_batch)

@@ -15,12 +15,12 @@ object and never adds a second copy.
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
 from appdata.contract import layout, schema
+from appdata.contract.days import parse_day
 
 def letter(source: str, *, field: str | None, reason: str, row: int | None, record: Any, rejected_at: str,
            **context: Any) -> dict[str, Any]:
@@ -34,7 +34,7 @@ def filing_day(record: Any, fallback: str) -> str:
     value = record.get("download_date") if isinstance(record, dict) else None
     if isinstance(value, str):
         try:
-            return dt.date.fromisoformat(value.strip()[:10]).isoformat()
+            return parse_day(value.strip()[:10]).isoformat()
         except ValueError:
             pass
     return fallback

@@ -4,19 +4,15 @@ import datetime as dt
 
 import click
 
-
-def _day(value: str) -> dt.date:
-    try:
-        return dt.date.fromisoformat(value)
-    except ValueError as exc:
-        raise click.BadParameter(f"{value!r} is not a date in YYYY-MM-DD form") from exc
+from appdata.cli.reliability import day_option
 
 
 def register(group: click.Group) -> None:
     """Add this concern's commands to the `appdata` group."""
 
     @group.command("batch-demo")
-    @click.option("--start", default="2020-03-01", show_default=True, help="First day (YYYY-MM-DD).")
+    @click.option("--start", default="2020-03-01", show_default=True, metavar="YYYY-MM-DD", callback=day_option,
+                  help="First day.")
     @click.option("--days", "count", type=click.IntRange(1, 366), default=3, show_default=True, help="Number of days.")
     @click.option("--json", "as_json", is_flag=True, help="Print the table as JSON.")
     def batch_demo(start: str, count: int, as_json: bool) -> None:
@@ -28,7 +24,7 @@ def register(group: click.Group) -> None:
         from appdata.local.batch_demo import format_table, reconcile, run_batch_demo, to_json
         from appdata.config import Settings
 
-        first = _day(start)
+        first = dt.date.fromisoformat(start)
         days = [first + dt.timedelta(days=i) for i in range(count)]
         table = run_batch_demo(Settings.from_env(), days)
         click.echo(to_json(table) if as_json else format_table(table))

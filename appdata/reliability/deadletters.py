@@ -12,7 +12,6 @@ it is not replayed twice.
 
 from __future__ import annotations
 
-import datetime as dt
 import hashlib
 import io
 import json
@@ -23,6 +22,7 @@ import pandas as pd
 
 from appdata import aws
 from appdata.contract import layout, schema
+from appdata.contract.days import parse_day
 from appdata.contract.deadletters import DeadLetter, parse, record_of
 
 API_BATCH_LIMIT = 500
@@ -78,9 +78,9 @@ def list_dead_letters(
         raise DeadLetterError(f"unknown source {source!r}: expected one of {', '.join(layout.DEAD_LETTER_SOURCES)}")
     if date:
         try:
-            dt.date.fromisoformat(date)
+            parse_day(date)
         except ValueError as exc:
-            raise DeadLetterError(f"--date must be YYYY-MM-DD, got {date!r}") from exc
+            raise DeadLetterError(f"--date {exc}") from None
     prefixes = [layout.rejected_prefix(s, date or None) for s in ([source] if source else layout.DEAD_LETTER_SOURCES)]
     letters: list[DeadLetter] = []
     for prefix in prefixes:
