@@ -25,6 +25,7 @@ import sqlalchemy as sa
 
 from appdata import aws
 from appdata.contract import deadletters, layout, schema
+from appdata.privacy.forgotten import ForgottenUsers
 
 SHOWN_IDS = 20  # ids named in a description; metadata carries up to MAX_IDS
 MAX_IDS = 1000
@@ -374,6 +375,7 @@ class StreamReference:
     dead_lettered: int = 0  # decoded fine, then dead-lettered by the drain all the same
     shards: dict[str, dict[str, Any]] = field(default_factory=dict)  # shard -> records, first, last, in_flight
     letters: set[str] = field(default_factory=set, repr=False)
+    forgotten: Any = field(default=None, repr=False)  # users asked to be forgotten: in no sink by design
 
     @property
     def cutoff(self) -> float:
@@ -404,8 +406,6 @@ class StreamReference:
 
     def add(self, shard_id: str, records: list[dict], *, in_flight: bool = False) -> None:
         """Decode one shard's records with the drain's own decoder and file them."""
-        from appdata.stream.drain import decode_records
-
         stats = self.shards.setdefault(shard_id, {"records": 0, "first": None, "last": None, "in_flight": 0})
         if not records:
             return
@@ -419,7 +419,7 @@ class StreamReference:
             (young if in_flight or (arrived is not None and arrived > self.cutoff) else due).append(record)
         stats["in_flight"] += len(young)
         if due:
-            decoded = decode_records(due, shard_id=shard_id, stream=self.stream)
+            decoded = self._decode(due, shard_id)
             for event_id, day, sequence in _valid_rows(decoded.valid):
                 position = _position(shard_id, sequence)
                 if position in self.letters:
@@ -430,9 +430,19 @@ class StreamReference:
                 position = _position(shard_id, str(line.get("sequence_number")))
                 self.rejected.setdefault(deadletters.filing_day(line["record"], line["approximate_arrival"][:10]), {})[position] = position in self.letters
         if young:
-            decoded = decode_records(young, shard_id=shard_id, stream=self.stream)
+            decoded = self._decode(young, shard_id)
             for event_id, day, _ in _valid_rows(decoded.valid):
                 self.in_flight.setdefault(day, set()).add(event_id)
+
+    def _decode(self, records: list[dict], shard_id: str):
+        """The drain's decoding, then its dropping of forgotten users' records (kept nowhere)."""
+        from appdata.stream.drain import Decoded, decode_records, without_forgotten
+
+        decoded = decode_records(records, shard_id=shard_id, stream=self.stream)
+        if self.forgotten is None:
+            return decoded
+        valid, rejected, _ = without_forgotten(decoded, self.forgotten)
+        return Decoded(valid=valid, rejected=rejected)
 
 
 def _read_shard_chunks(kinesis: Any, stream: str, shard_id: str, after: str | None, chunk: int):
@@ -459,7 +469,13 @@ def read_stream_reference(
     before `now` are due; younger ones are noted, not judged. Chosen over "up to each shard's
     drained position" because that position (the lease table's checkpoint) is the drain's own
     claim and stops moving when the drain is stopped or stuck, so a reference bounded by it
-    would stay green over exactly the losses a stalled drain causes. The arrival time is on every
+    would stay green over exactly the losses a stalled drain causes.
+
+    The stream holds every event the API accepted, so it needs no acceptance log beside it: the API
+    answers 200 only for records PutRecords accepted, Kinesis keeps an accepted record for its
+    retention (replicated before it answers), and the local emulator appends and fsyncs each put to
+    its write-ahead log before answering, replayed on every start (`appdata.local.emulator`), so
+    a crash loses no answered put there either. The arrival time is on every
     record and needs no other state; the consumers deliver a range within seconds, so an event in
     no sink 5 minutes after Kinesis took it is late or lost, and red is the right answer either way. Tests pass
     `now` (or a grace of 0), so the result does not depend on the clock.
@@ -468,6 +484,7 @@ def read_stream_reference(
 
     reference = StreamReference(stream, time.time() if now is None else now, grace_seconds)
     reference.letters = stream_dead_letter_positions(s3, bucket)
+    reference.forgotten = ForgottenUsers(s3, bucket)
     for shard in shard_order(list_shards(kinesis, stream)):
         shard_id = shard["ShardId"]
         reference.add(shard_id, [])
