@@ -22,10 +22,20 @@ process pickles the backend of each pipeline service it serves to `<state_dir>/<
 between requests (at most every few seconds while requests change things, and on shutdown) and
 loads it on start. The snapshot is taken in the serving thread between two requests, so it is a
 consistent picture of that service; it is written to a temporary file and renamed.
+
+What Kinesis accepted is on disk before the answer leaves: a snapshot every few seconds would let
+a SIGKILL take every record put since the last one, after their producer (the API) was told 200.
+Each Kinesis record a request put is appended to `<state_dir>/kinesis.wal` (one JSON line per
+record, with its sequence number and arrival time) and fsynced before the answer is sent; a start
+replays the records the snapshot lacks, and each Kinesis snapshot empties the log. Other Kinesis
+changes (create, delete, reshard: rare) write the Kinesis snapshot before their answer. A put
+costs an append and an fsync, not a snapshot of every record the stream holds
+(`bench/bench_emulator_durability.py` measures both).
 """
 
 from __future__ import annotations
 
+import base64
 import bisect
 import contextlib
 import datetime
@@ -140,10 +150,154 @@ def _misdirected(environ: dict, start_response, services: tuple[str, ...], backe
 
 
 COMBINED_STATE_FILE = "emulator-state.pickle"  # what the emulator kept before one process per service
+KINESIS_LOG_FILE = "kinesis.wal"
+KINESIS_READS = ("Describe", "List", "Get", "SubscribeToShard")  # Kinesis actions that change nothing
+
+
+def _kinesis_action(environ: dict) -> str:
+    """The Kinesis action of a request (X-Amz-Target "Kinesis_20131202.PutRecords" -> "PutRecords")."""
+    return environ.get("HTTP_X_AMZ_TARGET", "").rpartition(".")[2]
+
+
+def _record_entry(stream, shard_id: str, record) -> dict:
+    """One put record as a line of the Kinesis log: where it is and all it holds."""
+    data = record.data
+    arrived = record.created_at
+    return {"account": stream.account_id, "region": stream.region, "stream": stream.stream_name,
+            "created": stream.creation_datetime.isoformat(), "shard": shard_id, "sequence": record.sequence_number,
+            "partition_key": record.partition_key, "explicit_hash_key": record.explicit_hash_key,
+            **({"data_b64": base64.b64encode(data).decode()} if isinstance(data, bytes) else {"data": data}),
+            **({"arrived": arrived.isoformat()} if isinstance(arrived, datetime.datetime)
+               else {"arrived_epoch": arrived})}
+
+
+def _restore_record(stream, entry: dict) -> bool:
+    """Put a logged record back into its shard unless the shard has it already (a snapshot taken
+    after it was logged); True when it was added."""
+    from moto.kinesis.models import Record
+
+    shard = stream.shards.get(entry["shard"])
+    if shard is None or (shard.records and next(reversed(shard.records)) >= entry["sequence"]):
+        return False
+    data = base64.b64decode(entry["data_b64"]) if "data_b64" in entry else entry["data"]
+    record = Record(entry["partition_key"], data, entry["sequence"], entry["explicit_hash_key"])
+    record.created_at = (datetime.datetime.fromisoformat(entry["arrived"]) if "arrived" in entry
+                         else entry["arrived_epoch"])
+    shard.records[entry["sequence"]] = record
+    return True
+
+
+class KinesisLog:
+    """The write-ahead log of Kinesis puts (see the module doc): `logged()` wraps moto's
+    Stream.put_record so each record put is queued as a line, `flush()` writes and fsyncs what the
+    request put before its answer is sent, `replay()` restores what the snapshot lacks."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.queued: list[str] = []
+        self._handle = None
+
+    def logged(self, put_record):
+        def put_record_logged(stream, partition_key, explicit_hash_key, data):
+            sequence_number, shard_id = put_record(stream, partition_key, explicit_hash_key, data)
+            record = stream.shards[shard_id].records[int(sequence_number)]
+            self.queued.append(json.dumps(_record_entry(stream, shard_id, record)))
+            return sequence_number, shard_id
+        return put_record_logged
+
+    def flush(self) -> None:
+        if not self.queued:
+            return
+        if self._handle is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._handle = open(self.path, "ab")
+        self._handle.write(("\n".join(self.queued) + "\n").encode())
+        self._handle.flush()
+        os.fsync(self._handle.fileno())
+        self.queued.clear()
+
+    def empty(self) -> None:
+        """The snapshot just written holds every logged record: start the log again."""
+        if self._handle is not None:
+            self._handle.truncate(0)
+            os.fsync(self._handle.fileno())
+        elif self.path.exists():
+            self.path.write_bytes(b"")
+
+    def replay(self, find_stream) -> str:
+        """Restore the logged records the state lacks (`find_stream(entry)`: the entry's stream, or
+        None when it is gone); a torn last line (a put whose answer never left) is cut off."""
+        if not self.path.exists() or not self.path.stat().st_size:
+            return "no puts to replay"
+        data = self.path.read_bytes()
+        added = present = orphaned = 0
+        good = 0
+        for line in data.splitlines(keepends=True):
+            try:
+                entry = json.loads(line) if line.endswith(b"\n") else None
+            except ValueError:
+                entry = None
+            if not isinstance(entry, dict):
+                break
+            good += len(line)
+            stream = find_stream(entry)
+            if stream is None:
+                orphaned += 1
+            elif _restore_record(stream, entry):
+                added += 1
+            else:
+                present += 1
+        note = f"{added} put(s) replayed from {self.path.name}, {present} already in the snapshot"
+        if orphaned:
+            note += f", {orphaned} of a stream that is gone (not restored)"
+        if good < len(data):
+            with open(self.path, "r+b") as handle:
+                handle.truncate(good)
+                os.fsync(handle.fileno())
+            note += f"; cut a torn tail of {len(data) - good} byte(s) (a put that was never answered)"
+        return note
+
+
+def _logged_stream(entry: dict):
+    """The live stream a log entry was put into: same account, region, name and creation time."""
+    from moto.backends import get_backend
+
+    backends = get_backend("kinesis")
+    if entry["account"] not in backends or entry["region"] not in backends[entry["account"]]:
+        return None
+    stream = backends[entry["account"]][entry["region"]].streams.get(entry["stream"])
+    return stream if stream is not None and stream.creation_datetime.isoformat() == entry["created"] else None
+
+
+def _kinesis_log_disagreement() -> str | None:
+    """Put records into a throwaway stream through the logging wrapper, replay the lines into a
+    second one and compare; what differs, or None. The log wraps moto internals (Stream.put_record,
+    Record), so each start checks them against the installed moto."""
+    from moto.kinesis.models import Stream
+
+    try:
+        log = KinesisLog(Path(os.devnull))
+        first, second = (Stream("check", 2, None, None, "123456789012", "us-east-1") for _ in range(2))
+        put = log.logged(Stream.put_record)
+        for n in range(6):
+            put(first, f"key-{n}", None, base64.b64encode(f"data-{n}".encode()).decode())
+        for line in log.queued:
+            _restore_record(second, json.loads(line))
+
+        def seen(stream):
+            return {shard_id: [(r.sequence_number, r.partition_key, r.data, r.explicit_hash_key, r.created_at)
+                               for r in shard.records.values()] for shard_id, shard in stream.shards.items()}
+
+        if len(log.queued) != 6 or seen(first) != seen(second):
+            return f"logged {len(log.queued)} of 6 puts; put {seen(first)!r}, replayed {seen(second)!r}"
+    except Exception as exc:  # noqa: BLE001 - any failure means: no log with this moto
+        return f"{type(exc).__name__}: {exc}"
+    return None
 
 
 class EmulatorState:
-    """The persisted backends of one process: load once on start, snapshot when changed."""
+    """The persisted backends of one process: load once on start, snapshot when changed; with
+    Kinesis among them, every Kinesis change is on disk before its answer (see the module doc)."""
 
     def __init__(self, state_dir: Path, services: tuple[str, ...]):
         self.paths = {service: Path(state_dir) / f"{service}.pickle"
@@ -151,10 +305,46 @@ class EmulatorState:
         self.dirty = False
         self._last_snapshot = 0.0
         self._interval = MIN_SNAPSHOT_INTERVAL
+        self.kinesis_log: KinesisLog | None = None
+        self.durability_note: str | None = None
+        if "kinesis" in self.paths:
+            problem = _kinesis_log_disagreement()
+            if problem is None:
+                self.kinesis_log = KinesisLog(Path(state_dir) / KINESIS_LOG_FILE)
+                self.durability_note = "Kinesis puts logged and fsynced before each answer"
+            else:
+                self.durability_note = (f"Kinesis snapshot written before each answer that changed it (slower: the "
+                                     f"put log disagrees with moto {importlib.metadata.version('moto')}: {problem})")
+
+    def start_logging(self) -> None:
+        """Route moto's Kinesis puts through the log (this process serves Kinesis from now on)."""
+        from moto.kinesis.models import Stream
+
+        if self.kinesis_log is not None:
+            Stream.put_record = self.kinesis_log.logged(Stream.put_record)
 
     def load(self) -> str:
-        """Restore each backend from its snapshot; returns what happened, for the start-up line."""
-        return "; ".join(f"{service}: {self._load(service, path)}" for service, path in self.paths.items())
+        """Restore each backend from its snapshot (Kinesis: and its log); returns what happened,
+        for the start-up line."""
+        notes = []
+        for service, path in self.paths.items():
+            note = self._load(service, path)
+            if service == "kinesis" and self.kinesis_log is not None:
+                note = f"{note}; {self.kinesis_log.replay(_logged_stream)}"
+            notes.append(f"{service}: {note}")
+        return "; ".join(notes)
+
+    def answered(self, service: str, environ: dict) -> None:
+        """A request was served and its answer not yet sent: Kinesis changes go to disk now."""
+        if service != "kinesis" or "kinesis" not in self.paths:
+            return
+        action = _kinesis_action(environ)
+        if action.startswith(KINESIS_READS):
+            return
+        if self.kinesis_log is not None and action in ("PutRecord", "PutRecords"):
+            self.kinesis_log.flush()
+        else:
+            self.snapshot(("kinesis",))
 
     @staticmethod
     def _load(service: str, path: Path) -> str:
@@ -197,11 +387,13 @@ class EmulatorState:
         backend.update(accounts)
         return f"state restored from {combined} (the single-process layout's file)"
 
-    def snapshot(self) -> None:
+    def snapshot(self, services: tuple[str, ...] | None = None) -> None:
+        """Write the snapshot of `services` (default: every one this process persists)."""
         from moto.backends import get_backend
 
         started = time.monotonic()
-        for service, path in self.paths.items():
+        for service in services or tuple(self.paths):
+            path = self.paths[service]
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp = path.with_suffix(".tmp")
             with open(tmp, "wb") as handle:
@@ -209,13 +401,25 @@ class EmulatorState:
                 handle.flush()
                 os.fsync(handle.fileno())
             os.replace(tmp, path)
-        self.dirty = False
-        self._last_snapshot = time.monotonic()
-        self._interval = max(MIN_SNAPSHOT_INTERVAL, 10 * (self._last_snapshot - started))
+            if service == "kinesis" and self.kinesis_log is not None:
+                _fsync_directory(path.parent)  # the new snapshot is durable before the log it replaces goes
+                self.kinesis_log.empty()
+        if services is None:
+            self.dirty = False
+            self._last_snapshot = time.monotonic()
+            self._interval = max(MIN_SNAPSHOT_INTERVAL, 10 * (self._last_snapshot - started))
 
     def snapshot_if_due(self) -> None:
         if self.dirty and time.monotonic() - self._last_snapshot >= self._interval:
             self.snapshot()
+
+
+def _fsync_directory(directory: Path) -> None:
+    handle = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(handle)
+    finally:
+        os.close(handle)
 
 
 def _seconds_between(newer, older) -> float:
@@ -330,6 +534,9 @@ def make_emulator(host: str = "127.0.0.1", port: int = 4566, *, services: tuple[
     state = EmulatorState(state_dir, services) if state_dir is not None and set(services) & set(PIPELINE_SERVICES) \
         else None
     note = state.load() if state is not None else "in memory only"
+    if state is not None and state.durability_note is not None:
+        state.start_logging()
+        note = f"{note}; {state.durability_note}"
     if kinesis_note is not None:
         note = f"{note}; {kinesis_note}"
 
@@ -343,9 +550,13 @@ def make_emulator(host: str = "127.0.0.1", port: int = 4566, *, services: tuple[
             backend_app = self.get_application(environ)
             if not _serves(services, backend_app.service):
                 return _misdirected(environ, start_response, services, backend_app.service)
-            if state is not None and environ.get("REQUEST_METHOD") not in READ_ONLY_METHODS:
+            if state is None:
+                return backend_app(environ, start_response)
+            if environ.get("REQUEST_METHOD") not in READ_ONLY_METHODS:
                 state.dirty = True  # Kinesis and DynamoDB POST reads too: a spare snapshot, never a lost one
-            return backend_app(environ, start_response)
+            answer = backend_app(environ, start_response)  # whole; werkzeug sends nothing before it returns
+            state.answered(backend_app.service, environ)
+            return answer
 
     server = make_server(host, port, App(create_backend_app), threaded=False, processes=1, request_handler=Handler)
     if state is not None:

@@ -14,10 +14,18 @@ lake keys, same DynamoDB keys, same event ids (inserted once). A range that fail
 here with growing delays; after `RANGE_ATTEMPTS` the consumer raises and the run fails, and
 the sensor asks for a new consumer later. KCL order: a child shard is not read until each of its
 parents is delivered to its end.
+
+A stream that lost records it had accepted (a local emulator restored from an older state) gives
+their sequence numbers to the next records it accepts, so a saved checkpoint can be past its end
+or name another record. Each consumer start checks that the checkpoint's record is still the one
+delivered (its sequence number and arrival time, both in the lease); when it is not, it says so
+as an error and moves the checkpoint back to the last record that arrived no later than the
+delivered one, so the records accepted since are all drained: none is skipped.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import math
 import queue
@@ -32,9 +40,10 @@ from botocore.exceptions import ClientError
 
 from appdata.aws import Backoff, error_code
 from appdata.stream.drain import (
-    GET_RECORDS_LIMIT, DrainResult, drain_range, drain_records, get_iterator, list_shards, parents_of, shard_order,
+    GET_RECORDS_LIMIT, DrainResult, _arrival, drain_range, drain_records, get_iterator, list_shards, parents_of,
+    read_shard, shard_order,
 )
-from appdata.stream.leases import LeaseLost, LeaseTable
+from appdata.stream.leases import LeaseLost, LeaseTable, ShardLease
 
 log = logging.getLogger(__name__)
 
@@ -167,7 +176,8 @@ class ShardConsumer:
                                      f"{attempt + 1} of {RANGE_ATTEMPTS})", summary)
                 backoff.wait(attempt - 1)
         self._check_lease()
-        self.leases.commit_range(self.shard_id, self.owner, last, shard_end=result.shard_end)
+        arrival = result.newest_arrival.isoformat() if result.newest_arrival is not None else None
+        self.leases.commit_range(self.shard_id, self.owner, last, arrival=arrival, shard_end=result.shard_end)
         summary.ranges += 1
         summary.records += result.records
         summary.rejected += result.rejected
@@ -207,6 +217,65 @@ class ShardConsumer:
                                "oldest record", summary)
             return get_iterator(self.kinesis, self.stream, self.shard_id)
 
+    # ------------------------------------------------------------------ a stream that lost records
+    def _record_at(self, sequence: str) -> dict | None:
+        """The shard's record at `sequence`, or None past its end."""
+        records = read_shard(self.kinesis, self.stream, self.shard_id, at=sequence, max_records=1).records
+        return records[0] if records and records[0]["SequenceNumber"] == sequence else None
+
+    def _last_delivered(self, arrival: str | None) -> dict | None:
+        """The last record, from the shard's oldest, that arrived no later than `arrival` (None:
+        unknown, so none): those before it were delivered, every later one arrived after the last
+        delivered record, hence was not."""
+        delivered_until = dt.datetime.fromisoformat(arrival) if arrival else None
+        last, after = None, None
+        while delivered_until is not None:
+            read = read_shard(self.kinesis, self.stream, self.shard_id, after=after)
+            for record in read.records:
+                if _arrival(record) > delivered_until:
+                    return last
+                last = record
+            if not read.records or read.caught_up or read.shard_end:
+                break
+            after = read.records[-1]["SequenceNumber"]
+        return last
+
+    def _still_on_the_stream(self, lease: ShardLease, summary: ConsumeSummary) -> ShardLease:
+        """The lease, its checkpoint moved back when the stream no longer holds the records it
+        names (see the module doc), and its pending range dropped when past the stream's end. A
+        checkpoint past the stream's retention is left to `_iterator`, which says so."""
+        try:
+            return self._checked(lease, summary)
+        except ClientError as exc:
+            if error_code(exc) != "InvalidArgumentException":
+                raise
+            return lease
+
+    def _checked(self, lease: ShardLease, summary: ConsumeSummary) -> ShardLease:
+        if lease.checkpoint is not None:
+            record = self._record_at(lease.checkpoint)
+            held = record is not None and (lease.checkpoint_arrival is None or
+                                           _arrival(record) <= dt.datetime.fromisoformat(lease.checkpoint_arrival))
+            if not held:
+                last = self._last_delivered(lease.checkpoint_arrival)
+                resume = last["SequenceNumber"] if last is not None else None
+                self.note("error", f"checkpoint {lease.checkpoint} (a record that arrived at "
+                                   f"{lease.checkpoint_arrival or 'an unrecorded time'}) is "
+                                   f"{'past the end of the shard' if record is None else 'another record now'}: the "
+                                   "stream lost records it had accepted (an emulator restored from an older state); "
+                                   "draining every record that arrived after it, from "
+                                   f"{f'after {resume}' if resume else 'the oldest record'}", summary)
+                self.leases.rewind(self.shard_id, self.owner, resume,
+                                   _arrival(last).isoformat() if last is not None else None)
+                return self.leases.get(self.shard_id)
+        if lease.pending is not None and self._record_at(lease.pending[1]) is None:
+            self.note("error", f"range {lease.pending[0]}..{lease.pending[1]} left pending is past the end of the "
+                               "shard: the stream lost records it had accepted; draining from the checkpoint "
+                               f"({lease.checkpoint or 'the oldest record'}) instead", summary)
+            self.leases.rewind(self.shard_id, self.owner, lease.checkpoint, lease.checkpoint_arrival)
+            return self.leases.get(self.shard_id)
+        return lease
+
     # ------------------------------------------------------------------ loop
     def run(self, *, until: float = math.inf, stop_when_caught_up: bool = False,
             wait_for_lease_seconds: float = 0.0) -> ConsumeSummary:
@@ -229,6 +298,7 @@ class ShardConsumer:
             if not self._parents_delivered():
                 self.note("info", "a parent shard is not delivered to its end yet; not reading (KCL order)", summary)
                 return summary
+            lease = self._still_on_the_stream(lease, summary)
             checkpoint = lease.checkpoint
             if lease.pending is not None:
                 first, last = lease.pending

@@ -2,7 +2,8 @@
 
 One item per shard (key `shard` = "<stream>/<shard id>") says who drains the shard now
 (`owner`, until `lease_expires_ms`), how far every sink holds it (`checkpoint`: the last sequence
-number delivered), which range is being written (`pending_first`..`pending_last`, recorded before
+number delivered, and `checkpoint_arrival`: that record's arrival time, which tells it from another
+record given the same number by a stream that lost records), which range is being written (`pending_first`..`pending_last`, recorded before
 the first sink write) and whether a closed shard is delivered to its end (`shard_end`).
 
 Why it exists: a drain that lives longer than one range must keep its position where the next
@@ -40,6 +41,7 @@ class ShardLease:
     owner: str | None = None
     lease_expires_ms: int = 0
     checkpoint: str | None = None
+    checkpoint_arrival: str | None = None  # ISO time the checkpoint's record arrived on the stream
     pending_first: str | None = None
     pending_last: str | None = None
     shard_end: bool = False
@@ -67,7 +69,8 @@ def _lease(stream: str, shard_id: str, item: dict | None) -> ShardLease:
     values = aws.from_item(item)
     return ShardLease(
         stream, shard_id, owner=values.get("owner"), lease_expires_ms=int(values.get("lease_expires_ms", 0)),
-        checkpoint=values.get("checkpoint"), pending_first=values.get("pending_first"),
+        checkpoint=values.get("checkpoint"), checkpoint_arrival=values.get("checkpoint_arrival"),
+        pending_first=values.get("pending_first"),
         pending_last=values.get("pending_last"), shard_end=bool(values.get("shard_end", False)),
         stream_created=values.get("stream_created"),
     )
@@ -129,10 +132,26 @@ class LeaseTable:
                            {":f": {"S": first}, ":l": {"S": last},
                             ":until": {"N": str(now_ms() + int(lease_seconds * 1000))}})
 
-    def commit_range(self, shard_id: str, owner: str, last: str, *, shard_end: bool = False) -> None:
-        """Every sink holds the pending range: move the checkpoint past it."""
-        self._owned_update(shard_id, owner, "SET checkpoint = :l, shard_end = :e REMOVE pending_first, pending_last",
-                           {":l": {"S": last}, ":e": {"BOOL": shard_end}})
+    def commit_range(self, shard_id: str, owner: str, last: str, *, arrival: str | None = None,
+                     shard_end: bool = False) -> None:
+        """Every sink holds the pending range: move the checkpoint past it (`arrival`: the arrival
+        time of its last record)."""
+        self._set_checkpoint(shard_id, owner, last, arrival, "shard_end = :e", {":e": {"BOOL": shard_end}})
+
+    def rewind(self, shard_id: str, owner: str, checkpoint: str | None, arrival: str | None) -> None:
+        """Move the checkpoint back to the last delivered record the stream still holds (None: before
+        its first), forgetting the pending range: a stream that lost records gave their sequence
+        numbers to others, so the saved bounds name records that were never delivered."""
+        self._set_checkpoint(shard_id, owner, checkpoint, arrival)
+
+    def _set_checkpoint(self, shard_id: str, owner: str, checkpoint: str | None, arrival: str | None,
+                        also: str = "", values: dict | None = None) -> None:
+        """SET the checkpoint and its arrival (REMOVE each that is None), REMOVE the pending range."""
+        given = {"checkpoint": checkpoint, "checkpoint_arrival": arrival if checkpoint else None}
+        sets = [f"{name} = :{name}" for name, value in given.items() if value] + ([also] if also else [])
+        removed = [name for name, value in given.items() if not value] + ["pending_first", "pending_last"]
+        self._owned_update(shard_id, owner, (f"SET {', '.join(sets)} " if sets else "") + f"REMOVE {', '.join(removed)}",
+                           {**{f":{name}": {"S": value} for name, value in given.items() if value}, **(values or {})})
 
     def mark_shard_end(self, shard_id: str, owner: str) -> None:
         self._owned_update(shard_id, owner, "SET shard_end = :e", {":e": {"BOOL": True}})
@@ -141,7 +160,8 @@ class LeaseTable:
         """Forget a checkpoint that belongs to another incarnation of the stream (re-created, or
         an emulator that lost its state): its sequence numbers point nowhere in this one."""
         self._owned_update(shard_id, owner,
-                           "SET stream_created = :c, shard_end = :e REMOVE checkpoint, pending_first, pending_last",
+                           "SET stream_created = :c, shard_end = :e "
+                           "REMOVE checkpoint, checkpoint_arrival, pending_first, pending_last",
                            {":c": {"S": stream_created}, ":e": {"BOOL": False}})
 
     def release(self, shard_id: str, owner: str) -> None:

@@ -16,6 +16,7 @@ from appdata.config import AwsEndpoints, Settings, aws_client_kwargs, endpoint_v
 from appdata.defs.resources import build_resources
 from appdata.local.emulator import ALL_SERVICES, emulator_layout, emulator_process, free_endpoints, wait_until_up
 from appdata.local.provision import provision
+from appdata_tests.support.emulator import KinesisProcess
 
 
 def test_emulator_keeps_every_concurrent_kinesis_write(provisioned, appdata_env):
@@ -116,7 +117,8 @@ def test_each_service_keeps_its_own_state_file_across_a_restart(tmp_path, offlin
     state = tmp_path / "state"
     with emulator_process(state_dir=state) as endpoints:
         _store_one_of_each(_on(offline_env, endpoints), offline_env)
-    assert sorted(path.name for path in state.iterdir()) == ["dynamodb.pickle", "kinesis.pickle", "s3.pickle"]
+    assert sorted(path.name for path in state.iterdir()) == [
+        "dynamodb.pickle", "kinesis.pickle", "kinesis.wal", "s3.pickle"]
 
     with emulator_process(state_dir=state) as endpoints:  # new processes, new ports, same state directory
         resources = _on(offline_env, endpoints)
@@ -202,7 +204,8 @@ def test_appdata_emulator_serves_the_configured_layout_and_stops_each_process_on
     assert launcher.returncode == 0
     assert sorted(line.split(" listening")[0] for line in output.splitlines()) == sorted(
         f"AWS emulator for {service}" for service in ALL_SERVICES)
-    assert sorted(path.name for path in state.iterdir()) == ["dynamodb.pickle", "kinesis.pickle", "s3.pickle"]
+    assert sorted(path.name for path in state.iterdir()) == [
+        "dynamodb.pickle", "kinesis.pickle", "kinesis.wal", "s3.pickle"]
 
 
 def test_kinesis_shards_at_stream_scale_give_the_answers_moto_gives():
@@ -281,3 +284,73 @@ def test_a_moto_that_answers_otherwise_keeps_its_own_kinesis_reads(monkeypatch):
     note = kinesis_shards_at_stream_scale()
     assert Shard.get_records is moto_reporting_seconds_behind
     assert note.startswith(f"moto {importlib.metadata.version('moto')}: Kinesis reads use moto's own (slower) code")
+
+
+def _records(kinesis, stream: str) -> list[tuple[str, bytes]]:
+    shard = kinesis.list_shards(StreamName=stream)["Shards"][0]["ShardId"]
+    iterator = kinesis.get_shard_iterator(StreamName=stream, ShardId=shard,
+                                          ShardIteratorType="TRIM_HORIZON")["ShardIterator"]
+    return [(r["SequenceNumber"], r["Data"]) for r in kinesis.get_records(ShardIterator=iterator)["Records"]]
+
+
+@pytest.mark.emulator
+def test_kinesis_keeps_what_it_answered_through_a_sigkill(tmp_path, offline_env):
+    """Each put is on disk before its answer: records a PutRecords or PutRecord was answered for
+    are there after a SIGKILL right after the answer (long before a periodic snapshot), with their
+    sequence numbers and arrival times; a stream created just before is there too. Then again after
+    a restart: the records the log replayed, a snapshot, and the puts after it."""
+    emulator = KinesisProcess(tmp_path / "state", offline_env)
+    emulator.start()
+    try:
+        kinesis = emulator.client()
+        kinesis.create_stream(StreamName=offline_env.stream, ShardCount=1)
+        batch = kinesis.put_records(StreamName=offline_env.stream,
+                                    Records=[{"Data": f"a{n}".encode(), "PartitionKey": "k"} for n in range(300)])
+        single = kinesis.put_record(StreamName=offline_env.stream, Data=b"b", PartitionKey="k")
+        emulator.kill()  # right after the answers
+        answered = [(r["SequenceNumber"], f"a{n}".encode()) for n, r in enumerate(batch["Records"])]
+        answered.append((single["SequenceNumber"], b"b"))
+
+        started = emulator.start()
+        kinesis = emulator.client()
+        assert _records(kinesis, offline_env.stream) == answered
+        assert "301 put(s) replayed from kinesis.wal" in started, started
+        kinesis.put_records(StreamName=offline_env.stream, Records=[{"Data": b"c", "PartitionKey": "k"}])
+        emulator.kill()
+
+        emulator.start()
+        kinesis = emulator.client()
+        assert _records(kinesis, offline_env.stream) == [*answered, (str(int(answered[-1][0]) + 1), b"c")]
+    finally:
+        if emulator.proc.poll() is None:
+            emulator.kill()
+
+
+def test_the_kinesis_log_replays_only_what_the_snapshot_lacks_and_cuts_a_torn_tail(tmp_path):
+    """A record logged and then snapshotted (the process died before the log was emptied) is not
+    put twice; a torn last line, a put whose answer never left, is cut so the next appends are whole."""
+    import json
+
+    from moto.kinesis.models import Stream
+
+    from appdata.local.emulator import KinesisLog
+
+    log = KinesisLog(tmp_path / "kinesis.wal")
+    live = Stream("s", 1, None, None, "123456789012", "us-east-1")
+    put = log.logged(Stream.put_record)
+    for n in range(3):
+        put(live, "k", None, f"data-{n}")
+    log.flush()
+    restored = Stream("s", 1, None, None, "123456789012", "us-east-1")
+    (shard_id,) = restored.shards
+    first = json.loads(log.path.read_text().splitlines()[0])
+    restored.shards[shard_id].put_record("k", "data-0", None)  # what a snapshot taken after the first put holds
+    with open(log.path, "ab") as handle:
+        handle.write(b'{"account": "1234')  # a torn append
+    assert log.replay(lambda entry: restored) == (
+        "2 put(s) replayed from kinesis.wal, 1 already in the snapshot; cut a torn tail of 17 byte(s) "
+        "(a put that was never answered)")
+    assert [(r.sequence_number, r.data) for r in restored.shards[shard_id].records.values()] == [
+        (1, "data-0"), (2, "data-1"), (3, "data-2")]
+    assert log.path.read_bytes().endswith(b"\n") and len(log.path.read_text().splitlines()) == 3
+    assert first["sequence"] == 1

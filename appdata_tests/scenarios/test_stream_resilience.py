@@ -296,7 +296,9 @@ def test_drain_killed_at_chosen_points_then_resumed_loses_and_doubles_nothing(lo
         return 25 * n, min(total, 25 * (n + aws.BATCH_WRITE_CONCURRENCY - 1))
 
     plan = [
-        ("kinesis.GetRecords:1", 0, 0, 0, None, checkpoint),  # the range read, nothing recorded or written
+        # the range read, nothing recorded or written (a consumer resuming at a checkpoint reads that
+        # record back first, to know the stream still holds it)
+        (f"kinesis.GetRecords:{1 if checkpoint is None else 2}", 0, 0, 0, None, checkpoint),
         ("lease.begin_range:1", 0, 0, 0, pending, checkpoint),  # recorded pending (write-ahead), nothing written
         ("s3.PutObject:1", None, 0, 0, pending, checkpoint),  # the first lake object
         ("dynamodb.BatchWriteItem:1", total, after_batch(1), 0, pending, checkpoint),
@@ -430,3 +432,49 @@ def test_fifty_clients_posting_concurrently(api_process, sinks):
     assert result.ok, result.describe()
     report("load", clients=50, seconds=seconds, requests=len(statuses), accepted=len(accepted),
            server_errors=0, reconciled=len(accepted))
+
+
+@pytest.mark.emulator
+def test_events_the_api_accepted_survive_a_kinesis_sigkill_and_reconcile_against_the_stream(
+        appdata_env, tmp_path, monkeypatch):
+    """The API answers 200 for 300 events; Kinesis (an emulator process of its own, with a state
+    directory) is SIGKILLed right after, long before a periodic snapshot, and started again on the
+    same directory. Every event is on the stream, so the stream as reconciliation's reference holds
+    every id the API accepted, and after a drain every sink holds them."""
+    from appdata.config import Settings, endpoint_variable
+    from appdata.defs.resources import build_resources
+    from appdata.local.provision import provision
+    from appdata.reliability.reconcile import reconcile_stream_against_source
+    from appdata_tests.support.api import LocalApi
+    from appdata_tests.support.emulator import KinesisProcess
+
+    emulator = KinesisProcess(tmp_path / "state", appdata_env)
+    emulator.start()
+    api = None
+    try:
+        monkeypatch.setenv(endpoint_variable("kinesis"), emulator.server.endpoint)
+        settings = Settings.from_env()
+        resources = build_resources(settings)
+        provision(resources)
+        api = LocalApi(settings, os.environ["APPDATA_API_KEYS"])
+        day = "2023-06-01"
+        status, body = post(api, [make_event(40_000 + i, day=day) for i in range(300)])
+        emulator.kill()  # right after the answer
+        assert status == 200 and len(body["event_ids"]) == 300
+        emulator.start()
+        engine = resources["warehouse"].get_engine()
+        try:
+            drain_all(resources, engine)
+            (result,), reference = reconcile_stream_against_source(
+                s3=resources["s3"].get_client(), bucket=settings.bucket, dynamodb=resources["dynamodb"].get_client(),
+                table=settings.table, engine=engine, kinesis=resources["kinesis"].get_client(), stream=settings.stream,
+                days=[day], grace_seconds=0)
+        finally:
+            engine.dispose()
+        assert set(reference.accepted.get(day, {})) == set(body["event_ids"])
+        assert result.ok and result.counts["downloads_stream"] == 300, result.describe()
+    finally:
+        if api is not None:
+            api.stop()
+        if emulator.proc.poll() is None:
+            emulator.kill()

@@ -151,6 +151,59 @@ def test_a_checkpoint_of_a_re_created_stream_is_said_loudly_and_the_new_one_read
     assert sum(r.records for r in ranges) == 12 and count_rows(engine, "downloads_stream") == 12
 
 
+@pytest.mark.emulator
+def test_a_checkpoint_past_a_rolled_back_streams_end_is_said_loudly_and_appdata_drain_skips_nothing(
+        appdata_env, tmp_path, monkeypatch):
+    """Kinesis in an emulator process of its own, rolled back: its state restored from an older
+    snapshot (the write-ahead log gone), after the drain checkpointed records the old snapshot
+    lacks. The records it accepts next take those sequence numbers, past the checkpoint too;
+    `appdata drain` says the checkpoint is another record now, and delivers all of them."""
+    from click.testing import CliRunner
+
+    from appdata.cli.stream import drain
+    from appdata.config import Settings, endpoint_variable
+    from appdata.defs.resources import build_resources
+    from appdata.local.provision import provision
+    from appdata_tests.support.emulator import KinesisProcess
+
+    state = tmp_path / "state"
+    emulator = KinesisProcess(state, appdata_env)
+    emulator.start()
+    try:
+        monkeypatch.setenv(endpoint_variable("kinesis"), emulator.server.endpoint)
+        resources = build_resources(Settings.from_env())
+        provision(resources)
+        kinesis, stream = resources["kinesis"].get_client(), resources["kinesis"].stream_name
+        put(kinesis, stream, [todays_event(i) for i in range(20)])
+        emulator.stop()
+        older = (state / "kinesis.pickle").read_bytes()  # 20 records
+        emulator.start()
+        put(kinesis, stream, [todays_event(i) for i in range(20, 40)])
+        (delivered,) = drain_all(resources)
+        assert delivered.last_sequence == "40"
+        emulator.kill()
+        (state / "kinesis.pickle").write_bytes(older)
+        (state / "kinesis.wal").unlink()
+        emulator.start()
+        accepted = put(kinesis, stream, [todays_event(i) for i in range(100, 130)])
+        assert [accepted[0]["SequenceNumber"], accepted[-1]["SequenceNumber"]] == ["21", "50"]  # past 40 too
+
+        out = CliRunner().invoke(drain, [])
+        assert out.exit_code == 0, out.output
+        engine = resources["warehouse"].get_engine()
+        try:
+            assert count_rows(engine, "downloads_stream") == downloads(resources) == 70
+        finally:
+            engine.dispose()
+        assert "checkpoint 40 (a record that arrived at " in out.output and "is another record now" in out.output
+        assert "from after 20" in out.output
+        lease = lease_table(resources).get(delivered.shard_id)
+        assert (lease.checkpoint, lease.pending) == ("50", None)
+    finally:
+        if emulator.proc.poll() is None:
+            emulator.kill()
+
+
 def test_follow_up_work_takes_every_user_queued_since_its_last_pass_and_reports_failures():
     import threading
 
