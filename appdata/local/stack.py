@@ -465,8 +465,14 @@ class Supervisor:
         temporary.replace(self.pid_file)
 
     def release(self) -> None:
-        """After `stop`: every child is gone; the guard leaves and the pid file goes."""
+        """After `stop`: every child is gone; the guard leaves (gone before `appdata up` exits, so
+        nothing of the stack outlives it) and the pid file goes."""
         self._tell_guard("done")
+        if self._guard is not None:
+            try:
+                self._guard.wait(timeout=2.0)
+            except subprocess.TimeoutExpired:
+                self._guard.kill()
         if self.pid_file is not None:
             self.pid_file.unlink(missing_ok=True)
 
