@@ -88,7 +88,7 @@ def test_stream_check_green_after_drain_and_red_naming_the_deleted_event(provisi
     # The real drain run (the job the sensor requests), twice: the second resumes after the
     # checkpoint and finds nothing; then the range replayed explicitly changes nothing.
     first_run = _consumer_run(defs, instance, appdata_env, shard)
-    assert len(first_run.get_asset_materialization_events()) == 3  # one window, one per sink
+    assert len(first_run.get_asset_materialization_events()) == 4  # one window, one per sink and the lake table
     assert _consumer_run(defs, instance, appdata_env, shard).get_asset_materialization_events() == []
     assert lease_table(provisioned).get(shard).checkpoint == last
     replay = _redrain(provisioned, appdata_env, shard, first, last)

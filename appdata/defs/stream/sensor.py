@@ -23,7 +23,8 @@ import dagster as dg
 
 from appdata.defs.resources import DynamoDBResource, KinesisResource
 from appdata.defs.stream.drain import (
-    DYNAMODB_ASSET, LAKE_ASSET, SHARD_TAG, UNTIL_TAG, WAREHOUSE_ASSET, drain_run_config, stream_drain_job,
+    DYNAMODB_ASSET, LAKE_ASSET, SHARD_TAG, TABLE_ASSET, UNTIL_TAG, WAREHOUSE_ASSET, drain_run_config,
+    stream_drain_job,
 )
 from appdata.stream.drain import list_shards, parents_of, shard_order
 from appdata.stream.leases import LeaseTable
@@ -34,7 +35,7 @@ ATTEMPT_TAG = "appdata/attempt"
 RETRY_DELAY_BASE_SECONDS = 5.0
 RETRY_DELAY_CAP_SECONDS = 300.0
 WARNED_RUNS_KEPT = 50  # failed runs remembered in the cursor as already reported
-FRESHNESS_ASSETS = (LAKE_ASSET, DYNAMODB_ASSET, WAREHOUSE_ASSET)
+FRESHNESS_ASSETS = (LAKE_ASSET, DYNAMODB_ASSET, WAREHOUSE_ASSET, TABLE_ASSET)
 IN_FLIGHT = [
     dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING,
     dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.CANCELING,
