@@ -92,10 +92,9 @@ def drop_forgotten(checked: Checked, users: forgotten.ForgottenUsers) -> list[Re
 
 
 def users_of(record: dict) -> set[int]:
-    try:
-        return {int(record.get("user_id"))}
-    except (TypeError, ValueError):
-        return set()
+    """The user a record names, read as the contract reads user_id ("1.00002e5" is user 100002)."""
+    user = forgotten.user_id_of(record.get("user_id"))
+    return set() if user is None else {user}
 
 
 def request_id_for(body: bytes) -> str:

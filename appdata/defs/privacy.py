@@ -98,4 +98,6 @@ def erasure_request_sensor(context: dg.SensorEvaluationContext, s3: LakeS3Resour
     pending = [r.request_id for r in request_log.all_requests(s3.get_client(), s3.bucket) if r.status != "done"]
     if not pending:
         return dg.SkipReason("no erasure request pending")
-    return dg.RunRequest(run_key="+".join(sorted(pending)))
+    # The hour in the key: a run that failed is asked again within the hour, never left for good.
+    hour = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H")
+    return dg.RunRequest(run_key="+".join(sorted(pending)) + "@" + hour)

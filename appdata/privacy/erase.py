@@ -31,6 +31,7 @@ from pyiceberg.table import Table
 from appdata import aws
 from appdata.contract import layout
 from appdata.lake import maintenance, tables
+from appdata.privacy.forgotten import user_id_of
 
 # Every prefix of the bucket whose objects can hold a user's rows, and how each is read.
 OBJECT_PREFIXES = (layout.LAKE, layout.LANDING, layout.CURATED, layout.REJECTED, layout.ASSETS)
@@ -41,10 +42,7 @@ WAREHOUSE_TABLES = ("downloads_stream", "downloads_batch", "mart_download_facts"
 
 
 def _is_user(value: Any, users: set[int]) -> bool:
-    try:
-        return int(value) in users
-    except (TypeError, ValueError):
-        return False
+    return user_id_of(value) in users
 
 
 def _line_holds(line: dict, users: set[int]) -> bool:
@@ -74,7 +72,7 @@ def _without_csv_rows(body: bytes, users: set[int]) -> tuple[bytes, int]:
     rows = list(csv.reader(io.StringIO(text, newline="")))
     if not rows:
         return body, 0
-    header = [name.strip().lower() for name in rows[0]]
+    header = [name.replace("\ufeff", "").strip().lower() for name in rows[0]]  # as the ETL names columns
     if "user_id" not in header:
         return body, 0
     column = header.index("user_id")

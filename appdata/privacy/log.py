@@ -60,8 +60,7 @@ def file_request(s3: Any, bucket: str, user_id: int, requested_by: str) -> Erasu
 
 def user_of(s3: Any, bucket: str, request_id: str) -> int | None:
     for key in aws.list_keys(s3, bucket, layout.FORGOTTEN):
-        entry = json.loads(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
-        if entry.get("request_id") == request_id:
+        if request_id in forgotten.request_ids(json.loads(s3.get_object(Bucket=bucket, Key=key)["Body"].read())):
             return int(key[len(layout.FORGOTTEN):])
     return None
 

@@ -368,10 +368,8 @@ def without_forgotten(decoded: Decoded, users: forgotten.ForgottenUsers) -> tupl
 
 
 def users_match(value: Any, users: set[int]) -> bool:
-    try:
-        return int(value) in users
-    except (TypeError, ValueError):
-        return False
+    """Whether a raw user_id value, read as the contract reads it, names one of `users`."""
+    return forgotten.user_id_of(value) in users
 
 
 def drain_records(

@@ -124,7 +124,7 @@ def test_the_job_carries_out_a_filed_request_and_its_check_proves_it(provisioned
     request = log.file_request(s3, bucket, 100_001, "test")
     with dg.build_sensor_context(resources=provisioned) as context:
         run = erasure_request_sensor(context)
-    assert run.run_key == request.request_id
+    assert run.run_key.startswith(request.request_id + "@")
 
     result = dg.materialize([erasure_requests], resources=provisioned)
     (check,) = result.get_asset_check_evaluations()
