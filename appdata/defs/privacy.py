@@ -57,7 +57,8 @@ def erasure_requests(context: dg.AssetExecutionContext, s3: LakeS3Resource, dyna
     with warehouse.connect() as engine:
         places = erasure_places(s3, dynamodb, lake_table, engine)
         done = []
-        for request in [r for r in log if r.status != "done"]:
+        now = dt.datetime.now(dt.timezone.utc)
+        for request in [r for r in log if request_log.waiting(r, now)]:
             outcome = requests.carry_out(request.request_id, places)
             done.append(outcome)
             context.log.info(f"erasure {outcome.request_id}: {outcome.status}; removed {outcome.removed}"
@@ -95,7 +96,9 @@ erasure_job = dg.define_asset_job("forget_users", selection=dg.AssetSelection.as
 @dg.sensor(job=erasure_job, minimum_interval_seconds=30, default_status=dg.DefaultSensorStatus.RUNNING,
            description="A run of forget_users for each erasure request filed (API or CLI) and not yet done.")
 def erasure_request_sensor(context: dg.SensorEvaluationContext, s3: LakeS3Resource):
-    pending = [r.request_id for r in request_log.all_requests(s3.get_client(), s3.bucket) if r.status != "done"]
+    now = dt.datetime.now(dt.timezone.utc)
+    pending = [r.request_id for r in request_log.all_requests(s3.get_client(), s3.bucket)
+               if request_log.waiting(r, now)]
     if not pending:
         return dg.SkipReason("no erasure request pending")
     # The hour in the key: a run that failed is asked again within the hour, never left for good.

@@ -156,14 +156,15 @@ def keys_for_days(s3: Any, bucket: str, days: set[str]) -> list[str]:
 # ---- the table, DynamoDB, the warehouse
 
 
-def erase_table(table: Table, s3: Any, user_id: int) -> tuple[int, int]:
-    """Delete the user's rows, then every older snapshot and the files only they held; returns
-    (rows deleted, files removed)."""
+def erase_table(table: Table, s3: Any, user_id: int, *, expire: bool = False) -> tuple[int, int]:
+    """Delete the user's rows, then (when there were any, or `expire`) every older snapshot and
+    the files only they held; returns (rows deleted, files removed). A user the table never held
+    costs no history."""
     table.refresh()
     held = table.scan(row_filter=EqualTo("user_id", user_id), selected_fields=("event_id",)).to_arrow().num_rows
     if held:
         tables.commit(table, lambda table, transaction: transaction.delete(EqualTo("user_id", user_id)))
-    return held, len(maintenance.expire_all_but_current(table, s3))
+    return held, len(maintenance.expire_all_but_current(table, s3)) if held or expire else 0
 
 
 def erase_dynamodb(dynamodb: Any, table: str, user_id: int) -> int:
@@ -193,11 +194,13 @@ def warehouse_days(engine: sa.Engine, user_id: int) -> set[str]:
 
 def erase_warehouse(engine: sa.Engine, user_id: int, rebuild: Callable[[sa.Engine], Any]) -> int:
     """Delete the user's rows from the download tables and the marts that keep user ids, in one
-    transaction, then rebuild every mart (`rebuild`) so no aggregate still counts them."""
+    transaction, then (when there were any) rebuild every mart (`rebuild`) so no aggregate still
+    counts them."""
     removed = 0
     with engine.begin() as conn:
         for name in WAREHOUSE_TABLES:
             if sa.inspect(conn).has_table(name):
                 removed += conn.execute(sa.text(f"DELETE FROM {name} WHERE user_id = :u"), {"u": user_id}).rowcount or 0
-    rebuild(engine)
+    if removed:
+        rebuild(engine)
     return removed

@@ -25,10 +25,23 @@ class ErasureRequest:
     request_id: str
     requested_at: str
     requested_by: str
-    status: str = "pending"  # pending -> done
+    status: str = "pending"  # pending -> in_progress -> done (or pending again, with its traces)
     removed: dict[str, int] = field(default_factory=dict)
     traces: dict[str, int] = field(default_factory=dict)  # left after the erasure (Kinesis aside): none when done
     completed_at: str | None = None
+    started_at: str | None = None
+
+
+IN_PROGRESS_FOR = dt.timedelta(minutes=30)  # longer than any erasure: one that "runs" longer has died
+
+
+def waiting(request: ErasureRequest, now: dt.datetime) -> bool:
+    """Not done, and not being carried out right now (by `appdata forget` or a run)."""
+    if request.status == "done":
+        return False
+    if request.status == "in_progress" and request.started_at:
+        return now - dt.datetime.fromisoformat(request.started_at) > IN_PROGRESS_FOR
+    return True
 
 
 def _now() -> str:

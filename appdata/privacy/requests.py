@@ -46,11 +46,12 @@ def erase_user(user_id: int, places: Places, *, every_object: bool = False) -> d
             .column("download_date").to_pylist()}
         keys = erase.keys_for_days(places.s3, places.bucket, days)
     removed = {f"s3 {area}": n for area, n in erase.erase_objects(places.s3, places.bucket, user_id, keys).items()}
-    rows, files = erase.erase_table(table, places.s3, user_id)
+    rows, files = erase.erase_table(table, places.s3, user_id, expire=every_object)
     removed["lake table rows"], removed["lake table files of old snapshots"] = rows, files
     removed["dynamodb items"] = erase.erase_dynamodb(places.dynamodb, places.dynamodb_table, user_id)
     removed["warehouse rows"] = erase.erase_warehouse(places.engine, user_id, places.rebuild_marts)
-    places.refit_recommender(places.engine)
+    if removed["warehouse rows"] or every_object:  # the model learnt only from warehouse rows
+        places.refit_recommender(places.engine)
     return {place: n for place, n in removed.items() if n}
 
 
@@ -69,8 +70,11 @@ def carry_out(request_id: str, places: Places) -> ErasureRequest:
     if user_id is None:
         raise LookupError(f"erasure request {request_id} names no user on the forgotten list")
     started = dt.datetime.now(dt.timezone.utc)
+    request.status, request.started_at = "in_progress", started.isoformat()
+    save(places.s3, places.bucket, request)  # the sensor leaves it to this run (`log.waiting`)
     removed = erase_user(user_id, places)
-    left = traces_of(user_id, places, started)
+    learnt = started if removed.get("warehouse rows") else None  # a model fitted before then knew the user
+    left = traces_of(user_id, places, learnt)
     if left:  # events on their way when it was filed, or rows on no day the sinks know (a landing
         # file not loaded yet, a row the ETL refused): once more, every object read
         for place, n in erase_user(user_id, places, every_object=True).items():

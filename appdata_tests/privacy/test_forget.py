@@ -140,3 +140,39 @@ def test_the_job_carries_out_a_filed_request_and_its_check_proves_it(provisioned
     (check,) = dg.materialize([erasure_requests], resources=provisioned).get_asset_check_evaluations()
     assert not check.passed and request.request_id in check.description and "s3 lake/stream 1" in check.description
     assert "100001" not in check.description  # it names the request, never the user
+
+
+def test_a_user_never_held_costs_no_history_and_a_request_in_progress_is_left_to_its_run(provisioned):
+    import datetime as dt
+
+    from appdata.defs.privacy import erasure_places
+    from appdata.privacy import requests
+
+    s3, bucket = provisioned["s3"].get_client(), provisioned["s3"].bucket
+    table = provisioned["lake_table"].open()
+    kinesis = provisioned["kinesis"].get_client()
+    for n in range(3):  # three commits: three snapshots of history
+        put(kinesis, provisioned["kinesis"].stream_name, [make_event(n, day=DAYS[0], with_id=True)])
+        with provisioned["warehouse"].connect() as engine:
+            drain_all(provisioned, engine)
+        sync_stream_table(provisioned["lake_table"].open, kinesis, provisioned["kinesis"].stream_name,
+                          lease_table(provisioned), forgotten_users(provisioned))
+    table.refresh()
+    history = len(table.snapshots())
+    assert history >= 3
+
+    request = log.file_request(s3, bucket, 987_654_321, "test")
+    now = dt.datetime.now(dt.timezone.utc)
+    assert log.waiting(log.load(s3, bucket, request.request_id), now)
+    with provisioned["warehouse"].connect() as engine:
+        outcome = requests.carry_out(request.request_id, erasure_places(
+            provisioned["s3"], provisioned["dynamodb"], provisioned["lake_table"], engine))
+    assert (outcome.status, outcome.removed) == ("done", {})
+    table.refresh()
+    assert len(table.snapshots()) == history  # time travel kept: nothing of theirs was there
+
+    busy = log.file_request(s3, bucket, 100_001, "test")
+    busy.status, busy.started_at = "in_progress", now.isoformat()
+    log.save(s3, bucket, busy)
+    assert not log.waiting(log.load(s3, bucket, busy.request_id), now)  # the sensor leaves it to its run
+    assert log.waiting(log.load(s3, bucket, busy.request_id), now + log.IN_PROGRESS_FOR * 2)  # a run that died
