@@ -38,12 +38,14 @@ def contiguous_ranges(days: Iterable[dt.date]) -> list[tuple[dt.date, dt.date]]:
 
 
 def batch_assets() -> list:
-    """Sources the client data is made of, the client data itself, and the batch group."""
+    """Sources the client data is made of, the client data itself, the batch group and the lake
+    table's batch rows (what job batch_daily runs)."""
     from appdata.defs.batch.assets import curated_batch, downloads_batch, landing_batch
+    from appdata.defs.lake.assets import lake_downloads_batch
     from appdata.defs.sources import playstore_apps, playstore_apps_raw, users_app_batch_client_data, users_batch
 
     return [playstore_apps_raw, playstore_apps, users_batch, users_app_batch_client_data,
-            landing_batch, curated_batch, downloads_batch]
+            landing_batch, curated_batch, downloads_batch, lake_downloads_batch]
 
 
 def materialize_range(
@@ -66,7 +68,8 @@ def materialize_range(
                           run_config=run_config, raise_on_error=raise_on_error, selection=selection)
 
 
-PARTITIONED = ["users_app_batch_client_data", "landing_batch", "curated_batch", "downloads_batch"]
+PARTITIONED = ["users_app_batch_client_data", "landing_batch", "curated_batch", "downloads_batch",
+               "lake_downloads_batch"]
 
 
 def stage_counts(settings: Settings, days: Sequence[dt.date], resources: dict[str, Any] | None = None) -> list[dict]:

@@ -36,7 +36,9 @@ BATCH_TABLE_ASSET = dg.AssetKey("lake_downloads_batch")
     kinds={"iceberg", "s3"},
     partitions_def=daily_partitions,
     backfill_policy=dg.BackfillPolicy.single_run(),
-    deps=["curated_batch"],
+    # After the warehouse load, so the table never holds a day the warehouse has not got yet (the
+    # reconciliation check would call it extra while the load waits for the warehouse pool).
+    deps=["curated_batch", "downloads_batch"],
     check_specs=[dg.AssetCheckSpec("rows_match_curated", asset=BATCH_TABLE_ASSET, blocking=True,
                                    description="The table's batch rows of each day are exactly the curated rows.")],
     description="The batch rows (source = 'batch') of the lake's Iceberg table <namespace>.downloads: the run's "
