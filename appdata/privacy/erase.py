@@ -31,7 +31,7 @@ from pyiceberg.table import Table
 from appdata import aws
 from appdata.contract import layout
 from appdata.lake import maintenance, tables
-from appdata.privacy.forgotten import user_id_of
+from appdata.privacy.forgotten import names_one_of
 
 # Every prefix of the bucket whose objects can hold a user's rows, and how each is read.
 OBJECT_PREFIXES = (layout.LAKE, layout.LANDING, layout.CURATED, layout.REJECTED, layout.ASSETS)
@@ -41,14 +41,10 @@ WAREHOUSE_TABLES = ("downloads_stream", "downloads_batch", "mart_download_facts"
 # ---- objects: one reader/rewriter per format, chosen by the key
 
 
-def _is_user(value: Any, users: set[int]) -> bool:
-    return user_id_of(value) in users
-
-
 def _line_holds(line: dict, users: set[int]) -> bool:
     """A JSON line of the raw archive (an event) or a dead letter (its `record`)."""
     record = line.get("record") if isinstance(line.get("record"), dict) else line
-    return isinstance(record, dict) and _is_user(record.get("user_id"), users)
+    return isinstance(record, dict) and names_one_of(record.get("user_id"), users)
 
 
 def _without_json_lines(body: bytes, users: set[int]) -> tuple[bytes, int]:
@@ -76,7 +72,7 @@ def _without_csv_rows(body: bytes, users: set[int]) -> tuple[bytes, int]:
     if "user_id" not in header:
         return body, 0
     column = header.index("user_id")
-    kept = [rows[0]] + [row for row in rows[1:] if not (len(row) > column and _is_user(row[column], users))]
+    kept = [rows[0]] + [row for row in rows[1:] if not (len(row) > column and names_one_of(row[column], users))]
     removed = len(rows) - len(kept)
     if not removed:
         return body, 0
@@ -93,7 +89,7 @@ def _without_parquet_rows(body: bytes, users: set[int]) -> tuple[bytes, int]:
     try:
         match = pc.is_in(pc.cast(column, pa.int64()), value_set=pa.array(sorted(users), pa.int64()))
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-        match = pa.array([_is_user(v, users) for v in column.to_pylist()])
+        match = pa.array([names_one_of(v, users) for v in column.to_pylist()])
     match = pc.fill_null(match, False)
     removed = pc.sum(match).as_py() or 0
     if not removed:

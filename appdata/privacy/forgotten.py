@@ -36,6 +36,11 @@ def user_id_of(value: Any) -> int | None:
     return int(number) if math.isfinite(number) and number.is_integer() else None
 
 
+def names_one_of(value: Any, users: set[int]) -> bool:
+    """Whether a raw user_id value, read as the contract reads it, names one of `users`."""
+    return user_id_of(value) in users
+
+
 def add(s3: Any, bucket: str, user_id: int, request_id: str) -> None:
     """The user on the list, linked to `request_id` and to every earlier request for them (a
     request filed twice, a retried POST: each must still find its user)."""

@@ -358,18 +358,13 @@ def without_forgotten(decoded: Decoded, users: forgotten.ForgottenUsers) -> tupl
     gone = users.among((list(valid["user_id"]) if not valid.empty else []) + letter_users)
     if not gone:
         return valid, rejected, 0
-    kept_letters = [letter for letter, user in zip(rejected, letter_users) if not users_match(user, gone)]
+    kept_letters = [letter for letter, user in zip(rejected, letter_users) if not forgotten.names_one_of(user, gone)]
     dropped = len(rejected) - len(kept_letters)
     if not valid.empty:
         keep = ~valid["user_id"].astype("int64").isin(gone)
         dropped += len(valid) - int(keep.sum())
         valid = valid[keep].reset_index(drop=True)
     return valid, kept_letters, dropped
-
-
-def users_match(value: Any, users: set[int]) -> bool:
-    """Whether a raw user_id value, read as the contract reads it, names one of `users`."""
-    return forgotten.user_id_of(value) in users
 
 
 def drain_records(
